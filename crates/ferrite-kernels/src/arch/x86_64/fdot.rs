@@ -1,0 +1,143 @@
+//! Float dot products (F32, F16, BF16 rows), AVX2 (8 lanes) and AVX-512 (16 lanes), with four
+//! independent accumulators and a scalar tail.
+//!
+//! # Safety contract
+//! `w` and `a` must each be valid for `n` elements of the row's type.
+
+use std::arch::x86_64::*;
+
+use super::common::hsum_f32x8;
+
+/// Elements handled by the vector loop for an ISA with `lanes` floats per register.
+fn vector_part(n: usize, lanes: usize) -> usize {
+    n / (4 * lanes) * (4 * lanes)
+}
+
+macro_rules! avx2_float_dot {
+    ($name:ident, $load:ident, $tail:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(crate) unsafe fn $name(n: usize, w: *const u8, a: *const u8) -> f32 {
+            let m = vector_part(n, 8);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i < m {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: i + 8k + 8 <= m <= n elements (module contract).
+                    unsafe {
+                        *acc = _mm256_fmadd_ps($load(w, i + 8 * k), $load(a, i + 8 * k), *acc);
+                    }
+                }
+                i += 32;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut sum = hsum_f32x8(s);
+            for j in m..n {
+                // SAFETY: j < n.
+                sum += unsafe { $tail(w, j) * $tail(a, j) };
+            }
+            sum
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32x8(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: caller guarantees 8 floats at element i.
+    unsafe { _mm256_loadu_ps((p as *const f32).add(i)) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16x8(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: caller guarantees 8 halves at element i.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128((p as *const u16).add(i) as *const __m128i)) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16x8(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: caller guarantees 8 bfloat16 at element i. bf16 is the top half of an f32.
+    unsafe {
+        let h = _mm_loadu_si128((p as *const u16).add(i) as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+    }
+}
+
+unsafe fn f32_at(p: *const u8, i: usize) -> f32 {
+    // SAFETY: caller guarantees element i exists.
+    unsafe { (p as *const f32).add(i).read_unaligned() }
+}
+
+unsafe fn f16_at(p: *const u8, i: usize) -> f32 {
+    // SAFETY: caller guarantees element i exists.
+    half::f16::from_bits(unsafe { (p as *const u16).add(i).read_unaligned() }).to_f32()
+}
+
+unsafe fn bf16_at(p: *const u8, i: usize) -> f32 {
+    // SAFETY: caller guarantees element i exists.
+    half::bf16::from_bits(unsafe { (p as *const u16).add(i).read_unaligned() }).to_f32()
+}
+
+avx2_float_dot!(f32_avx2, load_f32x8, f32_at);
+avx2_float_dot!(f16_avx2, load_f16x8, f16_at);
+avx2_float_dot!(bf16_avx2, load_bf16x8, bf16_at);
+
+macro_rules! avx512_float_dot {
+    ($name:ident, $load:ident, $tail:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        pub(crate) unsafe fn $name(n: usize, w: *const u8, a: *const u8) -> f32 {
+            let m = vector_part(n, 16);
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut i = 0;
+            while i < m {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: i + 16k + 16 <= m <= n elements (module contract).
+                    unsafe {
+                        *acc = _mm512_fmadd_ps($load(w, i + 16 * k), $load(a, i + 16 * k), *acc);
+                    }
+                }
+                i += 64;
+            }
+            let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            let mut sum = _mm512_reduce_add_ps(s);
+            for j in m..n {
+                // SAFETY: j < n.
+                sum += unsafe { $tail(w, j) * $tail(a, j) };
+            }
+            sum
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn load_f32x16(p: *const u8, i: usize) -> __m512 {
+    // SAFETY: caller guarantees 16 floats at element i.
+    unsafe { _mm512_loadu_ps((p as *const f32).add(i)) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn load_f16x16(p: *const u8, i: usize) -> __m512 {
+    // SAFETY: caller guarantees 16 halves at element i.
+    unsafe {
+        _mm512_cvtph_ps(_mm256_loadu_si256(
+            (p as *const u16).add(i) as *const __m256i
+        ))
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn load_bf16x16(p: *const u8, i: usize) -> __m512 {
+    // SAFETY: caller guarantees 16 bfloat16 at element i.
+    unsafe {
+        let h = _mm256_loadu_si256((p as *const u16).add(i) as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+    }
+}
+
+avx512_float_dot!(f32_avx512, load_f32x16, f32_at);
+avx512_float_dot!(f16_avx512, load_f16x16, f16_at);
+avx512_float_dot!(bf16_avx512, load_bf16x16, bf16_at);

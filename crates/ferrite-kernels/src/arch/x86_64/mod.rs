@@ -1,0 +1,5 @@
+//! x86-64 kernels: AVX2 and AVX-512 (VNNI).
+
+pub(crate) mod common;
+pub(crate) mod fdot;
+pub(crate) mod qdot;

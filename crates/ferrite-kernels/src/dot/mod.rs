@@ -1,0 +1,182 @@
+//! Dot products of a weight row with an activation row, per weight format, and the run-time
+//! dispatch table [`Kernels`].
+
+pub(crate) mod scalar;
+
+use crate::quant::QuantType;
+use crate::{Error, Isa, Result};
+
+/// Kernel signature: `n` elements; weight row bytes; activation row bytes (already in
+/// `weight_type.activation_type()`). Lengths are checked by the caller.
+pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// Function table for one ISA. Built only for an ISA the CPU supports, which is what makes
+/// calling its SIMD entries sound.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    isa: Isa,
+    dots: [Option<DotFn>; 13],
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels").field("isa", &self.isa).finish()
+    }
+}
+
+fn slot(t: QuantType) -> usize {
+    QuantType::ALL
+        .iter()
+        .position(|&x| x == t)
+        .expect("invariant: ALL lists every QuantType")
+}
+
+impl Kernels {
+    /// The table for `isa`; errors if this CPU cannot run it.
+    pub fn new(isa: Isa) -> Result<Kernels> {
+        isa.require()?;
+        let mut k = Kernels {
+            isa,
+            dots: [None; 13],
+        };
+        k.set(QuantType::F32, scalar::f32_f32);
+        k.set(QuantType::F16, scalar::f16_f16);
+        k.set(QuantType::BF16, scalar::bf16_bf16);
+        k.set(QuantType::Q4_0, scalar::q4_0_q8_0);
+        k.set(QuantType::Q4_1, scalar::q4_1_q8_1);
+        k.set(QuantType::Q5_0, scalar::q5_0_q8_0);
+        k.set(QuantType::Q5_1, scalar::q5_1_q8_1);
+        k.set(QuantType::Q8_0, scalar::q8_0_q8_0);
+        k.set(QuantType::Q4_K, scalar::q4_k_q8_k);
+        k.set(QuantType::Q5_K, scalar::q5_k_q8_k);
+        k.set(QuantType::Q6_K, scalar::q6_k_q8_k);
+        #[cfg(target_arch = "x86_64")]
+        x86::install(&mut k);
+        Ok(k)
+    }
+
+    /// The best table for this CPU.
+    pub fn detect() -> Kernels {
+        Kernels::new(Isa::detect()).expect("invariant: the detected ISA is available")
+    }
+
+    /// Which ISA this table runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn set(&mut self, t: QuantType, f: DotFn) {
+        self.dots[slot(t)] = Some(f);
+    }
+
+    pub(crate) fn dot_fn(&self, t: QuantType) -> Result<DotFn> {
+        self.dots[slot(t)].ok_or_else(|| {
+            Error::Unsupported(format!(
+                "no dot product for {t} weights (activation-only type)"
+            ))
+        })
+    }
+
+    /// Dot product of one weight row (`n` elements of `t`) with activations already quantized to
+    /// `t.activation_type()`.
+    pub fn dot(&self, t: QuantType, n: usize, w: &[u8], a: &[u8]) -> Result<f32> {
+        check_row(t, n, w, a)?;
+        Ok(self.dot_fn(t)?(n, w, a))
+    }
+}
+
+/// Check that `w` and `a` are exactly one row of `n` elements of `t` and its activation type.
+pub(crate) fn check_row(t: QuantType, n: usize, w: &[u8], a: &[u8]) -> Result<()> {
+    let (wn, an) = (t.row_bytes(n)?, t.activation_type().row_bytes(n)?);
+    if w.len() != wn || a.len() != an {
+        return Err(Error::Shape(format!(
+            "{t} dot of {n} elements needs {wn} weight and {an} activation bytes, got {} and {}",
+            w.len(),
+            a.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Safe entry points over the x86 kernels. Each asserts the row lengths (cheap, once per
+    //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
+    //! table whose ISA the CPU was checked to support.
+    use super::{DotFn, Kernels};
+    use crate::arch::x86_64::fdot;
+    use crate::quant::QuantType;
+    use crate::Isa;
+
+    macro_rules! entry {
+        ($name:ident, $kernel:path, $t:expr) => {
+            fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                assert!(
+                    crate::dot::check_row($t, n, w, a).is_ok(),
+                    "invariant: row lengths checked by the caller"
+                );
+                // SAFETY: lengths were just checked, and this entry is only reachable through a
+                // `Kernels` table whose ISA `Isa::require` confirmed on this CPU.
+                unsafe { $kernel(n, w.as_ptr(), a.as_ptr()) }
+            }
+        };
+    }
+
+    entry!(f32_avx2, fdot::f32_avx2, QuantType::F32);
+    entry!(f16_avx2, fdot::f16_avx2, QuantType::F16);
+    entry!(bf16_avx2, fdot::bf16_avx2, QuantType::BF16);
+    entry!(f32_avx512, fdot::f32_avx512, QuantType::F32);
+    entry!(f16_avx512, fdot::f16_avx512, QuantType::F16);
+    entry!(bf16_avx512, fdot::bf16_avx512, QuantType::BF16);
+
+    macro_rules! quant_entries {
+        ($m:ident) => {
+            mod $m {
+                use crate::arch::x86_64::qdot;
+                use crate::quant::QuantType;
+                entry!(q4_0, qdot::$m::q4_0_q8_0, QuantType::Q4_0);
+                entry!(q4_1, qdot::$m::q4_1_q8_1, QuantType::Q4_1);
+                entry!(q5_0, qdot::$m::q5_0_q8_0, QuantType::Q5_0);
+                entry!(q5_1, qdot::$m::q5_1_q8_1, QuantType::Q5_1);
+                entry!(q8_0, qdot::$m::q8_0_q8_0, QuantType::Q8_0);
+                entry!(q4_k, qdot::$m::q4_k_q8_k, QuantType::Q4_K);
+                entry!(q5_k, qdot::$m::q5_k_q8_k, QuantType::Q5_K);
+                entry!(q6_k, qdot::$m::q6_k_q8_k, QuantType::Q6_K);
+                pub(super) const TABLE: [(QuantType, super::DotFn); 8] = [
+                    (QuantType::Q4_0, q4_0),
+                    (QuantType::Q4_1, q4_1),
+                    (QuantType::Q5_0, q5_0),
+                    (QuantType::Q5_1, q5_1),
+                    (QuantType::Q8_0, q8_0),
+                    (QuantType::Q4_K, q4_k),
+                    (QuantType::Q5_K, q5_k),
+                    (QuantType::Q6_K, q6_k),
+                ];
+            }
+        };
+    }
+    quant_entries!(avx2);
+    quant_entries!(vnni);
+
+    pub(super) fn install(k: &mut Kernels) {
+        match k.isa {
+            Isa::Avx2 => {
+                k.set(QuantType::F32, f32_avx2);
+                k.set(QuantType::F16, f16_avx2);
+                k.set(QuantType::BF16, bf16_avx2);
+                for (t, f) in avx2::TABLE {
+                    k.set(t, f);
+                }
+            }
+            Isa::Avx512 => {
+                k.set(QuantType::F32, f32_avx512);
+                k.set(QuantType::F16, f16_avx512);
+                k.set(QuantType::BF16, bf16_avx512);
+                for (t, f) in vnni::TABLE {
+                    k.set(t, f);
+                }
+            }
+            Isa::Scalar | Isa::Neon => {}
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Matrix products `y = x · Wᵀ` of f32 activations with a weight matrix stored in any supported
+//! format, multi-threaded over output rows on a [`ThreadPool`].
+//!
+//! The activations are quantized once per call into the weight format's activation type (as
+//! llama.cpp does), then each thread takes a contiguous range of weight rows and, tile by tile
+//! (16 rows, which stay in L1), dots them with every activation row. With one activation row this
+//! is the matrix-vector product of decoding; with many it is the prefill matrix product.
+
+use crate::dot::{DotFn, Kernels};
+use crate::pool::{SharedMut, ThreadPool};
+use crate::quant::{quantize_activations, QuantType};
+use crate::{Error, Result};
+
+/// Weight rows kept hot together.
+const ROW_TILE: usize = 16;
+
+/// A borrowed weight matrix: `rows` rows of `cols` elements of `ty`, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    /// Storage format.
+    pub ty: QuantType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    data: &'a [u8],
+    row_bytes: usize,
+}
+
+impl<'a> QMatrix<'a> {
+    /// View `data` as a `rows × cols` matrix of `ty`; errors if the sizes disagree.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: &'a [u8]) -> Result<QMatrix<'a>> {
+        let row_bytes = ty.row_bytes(cols)?;
+        if row_bytes.checked_mul(rows) != Some(data.len()) {
+            return Err(Error::Shape(format!(
+                "{ty} matrix {rows}×{cols} needs {} bytes, got {}",
+                row_bytes.saturating_mul(rows),
+                data.len()
+            )));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+            row_bytes,
+        })
+    }
+
+    /// Bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// All bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+/// `y[i][r] = Σ_c x[i][c] · W[r][c]` for `m` activation rows. `x` is `m × cols`, `y` is
+/// `m × rows`. `scratch` holds the quantized activations between calls (reused, grown as needed).
+pub fn matmul(
+    k: &Kernels,
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if x.len() != m * w.cols || y.len() != m * w.rows {
+        return Err(Error::Shape(format!(
+            "matmul of {m} rows with a {}×{} matrix: x has {} elements (want {}), y has {} (want {})",
+            w.rows,
+            w.cols,
+            x.len(),
+            m * w.cols,
+            y.len(),
+            m * w.rows
+        )));
+    }
+    let act = w.ty.activation_type();
+    let a_bytes = act.row_bytes(w.cols)?;
+    scratch.resize(m * a_bytes, 0);
+    quantize_rows(pool, act, x, w.cols, scratch, a_bytes)?;
+    let dot = k.dot_fn(w.ty)?;
+    let acts: &[u8] = scratch;
+    let out = SharedMut(y.as_mut_ptr());
+    pool.run(|ith, nth| {
+        let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
+        mat_rows(dot, w, acts, a_bytes, m, rows, out);
+    });
+    Ok(())
+}
+
+/// Quantize `m` rows of `x` into `out`, rows split across the pool when there are several.
+fn quantize_rows(
+    pool: &ThreadPool,
+    act: QuantType,
+    x: &[f32],
+    cols: usize,
+    out: &mut [u8],
+    a_bytes: usize,
+) -> Result<()> {
+    let m = x.len() / cols.max(1);
+    if m <= 1 || pool.n_threads() == 1 {
+        for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(a_bytes)) {
+            quantize_activations(act, xr, o)?;
+        }
+        return Ok(());
+    }
+    let ptr = SharedMut(out.as_mut_ptr());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    pool.run(|ith, nth| {
+        for i in ThreadPool::split(m, ith, nth, 1) {
+            // SAFETY: each thread writes only its own rows i of `out`, disjoint ranges of
+            // `a_bytes` bytes inside the buffer (m · a_bytes long).
+            let o = unsafe { std::slice::from_raw_parts_mut(ptr.ptr().add(i * a_bytes), a_bytes) };
+            if quantize_activations(act, &x[i * cols..(i + 1) * cols], o).is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    if failed.into_inner() {
+        return Err(Error::Shape("activation quantization failed".into()));
+    }
+    Ok(())
+}
+
+fn mat_rows(
+    dot: DotFn,
+    w: &QMatrix<'_>,
+    acts: &[u8],
+    a_bytes: usize,
+    m: usize,
+    rows: std::ops::Range<usize>,
+    out: SharedMut<f32>,
+) {
+    let n = w.cols;
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let r1 = (r0 + ROW_TILE).min(rows.end);
+        for i in 0..m {
+            let a = &acts[i * a_bytes..(i + 1) * a_bytes];
+            for r in r0..r1 {
+                let v = dot(n, w.row(r), a);
+                // SAFETY: this thread owns rows `rows` of every output row i; element
+                // i·w.rows + r is inside y (m · w.rows long) and written by no other thread.
+                unsafe { *out.ptr().add(i * w.rows + r) = v };
+            }
+        }
+        r0 = r1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_row;
+    use crate::Isa;
+
+    #[test]
+    fn matmul_matches_row_dots_for_every_thread_count() {
+        let (rows, cols, m) = (37, 64, 5);
+        let wf: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..m * cols)
+            .map(|i| ((i * 104729) % 19) as f32 / 9.0 - 1.0)
+            .collect();
+        let k = Kernels::new(Isa::Scalar).unwrap();
+        for ty in [QuantType::F32, QuantType::Q8_0, QuantType::Q4_1] {
+            let mut wq = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+            for (src, dst) in wf
+                .chunks(cols)
+                .zip(wq.chunks_mut(ty.row_bytes(cols).unwrap()))
+            {
+                quantize_row(ty, src, dst).unwrap();
+            }
+            let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
+            let mut expect = vec![0f32; m * rows];
+            {
+                let pool = ThreadPool::new(1);
+                matmul(&k, &pool, &w, &x, m, &mut expect, &mut Vec::new()).unwrap();
+            }
+            for nth in 2..4 {
+                let pool = ThreadPool::new(nth);
+                let mut y = vec![0f32; m * rows];
+                matmul(&k, &pool, &w, &x, m, &mut y, &mut Vec::new()).unwrap();
+                assert_eq!(y, expect, "{ty} with {nth} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn shape_errors() {
+        let k = Kernels::new(Isa::Scalar).unwrap();
+        let pool = ThreadPool::new(1);
+        assert!(QMatrix::new(QuantType::Q8_0, 2, 32, &[0u8; 67]).is_err());
+        assert!(QMatrix::new(QuantType::Q8_0, 2, 33, &[0u8; 68]).is_err());
+        let data = [0u8; 68];
+        let w = QMatrix::new(QuantType::Q8_0, 2, 32, &data).unwrap();
+        let mut y = vec![0f32; 2];
+        assert!(matmul(&k, &pool, &w, &[0f32; 31], 1, &mut y, &mut Vec::new()).is_err());
+    }
+}

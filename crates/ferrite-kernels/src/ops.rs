@@ -1,0 +1,283 @@
+//! Element-wise and row operations used by the forward passes: RMSNorm, RoPE, activations and
+//! the online-softmax attention accumulator. Numerics follow ggml where it matters for matching
+//! llama.cpp's greedy outputs (RMSNorm's f64 sum, RoPE's iterated angle, GELU through an f16
+//! table, the query rounded to f16 before Q·K).
+
+use half::f16;
+
+use crate::dot::Kernels;
+use crate::quant::QuantType;
+
+/// `out = x / rms(x) * w`, with the sum of squares accumulated in f64 as ggml does.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let scale = rms_scale(x, eps);
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = (v * scale) * g;
+    }
+}
+
+/// In-place RMSNorm.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let scale = rms_scale(x, eps);
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = (*v * scale) * g;
+    }
+}
+
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// RoPE rotation angles for one position: `cos_sin[2i], cos_sin[2i+1]` = cos, sin of
+/// `pos · base^(−2i/n_dims)` for `i < n_dims/2`. The angle is advanced by repeated
+/// multiplication in f32, exactly as ggml's rope cache.
+pub fn rope_angles(pos: f32, base: f32, n_dims: usize, cos_sin: &mut [f32]) {
+    let theta_scale = base.powf(-2.0 / n_dims as f32);
+    let mut theta = pos;
+    for pair in cos_sin[..n_dims].chunks_exact_mut(2) {
+        pair[0] = theta.cos();
+        pair[1] = theta.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// RoPE pairing convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): llama.cpp's `LLAMA_ROPE_TYPE_NORM` (Llama).
+    Normal,
+    /// Halves (x[i], x[i + n/2]): `LLAMA_ROPE_TYPE_NEOX` (Gemma, Qwen, ...).
+    Neox,
+}
+
+/// Rotate the first `n_dims` elements of one head vector in place.
+pub fn rope_apply(x: &mut [f32], cos_sin: &[f32], n_dims: usize, style: RopeStyle) {
+    let half = n_dims / 2;
+    for i in 0..half {
+        let (c, s) = (cos_sin[2 * i], cos_sin[2 * i + 1]);
+        let (a, b) = match style {
+            RopeStyle::Normal => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + half),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+/// `x / (1 + e^−x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `gate = silu(gate) · up`, in place.
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// tanh-approximated GELU in f32.
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// GELU as ggml's CPU backend computes it: input rounded to f16, looked up in a table of f16
+/// results (`GGML_GELU_FP16`), saturated outside ±10.
+#[inline]
+pub fn gelu_ggml(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let xr = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_tanh(xr)).to_f32()
+    }
+}
+
+/// `gate = gelu(gate) · up`, in place (GeGLU), with [`gelu_ggml`].
+pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u };
+    }
+}
+
+/// `y += x`.
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// `x *= s`.
+pub fn scale_inplace(x: &mut [f32], s: f32) {
+    for v in x {
+        *v *= s;
+    }
+}
+
+/// f32 → IEEE half bits (round to nearest even).
+pub fn f32_to_f16_bits(x: &[f32], out: &mut [u16]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f16::from_f32(v).to_bits();
+    }
+}
+
+/// Attention for one query head over key/value rows fed block by block, with an online softmax
+/// (running max and sum), so a paged cache never has to gather its blocks.
+#[derive(Debug, Clone)]
+pub struct AttentionAccumulator {
+    q16: Vec<u16>,
+    acc: Vec<f32>,
+    max: f32,
+    sum: f32,
+    scale: f32,
+}
+
+impl AttentionAccumulator {
+    /// An accumulator for `head_dim`-element heads.
+    pub fn new(head_dim: usize) -> AttentionAccumulator {
+        AttentionAccumulator {
+            q16: vec![0; head_dim],
+            acc: vec![0.0; head_dim],
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+            scale: 1.0,
+        }
+    }
+
+    /// Start a new query: `q` is converted to f16 (ggml converts the query to the K cache type
+    /// before the dot product); `scale` multiplies every score.
+    pub fn begin(&mut self, q: &[f32], scale: f32) {
+        f32_to_f16_bits(q, &mut self.q16);
+        self.acc.fill(0.0);
+        self.max = f32::NEG_INFINITY;
+        self.sum = 0.0;
+        self.scale = scale;
+    }
+
+    /// Attend to `n` positions: `keys` and `values` are `n × head_dim` f16 rows (as bytes).
+    /// `softcap`, when set, applies `c·tanh(s/c)` to each scaled score.
+    pub fn add(&mut self, k: &Kernels, keys: &[u8], values: &[u8], n: usize, softcap: Option<f32>) {
+        let d = self.q16.len();
+        let row = 2 * d;
+        let q: &[u8] = bytemuck::cast_slice(&self.q16);
+        let dot = k
+            .dot_fn(QuantType::F16)
+            .expect("invariant: F16 has a dot kernel");
+        for j in 0..n {
+            let mut s = dot(d, &keys[j * row..(j + 1) * row], q) * self.scale;
+            if let Some(c) = softcap {
+                s = c * (s / c).tanh();
+            }
+            let v = &values[j * row..(j + 1) * row];
+            if s > self.max {
+                // Rescale what we have to the new maximum.
+                let ms = (self.max - s).exp();
+                self.sum *= ms;
+                for a in &mut self.acc {
+                    *a *= ms;
+                }
+                self.max = s;
+            }
+            let p = (s - self.max).exp();
+            self.sum += p;
+            for (a, vb) in self.acc.iter_mut().zip(v.chunks_exact(2)) {
+                *a += p * f16::from_bits(u16::from_le_bytes([vb[0], vb[1]])).to_f32();
+            }
+        }
+    }
+
+    /// Write the normalised result.
+    pub fn finish(&self, out: &mut [f32]) {
+        let inv = if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 };
+        for (o, &a) in out.iter_mut().zip(&self.acc) {
+            *o = a * inv;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isa;
+
+    #[test]
+    fn rms_norm_unit_weights() {
+        let x = [3.0f32, 4.0];
+        let mut y = [0.0; 2];
+        rms_norm(&x, &[1.0, 1.0], 0.0, &mut y);
+        let rms = (12.5f32).sqrt();
+        assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 4.0 / rms).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norm() {
+        let mut cs = [0f32; 8];
+        rope_angles(0.0, 10000.0, 8, &mut cs);
+        let mut x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let orig = x;
+        rope_apply(&mut x, &cs, 8, RopeStyle::Neox);
+        assert_eq!(x, orig);
+        rope_angles(17.0, 10000.0, 8, &mut cs);
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            let mut y = orig;
+            rope_apply(&mut y, &cs, 8, style);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = y.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-3, "{style:?}");
+        }
+    }
+
+    #[test]
+    fn gelu_ggml_close_to_exact() {
+        for i in -300..300 {
+            let x = i as f32 / 20.0;
+            assert!(
+                (gelu_ggml(x) - gelu_tanh(x)).abs() < 1e-2 * (1.0 + x.abs()),
+                "{x}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_two_pass_softmax() {
+        let k = Kernels::new(Isa::Scalar).unwrap();
+        let d = 8;
+        let n = 13;
+        let q: Vec<f32> = (0..d).map(|i| (i as f32 * 0.3).sin()).collect();
+        let keys: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.17).cos()).collect();
+        let vals: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.11).sin()).collect();
+        let to16 = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
+                .collect()
+        };
+        let (kb, vb) = (to16(&keys), to16(&vals));
+        let mut acc = AttentionAccumulator::new(d);
+        acc.begin(&q, 0.5);
+        // Two blocks: online softmax must equal one pass.
+        acc.add(&k, &kb[..5 * d * 2], &vb[..5 * d * 2], 5, None);
+        acc.add(&k, &kb[5 * d * 2..], &vb[5 * d * 2..], n - 5, None);
+        let mut out = vec![0f32; d];
+        acc.finish(&mut out);
+        let h = |x: f32| f16::from_f32(x).to_f32();
+        let scores: Vec<f32> = (0..n)
+            .map(|j| (0..d).map(|i| h(q[i]) * h(keys[j * d + i])).sum::<f32>() * 0.5)
+            .collect();
+        let m = scores.iter().cloned().fold(f32::MIN, f32::max);
+        let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
+        let z: f32 = e.iter().sum();
+        for i in 0..d {
+            let want: f32 = (0..n).map(|j| e[j] / z * h(vals[j * d + i])).sum();
+            assert!((out[i] - want).abs() < 1e-5, "{i}: {} vs {want}", out[i]);
+        }
+    }
+}
