@@ -412,7 +412,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header> {
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.size_bytes));
         match (start, end) {
-            (Some(start), Some(end)) if end <= len => {}
+            (Some(_), Some(end)) if end <= len => {}
             _ => {
                 return Err(Error::TensorOutOfBounds {
                     tensor: t.name.clone(),

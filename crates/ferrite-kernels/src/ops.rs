@@ -130,12 +130,26 @@ pub fn f32_to_f16_bits(x: &[f32], out: &mut [u16]) {
     }
 }
 
+/// How the attention accumulator sums `p·v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttnAccum {
+    /// Round the running sum to f16 after every position, as llama.cpp's CPU flash attention
+    /// does with an f16 V cache (`ggml_vec_mad_f16` into `VKQ16`); the default, so greedy
+    /// outputs agree with llama.cpp.
+    #[default]
+    F16,
+    /// Keep the running sum in f32 (more precise, differs slightly from llama.cpp).
+    F32,
+}
+
 /// Attention for one query head over key/value rows fed block by block, with an online softmax
 /// (running max and sum), so a paged cache never has to gather its blocks.
 #[derive(Debug, Clone)]
 pub struct AttentionAccumulator {
     q16: Vec<u16>,
+    acc16: Vec<u16>,
     acc: Vec<f32>,
+    mode: AttnAccum,
     max: f32,
     sum: f32,
     scale: f32,
@@ -143,10 +157,12 @@ pub struct AttentionAccumulator {
 
 impl AttentionAccumulator {
     /// An accumulator for `head_dim`-element heads.
-    pub fn new(head_dim: usize) -> AttentionAccumulator {
+    pub fn new(head_dim: usize, mode: AttnAccum) -> AttentionAccumulator {
         AttentionAccumulator {
             q16: vec![0; head_dim],
+            acc16: vec![0; head_dim],
             acc: vec![0.0; head_dim],
+            mode,
             max: f32::NEG_INFINITY,
             sum: 0.0,
             scale: 1.0,
@@ -158,6 +174,7 @@ impl AttentionAccumulator {
     pub fn begin(&mut self, q: &[f32], scale: f32) {
         f32_to_f16_bits(q, &mut self.q16);
         self.acc.fill(0.0);
+        self.acc16.fill(0);
         self.max = f32::NEG_INFINITY;
         self.sum = 0.0;
         self.scale = scale;
@@ -178,28 +195,46 @@ impl AttentionAccumulator {
                 s = c * (s / c).tanh();
             }
             let v = &values[j * row..(j + 1) * row];
-            if s > self.max {
-                // Rescale what we have to the new maximum.
+            // Online softmax step: ms rescales what we have, vs weighs this position.
+            let (ms, vs) = if s > self.max {
                 let ms = (self.max - s).exp();
-                self.sum *= ms;
-                for a in &mut self.acc {
-                    *a *= ms;
-                }
                 self.max = s;
+                (ms, 1.0)
+            } else {
+                (1.0, (s - self.max).exp())
+            };
+            match self.mode {
+                AttnAccum::F16 => {
+                    if ms != 1.0 {
+                        (k.scale_f16)(&mut self.acc16, ms);
+                    }
+                    (k.mad_f16)(&mut self.acc16, v, vs);
+                }
+                AttnAccum::F32 => {
+                    for (a, vb) in self.acc.iter_mut().zip(v.chunks_exact(2)) {
+                        let x = f16::from_bits(u16::from_le_bytes([vb[0], vb[1]])).to_f32();
+                        *a = *a * ms + vs * x;
+                    }
+                }
             }
-            let p = (s - self.max).exp();
-            self.sum += p;
-            for (a, vb) in self.acc.iter_mut().zip(v.chunks_exact(2)) {
-                *a += p * f16::from_bits(u16::from_le_bytes([vb[0], vb[1]])).to_f32();
-            }
+            self.sum = self.sum * ms + vs;
         }
     }
 
     /// Write the normalised result.
     pub fn finish(&self, out: &mut [f32]) {
         let inv = if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 };
-        for (o, &a) in out.iter_mut().zip(&self.acc) {
-            *o = a * inv;
+        match self.mode {
+            AttnAccum::F16 => {
+                for (o, &a) in out.iter_mut().zip(&self.acc16) {
+                    *o = f16::from_bits(a).to_f32() * inv;
+                }
+            }
+            AttnAccum::F32 => {
+                for (o, &a) in out.iter_mut().zip(&self.acc) {
+                    *o = a * inv;
+                }
+            }
         }
     }
 }
@@ -261,13 +296,17 @@ mod tests {
                 .collect()
         };
         let (kb, vb) = (to16(&keys), to16(&vals));
-        let mut acc = AttentionAccumulator::new(d);
-        acc.begin(&q, 0.5);
-        // Two blocks: online softmax must equal one pass.
-        acc.add(&k, &kb[..5 * d * 2], &vb[..5 * d * 2], 5, None);
-        acc.add(&k, &kb[5 * d * 2..], &vb[5 * d * 2..], n - 5, None);
-        let mut out = vec![0f32; d];
-        acc.finish(&mut out);
+        let mut outs = Vec::new();
+        for mode in [AttnAccum::F32, AttnAccum::F16] {
+            let mut acc = AttentionAccumulator::new(d, mode);
+            acc.begin(&q, 0.5);
+            // Two blocks: online softmax must equal one pass.
+            acc.add(&k, &kb[..5 * d * 2], &vb[..5 * d * 2], 5, None);
+            acc.add(&k, &kb[5 * d * 2..], &vb[5 * d * 2..], n - 5, None);
+            let mut out = vec![0f32; d];
+            acc.finish(&mut out);
+            outs.push((mode, out));
+        }
         let h = |x: f32| f16::from_f32(x).to_f32();
         let scores: Vec<f32> = (0..n)
             .map(|j| (0..d).map(|i| h(q[i]) * h(keys[j * d + i])).sum::<f32>() * 0.5)
@@ -275,9 +314,17 @@ mod tests {
         let m = scores.iter().cloned().fold(f32::MIN, f32::max);
         let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
         let z: f32 = e.iter().sum();
-        for i in 0..d {
-            let want: f32 = (0..n).map(|j| e[j] / z * h(vals[j * d + i])).sum();
-            assert!((out[i] - want).abs() < 1e-5, "{i}: {} vs {want}", out[i]);
+        for (mode, out) in outs {
+            // f16 accumulation rounds each step to 11 significant bits.
+            let tol = if mode == AttnAccum::F32 { 1e-5 } else { 4e-3 };
+            for i in 0..d {
+                let want: f32 = (0..n).map(|j| e[j] / z * h(vals[j * d + i])).sum();
+                assert!(
+                    (out[i] - want).abs() < tol,
+                    "{mode:?} {i}: {} vs {want}",
+                    out[i]
+                );
+            }
         }
     }
 }

@@ -138,6 +138,38 @@ impl ThreadPool {
         }
     }
 
+    /// Split `data` into chunks of `chunk` elements (the last may be shorter) and call
+    /// `f(chunk_index, chunk)` for each, threads taking contiguous runs of chunks. The safe way for
+    /// callers to fill disjoint parts of one buffer in parallel.
+    pub fn par_chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: F,
+    ) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let n_chunks = len.div_ceil(chunk);
+        if self.n_threads() == 1 || n_chunks <= 1 {
+            for (i, c) in data.chunks_mut(chunk).enumerate() {
+                f(i, c);
+            }
+            return;
+        }
+        let base = SharedMut(data.as_mut_ptr());
+        self.run(|ith, nth| {
+            for i in Self::split(n_chunks, ith, nth, 1) {
+                let start = i * chunk;
+                let n = chunk.min(len - start);
+                // SAFETY: chunk i covers [start, start + n) inside `data`; each chunk index goes to
+                // exactly one thread, so the mutable slices are disjoint, and `data` is borrowed
+                // mutably for the whole call.
+                let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
+                f(i, c);
+            }
+        });
+    }
+
     /// Split `0..n` into `nth` contiguous ranges and return range `ith`, each a multiple of
     /// `align` except the last.
     pub fn split(n: usize, ith: usize, nth: usize, align: usize) -> std::ops::Range<usize> {
@@ -278,6 +310,22 @@ mod tests {
             hits.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(hits.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn par_chunks_mut_visits_every_chunk_once() {
+        for nth in 1..4 {
+            let pool = ThreadPool::new(nth);
+            let mut v = vec![0usize; 103];
+            pool.par_chunks_mut(&mut v, 10, |i, c| {
+                for x in c.iter_mut() {
+                    *x += i + 1;
+                }
+            });
+            for (j, x) in v.iter().enumerate() {
+                assert_eq!(*x, j / 10 + 1);
+            }
+        }
     }
 
     #[test]

@@ -244,3 +244,36 @@ fn dot_rejects_wrong_lengths() {
         .dot(QuantType::Q8_K, 256, &[0u8; 292], &[0u8; 292])
         .is_err());
 }
+
+#[test]
+fn f16_accumulator_kernels_match_scalar() {
+    use half::f16;
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    for n in [0usize, 1, 7, 8, 9, 64, 256, 257] {
+        let y0: Vec<u16> = values(n as u64, n, 4.0)
+            .iter()
+            .map(|v| f16::from_f32(*v).to_bits())
+            .collect();
+        let x: Vec<u8> = values(n as u64 + 9, n, 2.0)
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_bits().to_le_bytes())
+            .collect();
+        let mut want = y0.clone();
+        scalar.mad_f16(&mut want, &x, 0.37).unwrap();
+        scalar.scale_f16(&mut want, 0.9);
+        for isa in Isa::available() {
+            let k = Kernels::new(isa).unwrap();
+            let mut got = y0.clone();
+            k.mad_f16(&mut got, &x, 0.37).unwrap();
+            k.scale_f16(&mut got, 0.9);
+            for (a, b) in got.iter().zip(&want) {
+                // FMA vs separate multiply-add may differ by one f16 ulp.
+                let (a, b) = (f16::from_bits(*a).to_f32(), f16::from_bits(*b).to_f32());
+                assert!(
+                    (a - b).abs() <= b.abs() * 1e-3 + 1e-6,
+                    "{isa} n={n}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

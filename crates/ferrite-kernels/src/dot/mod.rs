@@ -9,6 +9,10 @@ use crate::{Error, Isa, Result};
 /// Kernel signature: `n` elements; weight row bytes; activation row bytes (already in
 /// `weight_type.activation_type()`). Lengths are checked by the caller.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+/// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
+pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
+/// `y = f16(y·v)`.
+pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 
 /// Function table for one ISA. Built only for an ISA the CPU supports, which is what makes
 /// calling its SIMD entries sound.
@@ -16,6 +20,8 @@ pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
 pub struct Kernels {
     isa: Isa,
     dots: [Option<DotFn>; 13],
+    pub(crate) mad_f16: MadF16Fn,
+    pub(crate) scale_f16: ScaleF16Fn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -38,6 +44,8 @@ impl Kernels {
         let mut k = Kernels {
             isa,
             dots: [None; 13],
+            mad_f16: scalar::mad_f16,
+            scale_f16: scalar::scale_f16,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -75,6 +83,24 @@ impl Kernels {
                 "no dot product for {t} weights (activation-only type)"
             ))
         })
+    }
+
+    /// `y[i] = f16(f32(y[i]) + f32(x[i])·v)`: an f16 accumulator step (ggml's `vec_mad_f16`).
+    pub fn mad_f16(&self, y: &mut [u16], x: &[u8], v: f32) -> Result<()> {
+        if x.len() != 2 * y.len() {
+            return Err(Error::Shape(format!(
+                "mad_f16: {} halves vs {} bytes",
+                y.len(),
+                x.len()
+            )));
+        }
+        (self.mad_f16)(y, x, v);
+        Ok(())
+    }
+
+    /// `y[i] = f16(f32(y[i])·v)`.
+    pub fn scale_f16(&self, y: &mut [u16], v: f32) {
+        (self.scale_f16)(y, v)
     }
 
     /// Dot product of one weight row (`n` elements of `t`) with activations already quantized to
@@ -158,7 +184,25 @@ mod x86 {
     quant_entries!(avx2);
     quant_entries!(vnni);
 
+    fn mad_f16(y: &mut [u16], x: &[u8], v: f32) {
+        assert!(
+            x.len() == 2 * y.len(),
+            "invariant: lengths checked by the caller"
+        );
+        // SAFETY: x holds y.len() halves; this entry is only installed for AVX2-capable ISAs.
+        unsafe { fdot::mad_f16_avx2(y.len(), y.as_mut_ptr(), x.as_ptr() as *const u16, v) }
+    }
+
+    fn scale_f16(y: &mut [u16], v: f32) {
+        // SAFETY: as for mad_f16.
+        unsafe { fdot::scale_f16_avx2(y.len(), y.as_mut_ptr(), v) }
+    }
+
     pub(super) fn install(k: &mut Kernels) {
+        if matches!(k.isa, Isa::Avx2 | Isa::Avx512) {
+            k.mad_f16 = mad_f16;
+            k.scale_f16 = scale_f16;
+        }
         match k.isa {
             Isa::Avx2 => {
                 k.set(QuantType::F32, f32_avx2);

@@ -194,3 +194,16 @@ pub(crate) fn q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     s
 }
+
+pub(crate) fn mad_f16(y: &mut [u16], x: &[u8], v: f32) {
+    for (a, b) in y.iter_mut().zip(x.chunks_exact(2)) {
+        let xv = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        *a = f16::from_f32(f16::from_bits(*a).to_f32() + xv * v).to_bits();
+    }
+}
+
+pub(crate) fn scale_f16(y: &mut [u16], v: f32) {
+    for a in y.iter_mut() {
+        *a = f16::from_f32(f16::from_bits(*a).to_f32() * v).to_bits();
+    }
+}

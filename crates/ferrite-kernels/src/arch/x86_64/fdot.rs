@@ -141,3 +141,64 @@ unsafe fn load_bf16x16(p: *const u8, i: usize) -> __m512 {
 avx512_float_dot!(f32_avx512, load_f32x16, f32_at);
 avx512_float_dot!(f16_avx512, load_f16x16, f16_at);
 avx512_float_dot!(bf16_avx512, load_bf16x16, bf16_at);
+
+/// `y[i] = f16(f32(y[i]) + f32(x[i])·v)` with one FMA per element (ggml's `ggml_vec_mad_f16`).
+///
+/// # Safety
+/// `y` and `x` must each be valid for `n` halves.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn mad_f16_avx2(n: usize, y: *mut u16, x: *const u16, v: f32) {
+    let vv = _mm256_set1_ps(v);
+    let m = n / 8 * 8;
+    let mut i = 0;
+    while i < m {
+        // SAFETY: i + 8 <= n.
+        unsafe {
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.add(i) as *const __m128i));
+            let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.add(i) as *const __m128i));
+            let r = _mm256_fmadd_ps(xv, vv, yv);
+            _mm_storeu_si128(
+                y.add(i) as *mut __m128i,
+                _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT),
+            );
+        }
+        i += 8;
+    }
+    for j in m..n {
+        // SAFETY: j < n.
+        unsafe {
+            let yv = half::f16::from_bits(*y.add(j)).to_f32();
+            let xv = half::f16::from_bits(x.add(j).read_unaligned()).to_f32();
+            *y.add(j) = half::f16::from_f32(xv.mul_add(v, yv)).to_bits();
+        }
+    }
+}
+
+/// `y[i] = f16(f32(y[i])·v)`.
+///
+/// # Safety
+/// `y` must be valid for `n` halves.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn scale_f16_avx2(n: usize, y: *mut u16, v: f32) {
+    let vv = _mm256_set1_ps(v);
+    let m = n / 8 * 8;
+    let mut i = 0;
+    while i < m {
+        // SAFETY: i + 8 <= n.
+        unsafe {
+            let yv = _mm256_cvtph_ps(_mm_loadu_si128(y.add(i) as *const __m128i));
+            let r = _mm256_mul_ps(yv, vv);
+            _mm_storeu_si128(
+                y.add(i) as *mut __m128i,
+                _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT),
+            );
+        }
+        i += 8;
+    }
+    for j in m..n {
+        // SAFETY: j < n.
+        unsafe {
+            *y.add(j) = half::f16::from_f32(half::f16::from_bits(*y.add(j)).to_f32() * v).to_bits();
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Model hyper-parameters read from GGUF metadata and validated before any weight is touched.
+
+use ferrite_gguf::{GgufFile, Value};
+
+use crate::{Error, Result};
+
+/// Architectures ferrite implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama family (SmolLM2, Llama 2/3 without rope scaling, ...).
+    Llama,
+    /// Gemma 3 text models.
+    Gemma3,
+}
+
+impl Architecture {
+    /// GGUF `general.architecture` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Gemma3 => "gemma3",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Architecture> {
+        match s {
+            "llama" => Ok(Architecture::Llama),
+            "gemma3" => Ok(Architecture::Gemma3),
+            other => Err(Error::UnsupportedArchitecture(other.to_string())),
+        }
+    }
+}
+
+/// Shape and numerics of one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Architecture.
+    pub arch: Architecture,
+    /// `general.name`, when present.
+    pub name: String,
+    /// Layers.
+    pub n_layers: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Feed-forward inner size.
+    pub ffn_dim: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_heads`).
+    pub n_kv_heads: usize,
+    /// Per-head size of queries and keys.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding table).
+    pub vocab_size: usize,
+    /// Context length the model was trained for.
+    pub context_length: usize,
+    /// RMSNorm epsilon.
+    pub norm_eps: f32,
+    /// RoPE base of full-attention layers.
+    pub rope_base: f32,
+    /// RoPE base of sliding-window layers (Gemma 3 local layers).
+    pub rope_base_local: f32,
+    /// Dimensions of each head that RoPE rotates.
+    pub rope_dims: usize,
+    /// Sliding window in tokens, for layers where [`ModelConfig::is_sliding`] holds.
+    pub sliding_window: Option<usize>,
+    /// Per layer: whether it uses the sliding window.
+    pub sliding_layers: Vec<bool>,
+    /// Multiplier of attention scores (applied to Q for Gemma, to Q·K for Llama).
+    pub attention_scale: f32,
+    /// Final logit soft-capping `c·tanh(x/c)`, when the file sets it.
+    pub final_logit_softcap: Option<f32>,
+    /// Attention logit soft-capping, when the file sets it.
+    pub attn_logit_softcap: Option<f32>,
+}
+
+fn key(arch: &str, k: &str) -> String {
+    format!("{arch}.{k}")
+}
+
+fn usize_key(f: &GgufFile, k: &str) -> Result<usize> {
+    match f.get(k) {
+        None => Err(Error::Config(format!("missing metadata key {k}"))),
+        Some(Value::Array(_)) => Err(Error::Config(format!(
+            "{k} is a per-layer array; ferrite supports only a single value"
+        ))),
+        Some(v) => v
+            .as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .ok_or_else(|| Error::Config(format!("{k} is not a non-negative integer"))),
+    }
+}
+
+fn opt_usize(f: &GgufFile, k: &str) -> Result<Option<usize>> {
+    if f.get(k).is_none() {
+        return Ok(None);
+    }
+    usize_key(f, k).map(Some)
+}
+
+fn opt_f32(f: &GgufFile, k: &str) -> Result<Option<f32>> {
+    match f.get(k) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|x| Some(x as f32))
+            .ok_or_else(|| Error::Config(format!("{k} is not a number"))),
+    }
+}
+
+impl ModelConfig {
+    /// Read and validate the configuration of the model in `f`.
+    pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
+        let arch_name = f.metadata_str("general.architecture")?;
+        let arch = Architecture::parse(arch_name)?;
+        let a = arch_name;
+        let n_layers = usize_key(f, &key(a, "block_count"))?;
+        let dim = usize_key(f, &key(a, "embedding_length"))?;
+        let ffn_dim = usize_key(f, &key(a, "feed_forward_length"))?;
+        let n_heads = usize_key(f, &key(a, "attention.head_count"))?;
+        let n_kv_heads = opt_usize(f, &key(a, "attention.head_count_kv"))?.unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::Config(format!(
+                "{n_heads} query heads cannot be grouped over {n_kv_heads} key/value heads"
+            )));
+        }
+        let head_dim = match opt_usize(f, &key(a, "attention.key_length"))? {
+            Some(d) => d,
+            None if dim % n_heads == 0 => dim / n_heads,
+            None => {
+                return Err(Error::Config(format!(
+                    "embedding_length {dim} is not divisible by {n_heads} heads"
+                )))
+            }
+        };
+        if let Some(vd) = opt_usize(f, &key(a, "attention.value_length"))? {
+            if vd != head_dim {
+                return Err(Error::Config(format!(
+                    "value_length {vd} differs from key_length {head_dim}; not supported"
+                )));
+            }
+        }
+        let rope_dims = opt_usize(f, &key(a, "rope.dimension_count"))?.unwrap_or(head_dim);
+        if rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(Error::Config(format!(
+                "rope.dimension_count {rope_dims} must be even and at most the head size {head_dim}"
+            )));
+        }
+        if let Some(v) = f.get(&key(a, "rope.scaling.type")).and_then(|v| v.as_str()) {
+            if v != "none" {
+                return Err(Error::Config(format!(
+                    "RoPE scaling {v:?} is not supported yet"
+                )));
+            }
+        }
+        if f.tensor("rope_freqs.weight").is_some() {
+            return Err(Error::Config(
+                "per-dimension RoPE frequency factors (rope_freqs.weight) are not supported yet"
+                    .into(),
+            ));
+        }
+        let vocab_size = match f.tensor("token_embd.weight") {
+            Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+            _ => return Err(Error::Config("missing 2-D tensor token_embd.weight".into())),
+        };
+        let context_length = usize_key(f, &key(a, "context_length"))?;
+        let norm_eps =
+            opt_f32(f, &key(a, "attention.layer_norm_rms_epsilon"))?.ok_or_else(|| {
+                Error::Config(format!("missing {a}.attention.layer_norm_rms_epsilon"))
+            })?;
+        let rope_base = opt_f32(f, &key(a, "rope.freq_base"))?.unwrap_or(10000.0);
+        let name = f
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .unwrap_or(arch_name)
+            .to_string();
+
+        let mut cfg = ModelConfig {
+            arch,
+            name,
+            n_layers,
+            dim,
+            ffn_dim,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab_size,
+            context_length,
+            norm_eps,
+            rope_base,
+            rope_base_local: rope_base,
+            rope_dims,
+            sliding_window: None,
+            sliding_layers: vec![false; n_layers],
+            attention_scale: 1.0 / (head_dim as f32).sqrt(),
+            final_logit_softcap: opt_f32(f, &key(a, "final_logit_softcapping"))?
+                .filter(|c| *c != 0.0),
+            attn_logit_softcap: opt_f32(f, &key(a, "attn_logit_softcapping"))?
+                .filter(|c| *c != 0.0),
+        };
+        if arch == Architecture::Gemma3 {
+            cfg.gemma3_specifics(f)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Gemma 3 (llama.cpp `llama_model_gemma3::load_arch_hparams`): 5 of every 6 layers use a
+    /// sliding window with RoPE base 10k unless the file says otherwise; scores are scaled by
+    /// 1/√head_dim applied to Q.
+    fn gemma3_specifics(&mut self, f: &GgufFile) -> Result<()> {
+        if let Some(w) = opt_usize(f, "gemma3.attention.sliding_window")?.filter(|w| *w > 0) {
+            self.sliding_window = Some(w);
+            self.rope_base_local = opt_f32(f, "gemma3.rope.freq_base_swa")?.unwrap_or(10000.0);
+            match f.get("gemma3.attention.sliding_window_pattern") {
+                Some(Value::Array(arr)) => {
+                    let flags = arr
+                        .to_i64_vec()
+                        .or_else(|| match arr {
+                            ferrite_gguf::Array::Bool(b) => {
+                                Some(b.iter().map(|&x| i64::from(x)).collect())
+                            }
+                            _ => None,
+                        })
+                        .ok_or_else(|| Error::Config("bad sliding_window_pattern array".into()))?;
+                    if flags.len() != self.n_layers {
+                        return Err(Error::Config(format!(
+                            "sliding_window_pattern has {} entries for {} layers",
+                            flags.len(),
+                            self.n_layers
+                        )));
+                    }
+                    self.sliding_layers = flags.iter().map(|&x| x != 0).collect();
+                }
+                other => {
+                    let period = match other {
+                        Some(v) => v.as_u64().unwrap_or(6) as usize,
+                        None => 6,
+                    };
+                    self.sliding_layers = (0..self.n_layers)
+                        .map(|il| period == 0 || il % period < period - 1)
+                        .collect();
+                }
+            }
+        }
+        self.attention_scale = 1.0 / (self.head_dim as f32).sqrt();
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.n_layers > 0, "block_count must be positive"),
+            (self.dim > 0, "embedding_length must be positive"),
+            (self.ffn_dim > 0, "feed_forward_length must be positive"),
+            (self.vocab_size > 0, "vocabulary must not be empty"),
+            (self.context_length > 0, "context_length must be positive"),
+            (
+                self.norm_eps.is_finite() && self.norm_eps >= 0.0,
+                "bad RMSNorm epsilon",
+            ),
+            (
+                self.rope_base.is_finite() && self.rope_base > 0.0,
+                "bad RoPE base",
+            ),
+        ];
+        for (ok, msg) in checks {
+            if !ok {
+                return Err(Error::Config(msg.into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether layer `il` attends through the sliding window.
+    pub fn is_sliding(&self, il: usize) -> bool {
+        self.sliding_window.is_some() && self.sliding_layers[il]
+    }
+
+    /// Query width (`n_heads · head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Key/value width (`n_kv_heads · head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}

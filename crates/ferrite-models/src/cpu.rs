@@ -1,0 +1,168 @@
+//! The CPU side of a forward pass: kernels table, thread pool and the layer operations both
+//! architectures share (embedding lookup, linear layers, RoPE, attention over the KV store).
+
+use std::sync::Arc;
+
+use ferrite_kernels::ops::{rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle};
+use ferrite_kernels::{matmul, Kernels, ThreadPool};
+
+use crate::kv::KvStore;
+use crate::weights::Linear;
+use crate::{Error, ForwardBatch, Result};
+
+/// Kernels and threads a CPU model computes with.
+#[derive(Debug, Clone)]
+pub struct Cpu {
+    /// Kernel table (its ISA chosen at load).
+    pub kernels: Kernels,
+    /// Persistent worker threads.
+    pub pool: Arc<ThreadPool>,
+    /// How attention accumulates values (f16 like llama.cpp by default).
+    pub attn_accum: AttnAccum,
+}
+
+impl Cpu {
+    /// Kernels for `isa` (or the best available) on a pool of `threads`.
+    pub fn new(kernels: Kernels, threads: usize) -> Cpu {
+        Cpu {
+            kernels,
+            pool: Arc::new(ThreadPool::new(threads)),
+            attn_accum: AttnAccum::default(),
+        }
+    }
+
+    /// `y = x · Wᵀ` for `m` rows; `scratch` keeps the quantized activations.
+    pub fn linear(
+        &self,
+        w: &Linear,
+        x: &[f32],
+        m: usize,
+        y: &mut Vec<f32>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        y.resize(m * w.rows, 0.0);
+        matmul(&self.kernels, &self.pool, &w.matrix(), x, m, y, scratch).map_err(Error::Kernel)
+    }
+
+    /// Rows of the embedding table for `tokens`, times `scale`.
+    pub fn embed(
+        &self,
+        table: &Linear,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let d = table.cols;
+        out.resize(tokens.len() * d, 0.0);
+        for (t, row) in tokens.iter().zip(out.chunks_exact_mut(d)) {
+            table.dequantize_row(*t as usize, row)?;
+            if scale != 1.0 {
+                for v in row.iter_mut() {
+                    *v *= scale;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rotate every head of every token of `x` (`T × n_heads·head_dim`) at the batch positions.
+pub fn rope(
+    x: &mut [f32],
+    positions: &[usize],
+    n_heads: usize,
+    head_dim: usize,
+    rope_dims: usize,
+    base: f32,
+    style: RopeStyle,
+) {
+    let mut cs = vec![0f32; rope_dims];
+    for (row, &pos) in x.chunks_exact_mut(n_heads * head_dim).zip(positions) {
+        rope_angles(pos as f32, base, rope_dims, &mut cs);
+        for head in row.chunks_exact_mut(head_dim) {
+            rope_apply(head, &cs, rope_dims, style);
+        }
+    }
+}
+
+/// Attention settings of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionParams {
+    /// Layer index in the KV store.
+    pub layer: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Multiplier of Q·K.
+    pub scale: f32,
+    /// Only the last `window` positions are visible, when set.
+    pub window: Option<usize>,
+    /// `c·tanh(s/c)` on scores, when set.
+    pub softcap: Option<f32>,
+}
+
+/// Causal attention of every query of the batch over its sequence's cached keys and values;
+/// `q` is `T × n_heads·head_dim`, `out` the same shape. Parallel over (token, head).
+pub fn attention(
+    cpu: &Cpu,
+    kv: &dyn KvStore,
+    batch: &ForwardBatch<'_>,
+    q: &[f32],
+    p: AttentionParams,
+    out: &mut Vec<f32>,
+) {
+    let d = p.head_dim;
+    let group = p.n_heads / p.n_kv_heads;
+    out.resize(q.len(), 0.0);
+    let (k, mode) = (cpu.kernels, cpu.attn_accum);
+    cpu.pool.par_chunks_mut(out, d, |c, o| {
+        let (t, h) = (c / p.n_heads, c % p.n_heads);
+        let pos = batch.positions[t];
+        let lo = match p.window {
+            Some(w) => (pos + 1).saturating_sub(w),
+            None => 0,
+        };
+        let mut acc = AttentionAccumulator::new(d, mode);
+        acc.begin(&q[c * d..(c + 1) * d], p.scale);
+        kv.read(
+            p.layer,
+            batch.slots[t],
+            h / group,
+            lo..pos + 1,
+            &mut |keys, values, n| acc.add(&k, keys, values, n, p.softcap),
+        );
+        acc.finish(o);
+    });
+}
+
+/// Store K and V of every batch token in the cache.
+pub fn store_kv(
+    kv: &mut dyn KvStore,
+    layer: usize,
+    batch: &ForwardBatch<'_>,
+    k: &[f32],
+    v: &[f32],
+    kv_dim: usize,
+) -> Result<()> {
+    for t in 0..batch.tokens.len() {
+        kv.write(
+            layer,
+            batch.slots[t],
+            batch.positions[t],
+            &k[t * kv_dim..(t + 1) * kv_dim],
+            &v[t * kv_dim..(t + 1) * kv_dim],
+        )?;
+    }
+    Ok(())
+}
+
+/// Copy the rows of `x` (width `d`) listed in `rows` into `out`.
+pub fn gather_rows(x: &[f32], d: usize, rows: &[usize], out: &mut Vec<f32>) {
+    out.clear();
+    for &r in rows {
+        out.extend_from_slice(&x[r * d..(r + 1) * d]);
+    }
+}

@@ -1,0 +1,204 @@
+//! Gemma 3: embeddings scaled by √d; RMSNorm before and after both the attention and the
+//! feed-forward block (the GGUF converter has already folded Gemma's `1 + w` into the stored
+//! weights); per-head RMSNorm of q and k; RoPE on halves (NeoX); sliding-window local layers with
+//! their own RoPE base and global layers; a GeGLU (tanh-GELU) feed-forward; tied output head.
+//! Follows llama.cpp's `llama_model_gemma3` graph.
+
+use std::sync::Arc;
+
+use ferrite_gguf::GgufFile;
+use ferrite_kernels::ops::{
+    add_assign, geglu_inplace, rms_norm, rms_norm_inplace, scale_inplace, RopeStyle,
+};
+
+use crate::config::ModelConfig;
+use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
+use crate::kv::KvStore;
+use crate::scratch::Scratch;
+use crate::weights::{load_vector, Linear};
+use crate::{ForwardBatch, Model, Result};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    wo: Linear,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Vec<f32>,
+}
+
+/// A loaded Gemma 3 model.
+pub struct Gemma3 {
+    cfg: ModelConfig,
+    cpu: Cpu,
+    embed: Linear,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: Linear,
+    s: Scratch,
+}
+
+impl std::fmt::Debug for Gemma3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gemma3").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Gemma3 {
+    /// Load and check every tensor.
+    pub fn load(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Gemma3> {
+        let (d, q, kv, ff, hd) = (
+            cfg.dim,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.ffn_dim,
+            cfg.head_dim,
+        );
+        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
+        let layers = (0..cfg.n_layers)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: load_vector(file, &n("attn_norm"), d)?,
+                    wq: Linear::load(file, &n("attn_q"), q, d)?,
+                    wk: Linear::load(file, &n("attn_k"), kv, d)?,
+                    wv: Linear::load(file, &n("attn_v"), kv, d)?,
+                    q_norm: load_vector(file, &n("attn_q_norm"), hd)?,
+                    k_norm: load_vector(file, &n("attn_k_norm"), hd)?,
+                    wo: Linear::load(file, &n("attn_output"), d, q)?,
+                    post_attn_norm: load_vector(file, &n("post_attention_norm"), d)?,
+                    ffn_norm: load_vector(file, &n("ffn_norm"), d)?,
+                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?,
+                    up: Linear::load(file, &n("ffn_up"), ff, d)?,
+                    down: Linear::load(file, &n("ffn_down"), d, ff)?,
+                    post_ffn_norm: load_vector(file, &n("post_ffw_norm"), d)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?,
+            None => embed.clone(),
+        };
+        Ok(Gemma3 {
+            output_norm: load_vector(file, "output_norm.weight", d)?,
+            cfg,
+            cpu,
+            embed,
+            layers,
+            output,
+            s: Scratch::default(),
+        })
+    }
+}
+
+/// RMSNorm of each `width`-element row of `x`, in place.
+fn norm_rows(x: &mut [f32], width: usize, w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(width) {
+        rms_norm_inplace(row, w, eps);
+    }
+}
+
+impl Model for Gemma3 {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn cpu(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    fn forward(
+        &mut self,
+        batch: &ForwardBatch<'_>,
+        kv: &mut dyn KvStore,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        batch.validate(&self.cfg, kv.capacity())?;
+        let c = &self.cfg;
+        let (cpu, s) = (&self.cpu, &mut self.s);
+        let t = batch.tokens.len();
+        let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_dim());
+        cpu.embed(&self.embed, batch.tokens, (d as f32).sqrt(), &mut s.x)?; // x: (T, D)
+        for (il, l) in self.layers.iter().enumerate() {
+            let sliding = c.is_sliding(il);
+            let base = if sliding {
+                c.rope_base_local
+            } else {
+                c.rope_base
+            };
+            // Attention block: norm → q/k/v → per-head norm of q, k → RoPE → attend.
+            s.h.resize(t * d, 0.0);
+            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+                rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
+            }
+            cpu.linear(&l.wq, &s.h, t, &mut s.q, &mut s.act)?; // (T, Hq·hd)
+            cpu.linear(&l.wk, &s.h, t, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
+            cpu.linear(&l.wv, &s.h, t, &mut s.v, &mut s.act)?;
+            norm_rows(&mut s.q, hd, &l.q_norm, c.norm_eps);
+            norm_rows(&mut s.k, hd, &l.k_norm, c.norm_eps);
+            rope(
+                &mut s.q,
+                batch.positions,
+                c.n_heads,
+                hd,
+                c.rope_dims,
+                base,
+                RopeStyle::Neox,
+            );
+            rope(
+                &mut s.k,
+                batch.positions,
+                c.n_kv_heads,
+                hd,
+                c.rope_dims,
+                base,
+                RopeStyle::Neox,
+            );
+            // Gemma scales the query, not the score (llama.cpp: ggml_scale(Q), kq_scale = 1).
+            scale_inplace(&mut s.q, c.attention_scale);
+            store_kv(kv, il, batch, &s.k, &s.v, kvd)?;
+            let p = AttentionParams {
+                layer: il,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: hd,
+                scale: 1.0,
+                window: if sliding { c.sliding_window } else { None },
+                softcap: c.attn_logit_softcap,
+            };
+            attention(cpu, kv, batch, &s.q, p, &mut s.att);
+            cpu.linear(&l.wo, &s.att, t, &mut s.o, &mut s.act)?; // (T, D)
+            norm_rows(&mut s.o, d, &l.post_attn_norm, c.norm_eps);
+            add_assign(&mut s.x, &s.o); // residual
+
+            // Feed-forward block: norm → GeGLU → post-norm → residual.
+            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+                rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
+            }
+            cpu.linear(&l.gate, &s.h, t, &mut s.gate, &mut s.act)?; // (T, FF)
+            cpu.linear(&l.up, &s.h, t, &mut s.up, &mut s.act)?;
+            geglu_inplace(&mut s.gate, &s.up);
+            cpu.linear(&l.down, &s.gate, t, &mut s.o, &mut s.act)?; // (T, D)
+            norm_rows(&mut s.o, d, &l.post_ffn_norm, c.norm_eps);
+            add_assign(&mut s.x, &s.o);
+        }
+        gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
+        let n = batch.logits_rows.len();
+        s.h.resize(n * d, 0.0);
+        for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+            rms_norm(xr, &self.output_norm, c.norm_eps, hr);
+        }
+        let h = std::mem::take(&mut s.h);
+        cpu.linear(&self.output, &h[..n * d], n, logits, &mut s.act)?; // (N, vocab)
+        s.h = h;
+        crate::softcap_logits(logits, c.final_logit_softcap);
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The KV-cache interface the forward passes use, and a contiguous implementation.
+//!
+//! Models only `write` the rotated key and value of a token and read back, per (layer, sequence,
+//! KV head), the stored rows of a position range as contiguous runs of f16 rows. A paged cache
+//! (the server's block pool) implements the same trait with one run per block, so the model code
+//! does not change when the cache does.
+
+use std::ops::Range;
+
+use crate::{Error, Result};
+
+/// Identifies a sequence inside a cache (a slot index; the engine maps requests to slots).
+pub type SeqSlot = usize;
+
+/// Storage for keys and values, in f16 (llama.cpp's default cache type).
+pub trait KvStore: Sync {
+    /// Store the key and value of `seq` at `pos` in layer `layer`. `k` and `v` hold
+    /// `n_kv_heads · head_dim` values, head after head.
+    fn write(&mut self, layer: usize, seq: SeqSlot, pos: usize, k: &[f32], v: &[f32])
+        -> Result<()>;
+
+    /// Call `f(keys, values, n)` for runs of stored rows of `head` covering positions `range` in
+    /// order: `keys` and `values` are `n` rows of `head_dim` f16 values, as little-endian bytes.
+    fn read(
+        &self,
+        layer: usize,
+        seq: SeqSlot,
+        head: usize,
+        range: Range<usize>,
+        f: &mut dyn FnMut(&[u8], &[u8], usize),
+    );
+
+    /// Positions a sequence can hold.
+    fn capacity(&self) -> usize;
+}
+
+/// One contiguous f16 cache per sequence slot, laid out `[slot][layer][kv_head][pos][head_dim]`
+/// so each head's rows are contiguous.
+#[derive(Debug)]
+pub struct ContiguousKvCache {
+    n_layers: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    n_slots: usize,
+    k: Vec<u8>,
+    v: Vec<u8>,
+}
+
+impl ContiguousKvCache {
+    /// A cache for `n_slots` sequences of up to `capacity` positions each.
+    pub fn new(
+        n_layers: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        n_slots: usize,
+    ) -> Result<ContiguousKvCache> {
+        let bytes = [n_layers, n_kv_heads, head_dim, capacity, n_slots, 2]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .ok_or_else(|| Error::Config("KV cache size overflows".into()))?;
+        Ok(ContiguousKvCache {
+            n_layers,
+            n_kv_heads,
+            head_dim,
+            capacity,
+            n_slots,
+            k: vec![0; bytes],
+            v: vec![0; bytes],
+        })
+    }
+
+    /// Bytes used by keys and values together.
+    pub fn size_bytes(&self) -> usize {
+        self.k.len() + self.v.len()
+    }
+
+    fn row_offset(&self, layer: usize, seq: SeqSlot, head: usize, pos: usize) -> usize {
+        let rows = (((seq * self.n_layers + layer) * self.n_kv_heads + head) * self.capacity) + pos;
+        rows * self.head_dim * 2
+    }
+}
+
+impl KvStore for ContiguousKvCache {
+    fn write(
+        &mut self,
+        layer: usize,
+        seq: SeqSlot,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        if pos >= self.capacity {
+            return Err(Error::ContextFull {
+                position: pos,
+                capacity: self.capacity,
+            });
+        }
+        if seq >= self.n_slots || layer >= self.n_layers {
+            return Err(Error::Config(format!(
+                "KV write to slot {seq} layer {layer} outside {} slots × {} layers",
+                self.n_slots, self.n_layers
+            )));
+        }
+        let d = self.head_dim;
+        for h in 0..self.n_kv_heads {
+            let o = self.row_offset(layer, seq, h, pos);
+            for i in 0..d {
+                let kb = half::f16::from_f32(k[h * d + i]).to_bits().to_le_bytes();
+                let vb = half::f16::from_f32(v[h * d + i]).to_bits().to_le_bytes();
+                self.k[o + 2 * i..o + 2 * i + 2].copy_from_slice(&kb);
+                self.v[o + 2 * i..o + 2 * i + 2].copy_from_slice(&vb);
+            }
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        layer: usize,
+        seq: SeqSlot,
+        head: usize,
+        range: Range<usize>,
+        f: &mut dyn FnMut(&[u8], &[u8], usize),
+    ) {
+        let range = range.start..range.end.min(self.capacity);
+        if range.is_empty() {
+            return;
+        }
+        let a = self.row_offset(layer, seq, head, range.start);
+        let b = self.row_offset(layer, seq, head, range.end - 1) + self.head_dim * 2;
+        f(&self.k[a..b], &self.v[a..b], range.len());
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+}

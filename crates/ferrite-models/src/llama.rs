@@ -1,0 +1,168 @@
+//! Llama: pre-norm decoder with RMSNorm, RoPE (adjacent pairs), grouped-query attention and a
+//! SwiGLU feed-forward; the output head is tied to the embedding when `output.weight` is absent.
+//! Follows llama.cpp's `build_llama` graph.
+
+use std::sync::Arc;
+
+use ferrite_gguf::GgufFile;
+use ferrite_kernels::ops::{add_assign, rms_norm, swiglu_inplace, RopeStyle};
+
+use crate::config::ModelConfig;
+use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
+use crate::kv::KvStore;
+use crate::scratch::Scratch;
+use crate::weights::{load_vector, Linear};
+use crate::{ForwardBatch, Model, Result};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A loaded Llama model.
+pub struct Llama {
+    cfg: ModelConfig,
+    cpu: Cpu,
+    embed: Linear,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: Linear,
+    s: Scratch,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Llama {
+    /// Load and check every tensor.
+    pub fn load(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Llama> {
+        let (d, q, kv, ff) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
+        let layers = (0..cfg.n_layers)
+            .map(|i| {
+                let n = |s: &str| format!("blk.{i}.{s}.weight");
+                Ok(Layer {
+                    attn_norm: load_vector(file, &n("attn_norm"), d)?,
+                    wq: Linear::load(file, &n("attn_q"), q, d)?,
+                    wk: Linear::load(file, &n("attn_k"), kv, d)?,
+                    wv: Linear::load(file, &n("attn_v"), kv, d)?,
+                    wo: Linear::load(file, &n("attn_output"), d, q)?,
+                    ffn_norm: load_vector(file, &n("ffn_norm"), d)?,
+                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?,
+                    up: Linear::load(file, &n("ffn_up"), ff, d)?,
+                    down: Linear::load(file, &n("ffn_down"), d, ff)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?,
+            None => embed.clone(),
+        };
+        Ok(Llama {
+            output_norm: load_vector(file, "output_norm.weight", d)?,
+            cfg,
+            cpu,
+            embed,
+            layers,
+            output,
+            s: Scratch::default(),
+        })
+    }
+}
+
+impl Model for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn cpu(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    fn forward(
+        &mut self,
+        batch: &ForwardBatch<'_>,
+        kv: &mut dyn KvStore,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        batch.validate(&self.cfg, kv.capacity())?;
+        let c = &self.cfg;
+        let (cpu, s) = (&self.cpu, &mut self.s);
+        let t = batch.tokens.len();
+        let (d, kvd) = (c.dim, c.kv_dim());
+        cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
+        for (il, l) in self.layers.iter().enumerate() {
+            // Attention block.
+            s.h.resize(t * d, 0.0);
+            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+                rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
+            }
+            cpu.linear(&l.wq, &s.h, t, &mut s.q, &mut s.act)?; // (T, Hq·hd)
+            cpu.linear(&l.wk, &s.h, t, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
+            cpu.linear(&l.wv, &s.h, t, &mut s.v, &mut s.act)?;
+            rope(
+                &mut s.q,
+                batch.positions,
+                c.n_heads,
+                c.head_dim,
+                c.rope_dims,
+                c.rope_base,
+                RopeStyle::Normal,
+            );
+            rope(
+                &mut s.k,
+                batch.positions,
+                c.n_kv_heads,
+                c.head_dim,
+                c.rope_dims,
+                c.rope_base,
+                RopeStyle::Normal,
+            );
+            store_kv(kv, il, batch, &s.k, &s.v, kvd)?;
+            let p = AttentionParams {
+                layer: il,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                scale: c.attention_scale,
+                window: None,
+                softcap: c.attn_logit_softcap,
+            };
+            attention(cpu, kv, batch, &s.q, p, &mut s.att);
+            cpu.linear(&l.wo, &s.att, t, &mut s.o, &mut s.act)?;
+            add_assign(&mut s.x, &s.o); // residual
+
+            // Feed-forward block (SwiGLU).
+            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+                rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
+            }
+            cpu.linear(&l.gate, &s.h, t, &mut s.gate, &mut s.act)?; // (T, FF)
+            cpu.linear(&l.up, &s.h, t, &mut s.up, &mut s.act)?;
+            swiglu_inplace(&mut s.gate, &s.up);
+            cpu.linear(&l.down, &s.gate, t, &mut s.o, &mut s.act)?; // (T, D)
+            add_assign(&mut s.x, &s.o);
+        }
+        // Only the rows that need logits go through the output head.
+        gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
+        let n = batch.logits_rows.len();
+        s.h.resize(n * d, 0.0);
+        for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+            rms_norm(xr, &self.output_norm, c.norm_eps, hr);
+        }
+        let h = std::mem::take(&mut s.h);
+        cpu.linear(&self.output, &h[..n * d], n, logits, &mut s.act)?; // (N, vocab)
+        s.h = h;
+        crate::softcap_logits(logits, c.final_logit_softcap);
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Weight tensors: quantized matrices borrowed from the memory-mapped GGUF file, and norm vectors
+//! copied out as f32. Every tensor's type and shape is checked at load with an error naming it.
+
+use std::sync::Arc;
+
+use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};
+use ferrite_kernels::quant::{dequantize_row, QuantType};
+use ferrite_kernels::QMatrix;
+
+use crate::{Error, Result};
+
+/// The kernels' format for a GGUF tensor type, or an error naming the tensor.
+pub fn quant_type(info: &TensorInfo) -> Result<QuantType> {
+    Ok(match info.ggml_type {
+        GgmlType::F32 => QuantType::F32,
+        GgmlType::F16 => QuantType::F16,
+        GgmlType::BF16 => QuantType::BF16,
+        GgmlType::Q4_0 => QuantType::Q4_0,
+        GgmlType::Q4_1 => QuantType::Q4_1,
+        GgmlType::Q5_0 => QuantType::Q5_0,
+        GgmlType::Q5_1 => QuantType::Q5_1,
+        GgmlType::Q8_0 => QuantType::Q8_0,
+        GgmlType::Q4_K => QuantType::Q4_K,
+        GgmlType::Q5_K => QuantType::Q5_K,
+        GgmlType::Q6_K => QuantType::Q6_K,
+        other => {
+            return Err(Error::UnsupportedTensorType {
+                tensor: info.name.clone(),
+                ggml_type: other.to_string(),
+            })
+        }
+    })
+}
+
+/// A `rows × cols` weight matrix (ggml dims `[cols, rows]`) in the mapped file.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    file: Arc<GgufFile>,
+    info: TensorInfo,
+    /// Storage format.
+    pub ty: QuantType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+}
+
+impl Linear {
+    /// Load tensor `name`, checking it is `rows × cols`.
+    pub fn load(file: &Arc<GgufFile>, name: &str, rows: usize, cols: usize) -> Result<Linear> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?
+            .clone();
+        if info.dims.len() != 2 || info.dims[0] as usize != cols || info.dims[1] as usize != rows {
+            return Err(Error::TensorShape {
+                tensor: name.to_string(),
+                expected: format!("[{cols}, {rows}]"),
+                found: format!("{:?}", info.dims),
+            });
+        }
+        let ty = quant_type(&info)?;
+        Ok(Linear {
+            file: Arc::clone(file),
+            info,
+            ty,
+            rows,
+            cols,
+        })
+    }
+
+    /// Kernel view of the matrix.
+    pub fn matrix(&self) -> QMatrix<'_> {
+        QMatrix::new(
+            self.ty,
+            self.rows,
+            self.cols,
+            self.file.tensor_data(&self.info),
+        )
+        .expect("invariant: shape and size validated at load")
+    }
+
+    /// Dequantize row `r` into `out` (`cols` elements): embedding lookups.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        let m = self.matrix();
+        dequantize_row(self.ty, m.row(r), out).map_err(Error::Kernel)
+    }
+
+    /// Tensor name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// Load a 1-D f32 (or f16/bf16) vector of `len` elements.
+pub fn load_vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+    if info.dims.len() != 1 || info.dims[0] as usize != len {
+        return Err(Error::TensorShape {
+            tensor: name.to_string(),
+            expected: format!("[{len}]"),
+            found: format!("{:?}", info.dims),
+        });
+    }
+    let ty = quant_type(info)?;
+    let mut out = vec![0f32; len];
+    dequantize_row(ty, file.tensor_data(info), &mut out).map_err(Error::Kernel)?;
+    Ok(out)
+}

@@ -1,0 +1,263 @@
+//! Tiny synthetic models of each architecture, in every supported weight format, through the
+//! quantized forward, checked against the f32 reference forward on the same file.
+
+use std::sync::Arc;
+
+use ferrite_gguf::{GgufFile, Value};
+use ferrite_kernels::quant::QuantType;
+use ferrite_models::{
+    load_model_from, ContiguousKvCache, Error, ForwardBatch, Isa, LoadOptions, Model,
+};
+use ferrite_testkit::{reference, TinyArch, TinyModel};
+
+const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33];
+
+fn load(bytes: Vec<u8>, isa: Option<Isa>, threads: usize) -> Result<Box<dyn Model>, Error> {
+    let f = Arc::new(GgufFile::from_bytes(bytes)?);
+    load_model_from(&f, &LoadOptions { isa, threads })
+}
+
+/// Logits at every prompt position, as one prefill batch.
+fn prefill_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let c = m.config().clone();
+    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
+    let pos: Vec<usize> = (0..tokens.len()).collect();
+    let slots = vec![0; tokens.len()];
+    let rows: Vec<usize> = (0..tokens.len()).collect();
+    let mut out = Vec::new();
+    let b = ForwardBatch {
+        tokens,
+        positions: &pos,
+        slots: &slots,
+        logits_rows: &rows,
+    };
+    m.forward(&b, &mut kv, &mut out).unwrap();
+    out.chunks(c.vocab_size).map(|r| r.to_vec()).collect()
+}
+
+/// Logits at every position, one token per forward call (the decode path).
+fn decode_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let c = m.config().clone();
+    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
+    let mut all = Vec::new();
+    for (p, &t) in tokens.iter().enumerate() {
+        let mut out = Vec::new();
+        let b = ForwardBatch {
+            tokens: &[t],
+            positions: &[p],
+            slots: &[0],
+            logits_rows: &[0],
+        };
+        m.forward(&b, &mut kv, &mut out).unwrap();
+        all.push(out);
+    }
+    all
+}
+
+fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        for (p, q) in x.iter().zip(y) {
+            num += f64::from(p - q).powi(2);
+            den += f64::from(*q).powi(2);
+        }
+    }
+    (num / den).sqrt()
+}
+
+/// Relative L2 error allowed against the f32 reference. Float weights only see the f16 KV cache
+/// and f16 attention accumulator; integer formats also quantize activations to 8 bits.
+fn tolerance(q: QuantType) -> f64 {
+    match q {
+        QuantType::F32 | QuantType::F16 => 0.003,
+        // bf16 activations keep 8 mantissa bits.
+        QuantType::BF16 => 0.012,
+        _ => 0.04,
+    }
+}
+
+#[test]
+fn every_format_matches_the_reference_forward() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        for q in QuantType::WEIGHTS {
+            let tiny = TinyModel::new(arch).quant(q);
+            let bytes = tiny.to_bytes();
+            let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+            let want = reference::logits(&f, &PROMPT).unwrap();
+            let mut m = load(bytes, None, 2).unwrap();
+            let got = prefill_all(m.as_mut(), &PROMPT);
+            let e = rel_err(&got, &want);
+            assert!(e < tolerance(q), "{arch:?} {q}: relative error {e:.5}");
+            // A broken kernel or layout lands near 1.0; make sure the check can fail.
+            let shifted: Vec<Vec<f32>> = want.iter().rev().cloned().collect();
+            assert!(rel_err(&shifted, &want) > 10.0 * tolerance(q));
+            eprintln!("{arch:?} {q}: {e:.5}");
+        }
+    }
+}
+
+#[test]
+fn decode_matches_prefill_and_isas_agree() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        for q in [
+            QuantType::F16,
+            QuantType::Q4_1,
+            QuantType::Q5_0,
+            QuantType::Q6_K,
+        ] {
+            let bytes = TinyModel::new(arch).quant(q).seed(11).to_bytes();
+            let mut base = load(bytes.clone(), Some(Isa::Scalar), 1).unwrap();
+            let want = prefill_all(base.as_mut(), &PROMPT);
+            let dec = decode_all(base.as_mut(), &PROMPT);
+            assert!(
+                rel_err(&dec, &want) < 1e-5,
+                "{arch:?} {q}: decode vs prefill"
+            );
+            for isa in Isa::available() {
+                let mut m = load(bytes.clone(), Some(isa), 2).unwrap();
+                let got = prefill_all(m.as_mut(), &PROMPT);
+                // Same integer sums, different float summation order. The last-bit differences
+                // can flip an activation's 8-bit rounding (one quantum is ~0.4% of a block's
+                // range), so integer formats get a looser bound; a wrong kernel lands near 1.0.
+                let tol = if q == QuantType::F16 { 2e-3 } else { 2e-2 };
+                let e = rel_err(&got, &want);
+                assert!(e < tol, "{arch:?} {q} {isa}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_of_two_sequences_equals_each_alone() {
+    let bytes = TinyModel::new(TinyArch::Llama)
+        .quant(QuantType::Q8_0)
+        .to_bytes();
+    let mut m = load(bytes, None, 2).unwrap();
+    let (a, b) = (&PROMPT[..5], &PROMPT[5..]);
+    let alone_a = prefill_all(m.as_mut(), a);
+    let alone_b = prefill_all(m.as_mut(), b);
+    let c = m.config().clone();
+    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 2).unwrap();
+    let tokens: Vec<u32> = a.iter().chain(b).copied().collect();
+    let pos: Vec<usize> = (0..a.len()).chain(0..b.len()).collect();
+    let slots: Vec<usize> = vec![0; a.len()]
+        .into_iter()
+        .chain(vec![1; b.len()])
+        .collect();
+    let rows = [a.len() - 1, tokens.len() - 1];
+    let mut out = Vec::new();
+    m.forward(
+        &ForwardBatch {
+            tokens: &tokens,
+            positions: &pos,
+            slots: &slots,
+            logits_rows: &rows,
+        },
+        &mut kv,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(&out[..c.vocab_size], &alone_a[a.len() - 1][..]);
+    assert_eq!(&out[c.vocab_size..], &alone_b[b.len() - 1][..]);
+}
+
+#[test]
+fn untied_output_head_is_used() {
+    let mut t = TinyModel::new(TinyArch::Llama);
+    t.untied_output = true;
+    let bytes = t.to_bytes();
+    let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+    let want = reference::logits(&f, &PROMPT[..3]).unwrap();
+    let mut m = load(bytes, None, 1).unwrap();
+    assert!(rel_err(&prefill_all(m.as_mut(), &PROMPT[..3]), &want) < 0.01);
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let mut w = TinyModel::new(TinyArch::Llama).writer();
+    w.add_metadata("general.architecture", Value::String("mamba".into()));
+    let err = load(w.to_bytes().unwrap(), None, 1).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unsupported architecture \"mamba\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_tensor_type_is_named() {
+    // Rewrite one matrix as IQ4_NL (same 18-byte/32 geometry as Q4_0, no kernel in ferrite).
+    let tiny = TinyModel::new(TinyArch::Llama).quant(QuantType::Q4_0);
+    let mut bytes = tiny.to_bytes();
+    let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 16;
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 2);
+    bytes[at..at + 4].copy_from_slice(&20u32.to_le_bytes());
+    drop(f);
+    let err = load(bytes, None, 1).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("blk.0.attn_q.weight") && msg.contains("IQ4_NL"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn truncated_file_is_an_error() {
+    let bytes = TinyModel::new(TinyArch::Llama).to_bytes();
+    let err = load(bytes[..bytes.len() / 2].to_vec(), None, 1).unwrap_err();
+    assert!(err.to_string().contains("outside the file"), "{err}");
+}
+
+#[test]
+fn missing_and_misshapen_tensors_are_named() {
+    let mut t = TinyModel::new(TinyArch::Llama);
+    t.layers = 1;
+    let mut w = t.writer();
+    w.add_metadata("llama.block_count", Value::U32(2));
+    let err = load(w.to_bytes().unwrap(), None, 1).unwrap_err();
+    assert!(err.to_string().contains("blk.1.attn_norm.weight"), "{err}");
+
+    let mut w = TinyModel::new(TinyArch::Llama).writer();
+    w.add_metadata("llama.feed_forward_length", Value::U32(256));
+    let err = load(w.to_bytes().unwrap(), None, 1).unwrap_err();
+    assert!(err.to_string().contains("blk.0.ffn_gate.weight"), "{err}");
+}
+
+#[test]
+fn positions_past_the_cache_are_rejected() {
+    let bytes = TinyModel::new(TinyArch::Llama).to_bytes();
+    let mut m = load(bytes, None, 1).unwrap();
+    let c = m.config().clone();
+    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 4, 1).unwrap();
+    let mut out = Vec::new();
+    let b = ForwardBatch {
+        tokens: &PROMPT[..5],
+        positions: &[0, 1, 2, 3, 4],
+        slots: &[0; 5],
+        logits_rows: &[4],
+    };
+    let err = m.forward(&b, &mut kv, &mut out).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ContextFull {
+                position: 4,
+                capacity: 4
+            }
+        ),
+        "{err}"
+    );
+    let b = ForwardBatch {
+        tokens: &[9999],
+        positions: &[0],
+        slots: &[0],
+        logits_rows: &[0],
+    };
+    assert!(m
+        .forward(&b, &mut kv, &mut out)
+        .unwrap_err()
+        .to_string()
+        .contains("vocabulary"));
+}

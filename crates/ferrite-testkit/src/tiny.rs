@@ -1,0 +1,267 @@
+//! Tiny synthetic models with deterministic random weights, written as real GGUF files with
+//! `ferrite-gguf`'s writer (so every model test also round-trips the writer and reader).
+//!
+//! The vocabulary is byte-level BPE without merges: the 256 GPT-2 byte symbols plus a few control
+//! tokens, so a tiny model also has a working tokenizer and a ChatML chat template.
+
+use std::path::Path;
+
+use ferrite_gguf::{Array, GgmlType, GgufWriter, Value};
+use ferrite_kernels::quant::{quantize_row, QuantType};
+
+use crate::rng::XorShift;
+
+/// Control tokens appended after the 256 byte tokens, in id order.
+pub const SPECIAL_TOKENS: [&str; 4] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|bos|>"];
+/// Id of `<|im_end|>` (the EOS of tiny models).
+pub const EOS_ID: u32 = 258;
+/// Id of `<|bos|>`.
+pub const BOS_ID: u32 = 259;
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Which architecture to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TinyArch {
+    /// `llama`.
+    Llama,
+    /// `gemma3` (with sliding-window layers).
+    Gemma3,
+}
+
+/// Shape and format of a tiny model.
+#[derive(Debug, Clone)]
+pub struct TinyModel {
+    /// Architecture.
+    pub arch: TinyArch,
+    /// Vocabulary size (at least 260: bytes and control tokens).
+    pub vocab: usize,
+    /// Hidden size (a multiple of 256 so K-quants fit).
+    pub dim: usize,
+    /// Layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+    /// Feed-forward size (a multiple of 256).
+    pub ffn: usize,
+    /// Format of the matrices (norms stay F32).
+    pub quant: QuantType,
+    /// Format of the embedding / output table.
+    pub embed_quant: QuantType,
+    /// RNG seed.
+    pub seed: u64,
+    /// Context length written to the metadata.
+    pub context: usize,
+    /// Gemma sliding window.
+    pub window: usize,
+    /// Whether BOS is added when encoding.
+    pub add_bos: bool,
+    /// Write a separate `output.weight` instead of tying it to the embedding.
+    pub untied_output: bool,
+}
+
+impl TinyModel {
+    /// Defaults: 2 layers, dim 256, 4 heads of 64 over 2 KV heads, FFN 512, F32.
+    pub fn new(arch: TinyArch) -> TinyModel {
+        TinyModel {
+            arch,
+            vocab: 300,
+            dim: 256,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            ffn: 512,
+            quant: QuantType::F32,
+            embed_quant: QuantType::F32,
+            seed: 7,
+            context: 256,
+            window: 4,
+            add_bos: false,
+            untied_output: false,
+        }
+    }
+
+    /// Same model in another weight format (embedding included).
+    pub fn quant(mut self, q: QuantType) -> TinyModel {
+        self.quant = q;
+        self.embed_quant = q;
+        self
+    }
+
+    /// Other seed.
+    pub fn seed(mut self, s: u64) -> TinyModel {
+        self.seed = s;
+        self
+    }
+
+    /// Encode the model as GGUF bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.writer().to_bytes().expect("tiny model is well-formed")
+    }
+
+    /// Write the model to `path`.
+    pub fn write_to(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.to_bytes())
+    }
+
+    fn arch_name(&self) -> &'static str {
+        match self.arch {
+            TinyArch::Llama => "llama",
+            TinyArch::Gemma3 => "gemma3",
+        }
+    }
+
+    /// The writer with all metadata and tensors (tests may add or change entries before writing).
+    pub fn writer(&self) -> GgufWriter {
+        assert!(self.vocab >= 256 + SPECIAL_TOKENS.len(), "vocab too small");
+        let a = self.arch_name();
+        let mut w = GgufWriter::new();
+        let md = |w: &mut GgufWriter, k: &str, v: Value| w.add_metadata(k, v);
+        md(&mut w, "general.architecture", Value::String(a.into()));
+        md(&mut w, "general.name", Value::String(format!("tiny-{a}")));
+        let u = |x: usize| Value::U32(x as u32);
+        md(&mut w, &format!("{a}.context_length"), u(self.context));
+        md(&mut w, &format!("{a}.embedding_length"), u(self.dim));
+        md(&mut w, &format!("{a}.block_count"), u(self.layers));
+        md(&mut w, &format!("{a}.feed_forward_length"), u(self.ffn));
+        md(&mut w, &format!("{a}.attention.head_count"), u(self.heads));
+        md(
+            &mut w,
+            &format!("{a}.attention.head_count_kv"),
+            u(self.kv_heads),
+        );
+        md(
+            &mut w,
+            &format!("{a}.attention.key_length"),
+            u(self.head_dim),
+        );
+        md(
+            &mut w,
+            &format!("{a}.attention.value_length"),
+            u(self.head_dim),
+        );
+        md(
+            &mut w,
+            &format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        );
+        md(
+            &mut w,
+            &format!("{a}.rope.dimension_count"),
+            u(self.head_dim),
+        );
+        md(&mut w, &format!("{a}.rope.freq_base"), Value::F32(10000.0));
+        if self.arch == TinyArch::Gemma3 {
+            md(&mut w, "gemma3.attention.sliding_window", u(self.window));
+            md(&mut w, "gemma3.attention.sliding_window_pattern", u(2));
+            md(&mut w, "gemma3.rope.freq_base_swa", Value::F32(100.0));
+        }
+        self.add_vocab(&mut w);
+        self.add_weights(&mut w);
+        w
+    }
+
+    fn add_vocab(&self, w: &mut GgufWriter) {
+        let mut tokens: Vec<String> = byte_symbols().into_iter().map(String::from).collect();
+        let mut types = vec![1i32; 256];
+        for s in SPECIAL_TOKENS {
+            tokens.push(s.to_string());
+            types.push(3);
+        }
+        while tokens.len() < self.vocab {
+            tokens.push(format!("<|unused{}|>", tokens.len()));
+            types.push(5);
+        }
+        w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
+        w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
+        w.add_metadata("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+        w.add_metadata("tokenizer.ggml.token_type", Value::Array(Array::I32(types)));
+        w.add_metadata("tokenizer.ggml.merges", Value::Array(Array::String(vec![])));
+        w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(BOS_ID));
+        w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(EOS_ID));
+        w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(self.add_bos));
+        w.add_metadata("tokenizer.chat_template", Value::String(CHATML.into()));
+    }
+
+    fn add_weights(&self, w: &mut GgufWriter) {
+        let mut rng = XorShift::new(self.seed);
+        let (d, q, kv, ff, hd) = (
+            self.dim,
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.ffn,
+            self.head_dim,
+        );
+        let mut matrix =
+            |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, t: QuantType| {
+                let scale = 1.0 / (cols as f32).sqrt();
+                let data: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * scale).collect();
+                let rb = t.row_bytes(cols).expect("cols fit the block size");
+                let mut bytes = vec![0u8; rb * rows];
+                for (src, dst) in data.chunks(cols).zip(bytes.chunks_mut(rb)) {
+                    quantize_row(t, src, dst).expect("row sizes match");
+                }
+                w.add_tensor(name, &[cols as u64, rows as u64], ggml_type(t), &bytes)
+                    .expect("tensor is well-formed");
+            };
+        let mut norm_rng = XorShift::new(self.seed ^ 0xABCD);
+        let mut norm = |w: &mut GgufWriter, name: &str, n: usize| {
+            let data: Vec<f32> = (0..n).map(|_| 1.0 + 0.1 * norm_rng.normal()).collect();
+            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.add_tensor(name, &[n as u64], GgmlType::F32, &bytes)
+                .expect("tensor is well-formed");
+        };
+        // The embedding is scaled up so activations have a realistic magnitude.
+        matrix(w, "token_embd.weight", self.vocab, d, self.embed_quant);
+        norm(w, "output_norm.weight", d);
+        if self.untied_output {
+            matrix(w, "output.weight", self.vocab, d, self.embed_quant);
+        }
+        for i in 0..self.layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            norm(w, &n("attn_norm"), d);
+            matrix(w, &n("attn_q"), q, d, self.quant);
+            matrix(w, &n("attn_k"), kv, d, self.quant);
+            matrix(w, &n("attn_v"), kv, d, self.quant);
+            matrix(w, &n("attn_output"), d, q, self.quant);
+            norm(w, &n("ffn_norm"), d);
+            matrix(w, &n("ffn_gate"), ff, d, self.quant);
+            matrix(w, &n("ffn_up"), ff, d, self.quant);
+            matrix(w, &n("ffn_down"), d, ff, self.quant);
+            if self.arch == TinyArch::Gemma3 {
+                norm(w, &n("attn_q_norm"), hd);
+                norm(w, &n("attn_k_norm"), hd);
+                norm(w, &n("post_attention_norm"), d);
+                norm(w, &n("post_ffw_norm"), d);
+            }
+        }
+    }
+}
+
+/// The GGUF type id of a kernel format.
+pub fn ggml_type(t: QuantType) -> GgmlType {
+    GgmlType::from_name(t.name()).expect("every kernel format is a ggml type")
+}
+
+/// GPT-2's byte-to-symbol table: printable bytes map to themselves, the rest to U+0100 onwards.
+pub fn byte_symbols() -> Vec<char> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut next = 256u32;
+    (0..256u32)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).expect("valid scalar")
+            } else {
+                let c = char::from_u32(next).expect("valid scalar");
+                next += 1;
+                c
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,194 @@
+//! Chat templates: the Jinja template a model ships in `tokenizer.chat_template`, rendered with
+//! `minijinja` plus the helpers Hugging Face templates expect (`raise_exception`, `tojson`,
+//! `strftime_now`, `bos_token`, `eos_token`, `add_generation_prompt`, Python string methods).
+
+use std::sync::Arc;
+
+use minijinja::{Environment, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Gemma's documented turn format, for Gemma files that carry no template (Gemma-3-270M is a base
+/// model). System messages are folded into the first user turn, as Gemma's own template does.
+pub(crate) const GEMMA_TURN_TEMPLATE: &str = "{{ bos_token }}\
+{%- if messages and messages[0]['role'] == 'system' -%}\
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\
+{%- set loop_messages = messages[1:] -%}\
+{%- else -%}\
+{%- set first_user_prefix = '' -%}\
+{%- set loop_messages = messages -%}\
+{%- endif -%}\
+{%- for message in loop_messages -%}\
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}";
+
+/// Where a template came from (so `ferrite chat` can say when it falls back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// `tokenizer.chat_template` in the GGUF file.
+    Gguf,
+    /// ferrite's built-in Gemma turn format (the file had no template).
+    BuiltinGemma,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A compiled chat template.
+#[derive(Clone)]
+pub struct ChatTemplate {
+    env: Arc<Environment<'static>>,
+    source: TemplateSource,
+    bos: String,
+    eos: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+fn raise_exception(msg: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+fn strftime_now(fmt: String) -> String {
+    chrono::Local::now().format(&fmt).to_string()
+}
+
+impl ChatTemplate {
+    /// Compile `source`; `bos`/`eos` are the texts templates see as `bos_token`/`eos_token`.
+    pub fn new(source: &str, kind: TemplateSource, bos: &str, eos: &str) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        // HF renders with trim_blocks and lstrip_blocks on.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| Error::Template(format!("cannot parse: {e}")))?;
+        Ok(ChatTemplate {
+            env: Arc::new(env),
+            source: kind,
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
+    }
+
+    /// Where this template came from.
+    pub fn source(&self) -> TemplateSource {
+        self.source
+    }
+
+    /// Render a conversation; with `add_generation_prompt` the text ends where the assistant's
+    /// reply begins.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(|e| Error::Template(format!("cannot render: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real templates and the text they must produce (TGI-style golden table).
+    #[test]
+    fn golden_templates() {
+        let smollm = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+        let cases: Vec<(&str, &str, Vec<ChatMessage>, &str)> = vec![
+            (
+                "smollm2",
+                smollm,
+                vec![ChatMessage::new("user", "Write a haiku about the ocean.")],
+                "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWrite a haiku about the ocean.<|im_end|>\n<|im_start|>assistant\n",
+            ),
+            (
+                "gemma builtin",
+                GEMMA_TURN_TEMPLATE,
+                vec![
+                    ChatMessage::new("system", "Be brief."),
+                    ChatMessage::new("user", "Hi"),
+                    ChatMessage::new("assistant", "Hello!"),
+                    ChatMessage::new("user", "Bye"),
+                ],
+                "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n",
+            ),
+            (
+                "python methods and tojson",
+                "{% for m in messages %}{{ m['content'].strip().upper() }}|{{ m | tojson }}{% endfor %}",
+                vec![ChatMessage::new("user", "  a  ")],
+                "A|{\"content\":\"  a  \",\"role\":\"user\"}",
+            ),
+        ];
+        for (name, src, msgs, want) in cases {
+            let t = ChatTemplate::new(src, TemplateSource::Gguf, "<bos>", "<eos>").unwrap();
+            assert_eq!(t.render(&msgs, true).unwrap(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let t = ChatTemplate::new(
+            "{% if messages[0]['role'] == 'tool' %}{{ raise_exception('no tools') }}{% endif %}ok",
+            TemplateSource::Gguf,
+            "",
+            "",
+        )
+        .unwrap();
+        let err = t
+            .render(&[ChatMessage::new("tool", "x")], true)
+            .unwrap_err();
+        assert!(err.to_string().contains("no tools"), "{err}");
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "x")], true).unwrap(),
+            "ok"
+        );
+    }
+
+    #[test]
+    fn strftime_now_renders_a_date() {
+        let t =
+            ChatTemplate::new("{{ strftime_now('%Y') }}", TemplateSource::Gguf, "", "").unwrap();
+        let year: i32 = t.render(&[], false).unwrap().parse().unwrap();
+        assert!(year >= 2024);
+    }
+
+    #[test]
+    fn bad_template_is_a_clear_error() {
+        let err = ChatTemplate::new("{% for %}", TemplateSource::Gguf, "", "").unwrap_err();
+        assert!(err.to_string().contains("chat template"), "{err}");
+    }
+}
