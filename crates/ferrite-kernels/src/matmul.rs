@@ -84,12 +84,14 @@ pub fn matmul(
     let a_bytes = act.row_bytes(w.cols)?;
     scratch.resize(m * a_bytes, 0);
     quantize_rows(pool, act, x, w.cols, scratch, a_bytes)?;
-    let dot = k.dot_fn(w.ty)?;
+    let dots: Vec<DotFn> = (0..m)
+        .map(|i| k.matrix_dot_fn(w.ty, w.rows, i, m))
+        .collect::<Result<_>>()?;
     let acts: &[u8] = scratch;
     let out = SharedMut(y.as_mut_ptr());
     pool.run(|ith, nth| {
         let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
-        mat_rows(dot, w, acts, a_bytes, m, rows, out);
+        mat_rows(&dots, w, acts, a_bytes, rows, out);
     });
     Ok(())
 }
@@ -128,21 +130,24 @@ fn quantize_rows(
     Ok(())
 }
 
+/// `dots[i]` is the kernel for activation row i (they differ only where llama.cpp's kernel
+/// choice depends on the row, see `Kernels::matrix_dot_fn`).
 fn mat_rows(
-    dot: DotFn,
+    dots: &[DotFn],
     w: &QMatrix<'_>,
     acts: &[u8],
     a_bytes: usize,
-    m: usize,
     rows: std::ops::Range<usize>,
     out: SharedMut<f32>,
 ) {
+    let m = dots.len();
     let n = w.cols;
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + ROW_TILE).min(rows.end);
         for i in 0..m {
             let a = &acts[i * a_bytes..(i + 1) * a_bytes];
+            let dot = dots[i];
             for r in r0..r1 {
                 let v = dot(n, w.row(r), a);
                 // SAFETY: this thread owns rows `rows` of every output row i; element

@@ -61,9 +61,7 @@ pub fn rope_apply(x: &mut [f32], cos_sin: &[f32], n_dims: usize, style: RopeStyl
             RopeStyle::Normal => (2 * i, 2 * i + 1),
             RopeStyle::Neox => (i, i + half),
         };
-        let (x0, x1) = (x[a], x[b]);
-        x[a] = x0 * c - x1 * s;
-        x[b] = x0 * s + x1 * c;
+        (x[a], x[b]) = crate::compat::rotate(x[a], x[b], c, s);
     }
 }
 
@@ -73,11 +71,9 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// `gate = silu(gate) · up`, in place.
+/// `gate = silu(gate) · up`, in place, with ggml's numerics (see [`crate::compat::swiglu`]).
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
-    }
+    crate::compat::swiglu(gate, up);
 }
 
 /// tanh-approximated GELU in f32.
@@ -88,25 +84,15 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
 
-/// GELU as ggml's CPU backend computes it: input rounded to f16, looked up in a table of f16
-/// results (`GGML_GELU_FP16`), saturated outside ±10.
+/// GELU as ggml's CPU backend computes it (f16 table; see [`crate::compat::gelu`]).
 #[inline]
 pub fn gelu_ggml(x: f32) -> f32 {
-    if x <= -10.0 {
-        0.0
-    } else if x >= 10.0 {
-        x
-    } else {
-        let xr = f16::from_f32(x).to_f32();
-        f16::from_f32(gelu_tanh(xr)).to_f32()
-    }
+    crate::compat::gelu(x)
 }
 
-/// `gate = gelu(gate) · up`, in place (GeGLU), with [`gelu_ggml`].
+/// `gate = gelu(gate) · up`, in place (GeGLU), with ggml's table.
 pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u };
-    }
+    crate::compat::geglu(gate, up);
 }
 
 /// `y += x`.
@@ -217,7 +203,8 @@ impl AttentionAccumulator {
                     }
                 }
             }
-            self.sum = self.sum * ms + vs;
+            // clang contracts ggml's `S = S*ms + vs` into one FMA.
+            self.sum = crate::compat::fma(self.sum, ms, vs);
         }
     }
 

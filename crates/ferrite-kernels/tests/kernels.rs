@@ -277,3 +277,72 @@ fn f16_accumulator_kernels_match_scalar() {
         }
     }
 }
+
+#[test]
+fn q4_k_matrix_kernel_matches_scalar_and_dequantized() {
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    for blocks in [1usize, 4, 8] {
+        let n = 256 * blocks;
+        let w = values(3 + blocks as u64, n, 1.0);
+        let x = values(5 + blocks as u64, n, 2.0);
+        let (wq, xq) = (
+            quantized(QuantType::Q4_K, &w),
+            activations(QuantType::Q4_K, &x),
+        );
+        let plain = scalar.dot(QuantType::Q4_K, n, &wq, &xq).unwrap();
+        // (matrix rows, activation row, activation rows): GEMV-style, then GEMM-style rows.
+        for shape in [(640, 0, 1), (640, 0, 4), (640, 4, 6)] {
+            let want = scalar
+                .matrix_row_dot(QuantType::Q4_K, shape, n, &wq, &xq)
+                .unwrap();
+            assert!(
+                (want - plain).abs() <= 1e-5 * want.abs().max(1.0),
+                "{shape:?}"
+            );
+            for isa in Isa::available() {
+                let k = Kernels::new(isa).unwrap();
+                let got = k
+                    .matrix_row_dot(QuantType::Q4_K, shape, n, &wq, &xq)
+                    .unwrap();
+                assert_eq!(got, want, "{isa} {shape:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn llama_cpp_kernel_variants_agree_across_isas() {
+    // Every (format, matrix rows, activation row, batch) combination that selects a different
+    // llama.cpp arithmetic: all ISAs must give the same bits, close to the plain dot product.
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let cases = [
+        (QuantType::Q4_K, (640, 0, 1)),
+        (QuantType::Q4_K, (640, 0, 8)),
+        (QuantType::Q4_K, (641, 0, 8)),
+        (QuantType::Q4_K, (641, 0, 2)),
+        (QuantType::Q5_K, (64, 3, 16)),
+        (QuantType::Q5_K, (64, 0, 1)),
+        (QuantType::Q6_K, (64, 5, 9)),
+        (QuantType::Q6_K, (64, 0, 1)),
+    ];
+    for (t, shape) in cases {
+        let n = 256 * 4;
+        let (wq, xq) = (
+            quantized(t, &values(31, n, 1.0)),
+            activations(t, &values(37, n, 2.0)),
+        );
+        let want = scalar.matrix_row_dot(t, shape, n, &wq, &xq).unwrap();
+        let plain = scalar.dot(t, n, &wq, &xq).unwrap();
+        assert!(
+            (want - plain).abs() <= 2e-5 * plain.abs().max(1.0),
+            "{t} {shape:?}: {want} vs {plain}"
+        );
+        for isa in Isa::available() {
+            let got = Kernels::new(isa)
+                .unwrap()
+                .matrix_row_dot(t, shape, n, &wq, &xq)
+                .unwrap();
+            assert_eq!(got, want, "{t} {isa} {shape:?}");
+        }
+    }
+}

@@ -4,6 +4,7 @@ fn main() {
     let opts = LoadOptions {
         isa: args.get(3).map(|s| Isa::parse(s).unwrap()),
         threads: 2,
+        ..Default::default()
     };
     let mut m = load_model(&args[1], &opts).unwrap();
     let c = m.config().clone();
@@ -25,20 +26,30 @@ fn main() {
             .collect();
         let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 256, 1).unwrap();
         let mut logits = Vec::new();
-        let pos: Vec<usize> = (0..prompt.len()).collect();
-        let slots = vec![0; prompt.len()];
         let t0 = std::time::Instant::now();
-        m.forward(
-            &ForwardBatch {
-                tokens: &prompt,
-                positions: &pos,
-                slots: &slots,
-                logits_rows: &[prompt.len() - 1],
-            },
-            &mut kv,
-            &mut logits,
-        )
-        .unwrap();
+        let split = if std::env::var("TAIL4").is_ok() && prompt.len() > 4 {
+            prompt.len() - 4
+        } else {
+            0
+        };
+        for (a, b) in [(0, split), (split, prompt.len())] {
+            if a == b {
+                continue;
+            }
+            let pos: Vec<usize> = (a..b).collect();
+            let slots = vec![0; b - a];
+            m.forward(
+                &ForwardBatch {
+                    tokens: &prompt[a..b],
+                    positions: &pos,
+                    slots: &slots,
+                    logits_rows: &[b - a - 1],
+                },
+                &mut kv,
+                &mut logits,
+            )
+            .unwrap();
+        }
         let argmax = |l: &[f32]| {
             l.iter()
                 .enumerate()

@@ -6,6 +6,7 @@ fn main() {
         &LoadOptions {
             isa: None,
             threads: 2,
+            ..Default::default()
         },
     )
     .unwrap();

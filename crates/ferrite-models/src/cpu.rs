@@ -10,8 +10,12 @@ use crate::kv::KvStore;
 use crate::weights::Linear;
 use crate::{Error, ForwardBatch, Result};
 
+/// Observer of intermediate tensors: `(name, layer, values)`; for debugging numerics against
+/// another implementation (llama.cpp's `llama-eval-callback` prints the same names).
+pub type TraceFn = Arc<dyn Fn(&str, usize, &[f32]) + Send + Sync>;
+
 /// Kernels and threads a CPU model computes with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cpu {
     /// Kernel table (its ISA chosen at load).
     pub kernels: Kernels,
@@ -19,6 +23,18 @@ pub struct Cpu {
     pub pool: Arc<ThreadPool>,
     /// How attention accumulates values (f16 like llama.cpp by default).
     pub attn_accum: AttnAccum,
+    /// Optional observer of intermediate tensors.
+    pub trace: Option<TraceFn>,
+}
+
+impl std::fmt::Debug for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cpu")
+            .field("kernels", &self.kernels)
+            .field("pool", &self.pool)
+            .field("attn_accum", &self.attn_accum)
+            .finish()
+    }
 }
 
 impl Cpu {
@@ -28,6 +44,15 @@ impl Cpu {
             kernels,
             pool: Arc::new(ThreadPool::new(threads)),
             attn_accum: AttnAccum::default(),
+            trace: None,
+        }
+    }
+
+    /// Report an intermediate tensor to the trace observer, if any.
+    #[inline]
+    pub fn trace(&self, name: &str, layer: usize, x: &[f32]) {
+        if let Some(t) = &self.trace {
+            t(name, layer, x);
         }
     }
 

@@ -126,6 +126,7 @@ impl Model for Gemma3 {
         let t = batch.tokens.len();
         let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_dim());
         cpu.embed(&self.embed, batch.tokens, (d as f32).sqrt(), &mut s.x)?; // x: (T, D)
+        cpu.trace("inp_scaled", 0, &s.x);
         for (il, l) in self.layers.iter().enumerate() {
             let sliding = c.is_sliding(il);
             let base = if sliding {
@@ -138,6 +139,7 @@ impl Model for Gemma3 {
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
                 rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
             }
+            cpu.trace("attn_norm", il, &s.h);
             cpu.linear(&l.wq, &s.h, t, &mut s.q, &mut s.act)?; // (T, Hq·hd)
             cpu.linear(&l.wk, &s.h, t, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
             cpu.linear(&l.wv, &s.h, t, &mut s.v, &mut s.act)?;
@@ -161,6 +163,9 @@ impl Model for Gemma3 {
                 base,
                 RopeStyle::Neox,
             );
+            cpu.trace("Qcur", il, &s.q);
+            cpu.trace("Kcur", il, &s.k);
+            cpu.trace("Vcur", il, &s.v);
             // Gemma scales the query, not the score (llama.cpp: ggml_scale(Q), kq_scale = 1).
             scale_inplace(&mut s.q, c.attention_scale);
             store_kv(kv, il, batch, &s.k, &s.v, kvd)?;
@@ -174,9 +179,13 @@ impl Model for Gemma3 {
                 softcap: c.attn_logit_softcap,
             };
             attention(cpu, kv, batch, &s.q, p, &mut s.att);
+            cpu.trace("kqv_out", il, &s.att);
             cpu.linear(&l.wo, &s.att, t, &mut s.o, &mut s.act)?; // (T, D)
+            cpu.trace("attn_out", il, &s.o);
             norm_rows(&mut s.o, d, &l.post_attn_norm, c.norm_eps);
+            cpu.trace("attn_post_norm", il, &s.o);
             add_assign(&mut s.x, &s.o); // residual
+            cpu.trace("sa_out", il, &s.x);
 
             // Feed-forward block: norm → GeGLU → post-norm → residual.
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
@@ -184,10 +193,16 @@ impl Model for Gemma3 {
             }
             cpu.linear(&l.gate, &s.h, t, &mut s.gate, &mut s.act)?; // (T, FF)
             cpu.linear(&l.up, &s.h, t, &mut s.up, &mut s.act)?;
+            cpu.trace("ffn_gate", il, &s.gate);
+            cpu.trace("ffn_up", il, &s.up);
             geglu_inplace(&mut s.gate, &s.up);
+            cpu.trace("ffn_geglu", il, &s.gate);
             cpu.linear(&l.down, &s.gate, t, &mut s.o, &mut s.act)?; // (T, D)
+            cpu.trace("ffn_out", il, &s.o);
             norm_rows(&mut s.o, d, &l.post_ffn_norm, c.norm_eps);
+            cpu.trace("ffn_post_norm", il, &s.o);
             add_assign(&mut s.x, &s.o);
+            cpu.trace("l_out", il, &s.x);
         }
         gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
         let n = batch.logits_rows.len();
@@ -199,6 +214,7 @@ impl Model for Gemma3 {
         cpu.linear(&self.output, &h[..n * d], n, logits, &mut s.act)?; // (N, vocab)
         s.h = h;
         crate::softcap_logits(logits, c.final_logit_softcap);
+        cpu.trace("result_output", 0, logits);
         Ok(())
     }
 }

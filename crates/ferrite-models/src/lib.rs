@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 pub use config::{Architecture, ModelConfig};
 pub use cpu::Cpu;
+pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;
 pub use kv::{ContiguousKvCache, KvStore, SeqSlot};
@@ -162,12 +163,27 @@ pub trait Model: Send + std::fmt::Debug {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Kernel family; `None` picks the best this CPU supports.
     pub isa: Option<Isa>,
     /// Threads for the kernels (the calling thread included).
     pub threads: usize,
+    /// How attention accumulates values: f16 like llama.cpp (default) or f32.
+    pub attn_accum: AttnAccum,
+    /// Observer of intermediate tensors (debugging).
+    pub trace: Option<cpu::TraceFn>,
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("isa", &self.isa)
+            .field("threads", &self.threads)
+            .field("attn_accum", &self.attn_accum)
+            .field("trace", &self.trace.is_some())
+            .finish()
+    }
 }
 
 impl Default for LoadOptions {
@@ -175,6 +191,8 @@ impl Default for LoadOptions {
         LoadOptions {
             isa: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            attn_accum: AttnAccum::default(),
+            trace: None,
         }
     }
 }
@@ -192,7 +210,9 @@ pub fn load_model_from(file: &Arc<GgufFile>, opts: &LoadOptions) -> Result<Box<d
         Some(isa) => Kernels::new(isa)?,
         None => Kernels::detect(),
     };
-    let cpu = Cpu::new(kernels, opts.threads.max(1));
+    let mut cpu = Cpu::new(kernels, opts.threads.max(1));
+    cpu.attn_accum = opts.attn_accum;
+    cpu.trace = opts.trace.clone();
     tracing::debug!(arch = cfg.arch.name(), isa = %cpu.kernels.isa(), threads = opts.threads, "loading model");
     Ok(match cfg.arch {
         Architecture::Llama => Box::new(Llama::load(file, cfg, cpu)?),

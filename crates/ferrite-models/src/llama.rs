@@ -107,6 +107,7 @@ impl Model for Llama {
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
                 rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
             }
+            cpu.trace("attn_norm", il, &s.h);
             cpu.linear(&l.wq, &s.h, t, &mut s.q, &mut s.act)?; // (T, Hq·hd)
             cpu.linear(&l.wk, &s.h, t, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
             cpu.linear(&l.wv, &s.h, t, &mut s.v, &mut s.act)?;
@@ -128,6 +129,9 @@ impl Model for Llama {
                 c.rope_base,
                 RopeStyle::Normal,
             );
+            cpu.trace("Qcur", il, &s.q);
+            cpu.trace("Kcur", il, &s.k);
+            cpu.trace("Vcur", il, &s.v);
             store_kv(kv, il, batch, &s.k, &s.v, kvd)?;
             let p = AttentionParams {
                 layer: il,
@@ -139,8 +143,11 @@ impl Model for Llama {
                 softcap: c.attn_logit_softcap,
             };
             attention(cpu, kv, batch, &s.q, p, &mut s.att);
+            cpu.trace("kqv_out", il, &s.att);
             cpu.linear(&l.wo, &s.att, t, &mut s.o, &mut s.act)?;
+            cpu.trace("attn_out", il, &s.o);
             add_assign(&mut s.x, &s.o); // residual
+            cpu.trace("ffn_inp", il, &s.x);
 
             // Feed-forward block (SwiGLU).
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
@@ -148,9 +155,14 @@ impl Model for Llama {
             }
             cpu.linear(&l.gate, &s.h, t, &mut s.gate, &mut s.act)?; // (T, FF)
             cpu.linear(&l.up, &s.h, t, &mut s.up, &mut s.act)?;
+            cpu.trace("ffn_gate", il, &s.gate);
+            cpu.trace("ffn_up", il, &s.up);
             swiglu_inplace(&mut s.gate, &s.up);
+            cpu.trace("ffn_swiglu", il, &s.gate);
             cpu.linear(&l.down, &s.gate, t, &mut s.o, &mut s.act)?; // (T, D)
+            cpu.trace("ffn_out", il, &s.o);
             add_assign(&mut s.x, &s.o);
+            cpu.trace("l_out", il, &s.x);
         }
         // Only the rows that need logits go through the output head.
         gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
@@ -163,6 +175,7 @@ impl Model for Llama {
         cpu.linear(&self.output, &h[..n * d], n, logits, &mut s.act)?; // (N, vocab)
         s.h = h;
         crate::softcap_logits(logits, c.final_logit_softcap);
+        cpu.trace("result_output", 0, logits);
         Ok(())
     }
 }

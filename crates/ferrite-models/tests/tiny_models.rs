@@ -14,7 +14,14 @@ const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 
 
 fn load(bytes: Vec<u8>, isa: Option<Isa>, threads: usize) -> Result<Box<dyn Model>, Error> {
     let f = Arc::new(GgufFile::from_bytes(bytes)?);
-    load_model_from(&f, &LoadOptions { isa, threads })
+    load_model_from(
+        &f,
+        &LoadOptions {
+            isa,
+            threads,
+            ..Default::default()
+        },
+    )
 }
 
 /// Logits at every prompt position, as one prefill batch.

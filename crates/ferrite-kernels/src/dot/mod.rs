@@ -20,6 +20,15 @@ pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 pub struct Kernels {
     isa: Isa,
     dots: [Option<DotFn>; 13],
+    /// Q4_K with the arithmetic llama.cpp uses for repacked matrices (rows % 8 == 0): its GEMV
+    /// (single activation rows) and its GEMM (activation rows in groups of four).
+    q4_k_rp: DotFn,
+    q4_k_rp4: DotFn,
+    /// Q4_K, Q5_K, Q6_K with the arithmetic of llama.cpp's tiled K-quant matmul (batches of
+    /// 8 or more rows on matrices that are not repacked).
+    q4_k_tl: DotFn,
+    q5_k_tl: DotFn,
+    q6_k_tl: DotFn,
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
 }
@@ -44,6 +53,11 @@ impl Kernels {
         let mut k = Kernels {
             isa,
             dots: [None; 13],
+            q4_k_rp: scalar::q4_k_q8_k_rp,
+            q4_k_rp4: scalar::q4_k_q8_k_rp4,
+            q4_k_tl: scalar::q4_k_q8_k_tl,
+            q5_k_tl: scalar::q5_k_q8_k_tl,
+            q6_k_tl: scalar::q6_k_q8_k_tl,
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
         };
@@ -103,6 +117,52 @@ impl Kernels {
         (self.scale_f16)(y, v)
     }
 
+    /// The row kernel for a matrix of `rows` rows of `t`, applied to activation row `i` of `m`.
+    ///
+    /// llama.cpp's x86 CPU backend picks among several K-quant kernels with different float
+    /// arithmetic, and greedy decoding is sensitive to the last bit; ferrite picks the same
+    /// arithmetic in the same situations so outputs agree:
+    /// - Q4_K with a row count divisible by 8 is repacked: its GEMM for activation rows in
+    ///   whole groups of four, its GEMV for the rest;
+    /// - other Q4_K, and Q5_K / Q6_K, go through the tiled matmul in batches of 8+ rows;
+    /// - everything else uses the per-row `vec_dot` arithmetic.
+    pub(crate) fn matrix_dot_fn(
+        &self,
+        t: QuantType,
+        rows: usize,
+        i: usize,
+        m: usize,
+    ) -> Result<DotFn> {
+        match t {
+            QuantType::Q4_K if rows % 8 == 0 => {
+                return Ok(if i < m - m % 4 {
+                    self.q4_k_rp4
+                } else {
+                    self.q4_k_rp
+                });
+            }
+            QuantType::Q4_K if m >= 8 => return Ok(self.q4_k_tl),
+            QuantType::Q5_K if m >= 8 => return Ok(self.q5_k_tl),
+            QuantType::Q6_K if m >= 8 => return Ok(self.q6_k_tl),
+            _ => {}
+        }
+        self.dot_fn(t)
+    }
+
+    /// [`Kernels::dot`] for row `i` of `m` activation rows against a matrix of `rows` rows (see
+    /// `matrix_dot_fn`).
+    pub fn matrix_row_dot(
+        &self,
+        t: QuantType,
+        (rows, i, m): (usize, usize, usize),
+        n: usize,
+        w: &[u8],
+        a: &[u8],
+    ) -> Result<f32> {
+        check_row(t, n, w, a)?;
+        Ok(self.matrix_dot_fn(t, rows, i, m)?(n, w, a))
+    }
+
     /// Dot product of one weight row (`n` elements of `t`) with activations already quantized to
     /// `t.activation_type()`.
     pub fn dot(&self, t: QuantType, n: usize, w: &[u8], a: &[u8]) -> Result<f32> {
@@ -136,7 +196,7 @@ mod x86 {
 
     macro_rules! entry {
         ($name:ident, $kernel:path, $t:expr) => {
-            fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 assert!(
                     crate::dot::check_row($t, n, w, a).is_ok(),
                     "invariant: row lengths checked by the caller"
@@ -168,6 +228,11 @@ mod x86 {
                 entry!(q4_k, qdot::$m::q4_k_q8_k, QuantType::Q4_K);
                 entry!(q5_k, qdot::$m::q5_k_q8_k, QuantType::Q5_K);
                 entry!(q6_k, qdot::$m::q6_k_q8_k, QuantType::Q6_K);
+                entry!(q4_k_rp, qdot::$m::q4_k_q8_k_rp, QuantType::Q4_K);
+                entry!(q4_k_rp4, qdot::$m::q4_k_q8_k_rp4, QuantType::Q4_K);
+                entry!(q4_k_tl, qdot::$m::q4_k_q8_k_tl, QuantType::Q4_K);
+                entry!(q5_k_tl, qdot::$m::q5_k_q8_k_tl, QuantType::Q5_K);
+                entry!(q6_k_tl, qdot::$m::q6_k_q8_k_tl, QuantType::Q6_K);
                 pub(super) const TABLE: [(QuantType, super::DotFn); 8] = [
                     (QuantType::Q4_0, q4_0),
                     (QuantType::Q4_1, q4_1),
@@ -211,6 +276,11 @@ mod x86 {
                 for (t, f) in avx2::TABLE {
                     k.set(t, f);
                 }
+                k.q4_k_rp = avx2::q4_k_rp;
+                k.q4_k_rp4 = avx2::q4_k_rp4;
+                k.q4_k_tl = avx2::q4_k_tl;
+                k.q5_k_tl = avx2::q5_k_tl;
+                k.q6_k_tl = avx2::q6_k_tl;
             }
             Isa::Avx512 => {
                 k.set(QuantType::F32, f32_avx512);
@@ -219,6 +289,11 @@ mod x86 {
                 for (t, f) in vnni::TABLE {
                     k.set(t, f);
                 }
+                k.q4_k_rp = vnni::q4_k_rp;
+                k.q4_k_rp4 = vnni::q4_k_rp4;
+                k.q4_k_tl = vnni::q4_k_tl;
+                k.q5_k_tl = vnni::q5_k_tl;
+                k.q6_k_tl = vnni::q6_k_tl;
             }
             Isa::Scalar | Isa::Neon => {}
         }

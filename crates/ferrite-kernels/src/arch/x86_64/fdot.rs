@@ -80,7 +80,6 @@ unsafe fn bf16_at(p: *const u8, i: usize) -> f32 {
 }
 
 avx2_float_dot!(f32_avx2, load_f32x8, f32_at);
-avx2_float_dot!(f16_avx2, load_f16x8, f16_at);
 avx2_float_dot!(bf16_avx2, load_bf16x8, bf16_at);
 
 macro_rules! avx512_float_dot {
@@ -139,7 +138,6 @@ unsafe fn load_bf16x16(p: *const u8, i: usize) -> __m512 {
 }
 
 avx512_float_dot!(f32_avx512, load_f32x16, f32_at);
-avx512_float_dot!(f16_avx512, load_f16x16, f16_at);
 avx512_float_dot!(bf16_avx512, load_bf16x16, bf16_at);
 
 /// `y[i] = f16(f32(y[i]) + f32(x[i])·v)` with one FMA per element (ggml's `ggml_vec_mad_f16`).
@@ -201,4 +199,66 @@ pub(crate) unsafe fn scale_f16_avx2(n: usize, y: *mut u16, v: f32) {
             *y.add(j) = half::f16::from_f32(half::f16::from_bits(*y.add(j)).to_f32() * v).to_bits();
         }
     }
+}
+
+/// f16 dot product with ggml's AVX-512 numerics (see `compat::dot_f16`): four 16-lane FMA
+/// accumulators over 64-element steps, reduced `(x0+x2)+(x1+x3)` then halving, tail in f64.
+/// The AVX2 form keeps each 16-lane accumulator as two 8-lane halves, so results are identical.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn f16_avx2(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let np = n / 64 * 64;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut i = 0;
+    while i < np {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= np <= n (module contract).
+            unsafe { *a = _mm256_fmadd_ps(load_f16x8(x, i + 8 * k), load_f16x8(y, i + 8 * k), *a) };
+        }
+        i += 64;
+    }
+    // Accumulator j of ggml is (acc[2j], acc[2j+1]).
+    let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    let mut sum = if np > 0 {
+        f64::from(hsum_f32x8(_mm256_add_ps(lo, hi)))
+    } else {
+        0.0
+    };
+    for k in np..n {
+        // SAFETY: k < n.
+        sum += f64::from(unsafe { f16_at(x, k) * f16_at(y, k) });
+    }
+    sum as f32
+}
+
+/// The AVX-512 form of [`f16_avx2`] (ggml's own layout).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn f16_avx512(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let np = n / 64 * 64;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16k + 16 <= np <= n (module contract).
+            unsafe {
+                *a = _mm512_fmadd_ps(load_f16x16(x, i + 16 * k), load_f16x16(y, i + 16 * k), *a)
+            };
+        }
+        i += 64;
+    }
+    let x0 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+    let halves = _mm256_add_ps(
+        _mm512_castps512_ps256(x0),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x0), 1)),
+    );
+    let mut sum = if np > 0 {
+        f64::from(hsum_f32x8(halves))
+    } else {
+        0.0
+    };
+    for k in np..n {
+        // SAFETY: k < n.
+        sum += f64::from(unsafe { f16_at(x, k) * f16_at(y, k) });
+    }
+    sum as f32
 }

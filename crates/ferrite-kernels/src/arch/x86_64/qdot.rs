@@ -60,7 +60,7 @@ macro_rules! qdot_kernels {
                     // SAFETY: module contract.
                     unsafe {
                         let (x, y) = (w.add(i * 20), a.add(i * 36));
-                        mins += f16_at(x.add(2)) * f16_at(y.add(2));
+                        mins = f16_at(x.add(2)).mul_add(f16_at(y.add(2)), mins);
                         let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
                         let qx = bytes_from_nibbles_32(x.add(4));
                         let p = _mm256_cvtepi32_ps(mul_sum_us8(qx, load256(y.add(4))));
@@ -99,7 +99,7 @@ macro_rules! qdot_kernels {
                     // SAFETY: module contract.
                     unsafe {
                         let (x, y) = (w.add(i * 24), a.add(i * 36));
-                        mins += f16_at(x.add(2)) * f16_at(y.add(2));
+                        mins = f16_at(x.add(2)).mul_add(f16_at(y.add(2)), mins);
                         let d = _mm256_set1_ps(f16_at(x) * f16_at(y));
                         let hi =
                             _mm256_and_si256(bytes_from_bits_32(x.add(4)), _mm256_set1_epi8(0x10));
@@ -127,17 +127,6 @@ macro_rules! qdot_kernels {
                 hsum_f32x8(acc)
             }
 
-            /// Σ_j min_j · (activation sum of sub-block j), from Q8_K's 16-element sums.
-            #[inline]
-            fn k4_mins(mn: &[u8; 8], y: &BlockQ8K) -> i32 {
-                let mut s = 0i32;
-                for j in 0..8 {
-                    s += i32::from(mn[j])
-                        * (i32::from(y.bsum(2 * j)) + i32::from(y.bsum(2 * j + 1)));
-                }
-                s
-            }
-
             /// Products of 32 unsigned weights with 32 activations, times one sub-block scale.
             #[inline]
             #[target_feature(enable = $features)]
@@ -145,85 +134,201 @@ macro_rules! qdot_kernels {
                 _mm256_mullo_epi32(mul_sum_us8(q, y), _mm256_set1_epi32(i32::from(scale)))
             }
 
+            /// Block `i` of a Q4_K row and of its Q8_K activations.
+            ///
+            /// # Safety
+            /// Module contract: both rows hold at least `i + 1` blocks.
+            #[inline]
+            unsafe fn k_blocks<'a, T>(
+                w: *const u8,
+                a: *const u8,
+                i: usize,
+                size: usize,
+            ) -> (&'a T, &'a BlockQ8K) {
+                // SAFETY: in bounds by the module contract; blocks have alignment 1; callers
+                // keep the references within the kernel call (the rows outlive it).
+                unsafe {
+                    (
+                        &*(w.add(i * size) as *const T),
+                        &*(a.add(i * 292) as *const BlockQ8K),
+                    )
+                }
+            }
+
+            /// Integer lanes of one Q4_K (`qh = None`) or Q5_K super-block for 64-element chunk
+            /// `c`: scale-weighted sums of both 32-element groups, lane k = elements 4k..4k+4.
+            #[inline]
             #[target_feature(enable = $features)]
-            pub(crate) unsafe fn q4_k_q8_k(n: usize, w: *const u8, a: *const u8) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = 0f32;
+            unsafe fn k4_chunk(
+                qs: &[u8; 128],
+                qh: Option<__m256i>,
+                y: &BlockQ8K,
+                sc: &[u8; 8],
+                c: usize,
+            ) -> __m256i {
                 let m4 = _mm256_set1_epi8(0x0F);
+                // SAFETY: 32 bytes of qs and 64 of q8 per chunk, in bounds.
+                let (q4, y0, y1) = unsafe {
+                    (
+                        load256(qs.as_ptr().add(32 * c)),
+                        load256(y.qs.as_ptr().add(64 * c) as *const u8),
+                        load256(y.qs.as_ptr().add(64 * c + 32) as *const u8),
+                    )
+                };
+                let mut lo = _mm256_and_si256(q4, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                if let Some(qh) = qh {
+                    // Bit 2c (low half) and 2c+1 (high half) of each qh byte, moved to bit 4.
+                    let one = _mm256_set1_epi8(1);
+                    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                    hi = _mm256_or_si256(
+                        hi,
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4),
+                    );
+                }
+                _mm256_add_epi32(scaled(lo, y0, sc[2 * c]), scaled(hi, y1, sc[2 * c + 1]))
+            }
+
+            /// All four chunks of a Q4_K / Q5_K super-block.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn k4_block(
+                qs: &[u8; 128],
+                qh: Option<__m256i>,
+                y: &BlockQ8K,
+                sc: &[u8; 8],
+            ) -> __m256i {
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..4 {
+                    // SAFETY: forwarded contract.
+                    sumi = _mm256_add_epi32(sumi, unsafe { k4_chunk(qs, qh, y, sc, c) });
+                }
+                sumi
+            }
+
+            /// ggml's vec_dot epilogue for Q4_K / Q5_K: 8-lane FMAs; mins as `mins(mn, y)`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn k4_vec_dot(n: usize, w: *const u8, a: *const u8, five: bool) -> f32 {
+                let size = if five { 176 } else { 144 };
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_m = _mm_setzero_ps();
+                let mut summs = 0f32;
                 for i in 0..n / QK_K {
-                    // SAFETY: module contract; blocks have alignment 1.
-                    let (x, y) = unsafe {
-                        (
-                            &*(w.add(i * 144) as *const BlockQ4K),
-                            &*(a.add(i * 292) as *const BlockQ8K),
-                        )
-                    };
+                    // SAFETY: module contract. Q5_K's header has the same prefix as Q4_K's.
+                    let (x, y) = unsafe { k_blocks::<BlockQ4K>(w, a, i, size) };
                     let (sc, mn) = scales_mins_k4(&x.scales);
-                    let d = f16_le(x.d) * y.d();
-                    acc_m += f16_le(x.dmin) * y.d() * k4_mins(&mn, y) as f32;
-                    let mut sumi = _mm256_setzero_si256();
-                    for c in 0..4 {
-                        // SAFETY: 32 bytes of qs and 64 of q8 per chunk, in bounds.
-                        unsafe {
-                            let q4 = load256(x.qs.as_ptr().add(32 * c));
-                            let y0 = load256(y.qs.as_ptr().add(64 * c) as *const u8);
-                            let y1 = load256(y.qs.as_ptr().add(64 * c + 32) as *const u8);
-                            let lo = _mm256_and_si256(q4, m4);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-                            sumi = _mm256_add_epi32(sumi, scaled(lo, y0, sc[2 * c]));
-                            sumi = _mm256_add_epi32(sumi, scaled(hi, y1, sc[2 * c + 1]));
-                        }
-                    }
+                    let d = y.d() * f16_le(x.d);
+                    let dmin = -y.d() * f16_le(x.dmin);
+                    let m = crate::dot::scalar::k4_min_lanes(&mn, y);
+                    let sumi = if five {
+                        // SAFETY: as above.
+                        let x5 = unsafe { k_blocks::<BlockQ5K>(w, a, i, size).0 };
+                        summs = dmin.mul_add((m[0] + m[1] + m[2] + m[3]) as f32, summs);
+                        // SAFETY: 32 bytes of qh; chunk loads in bounds.
+                        unsafe { k4_block(&x5.qs, Some(load256(x5.qh.as_ptr())), y, &sc) }
+                    } else {
+                        let m = _mm_setr_epi32(m[0], m[1], m[2], m[3]);
+                        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(m), acc_m);
+                        // SAFETY: chunk loads in bounds.
+                        unsafe { k4_block(&x.qs, None, y, &sc) }
+                    };
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
                 }
-                hsum_f32x8(acc) - acc_m
+                let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+                let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                hsum_f32x8(acc) + _mm_cvtss_f32(m) + summs
+            }
+
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k_q8_k(n: usize, w: *const u8, a: *const u8) -> f32 {
+                // SAFETY: forwarded contract.
+                unsafe { k4_vec_dot(n, w, a, false) }
             }
 
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q5_k_q8_k(n: usize, w: *const u8, a: *const u8) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_m = 0f32;
-                let m4 = _mm256_set1_epi8(0x0F);
-                let one = _mm256_set1_epi8(1);
+                // SAFETY: forwarded contract.
+                unsafe { k4_vec_dot(n, w, a, true) }
+            }
+
+            /// Q4_K with ggml's repacked-GEMV arithmetic (see `scalar::q4_k_q8_k_rp`).
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k_q8_k_rp(n: usize, w: *const u8, a: *const u8) -> f32 {
+                let (mut acc, mut acc_m) = (0f32, 0f32);
                 for i in 0..n / QK_K {
-                    // SAFETY: module contract; blocks have alignment 1.
-                    let (x, y) = unsafe {
-                        (
-                            &*(w.add(i * 176) as *const BlockQ5K),
-                            &*(a.add(i * 292) as *const BlockQ8K),
-                        )
-                    };
+                    // SAFETY: module contract.
+                    let (x, y) = unsafe { k_blocks::<BlockQ4K>(w, a, i, 144) };
                     let (sc, mn) = scales_mins_k4(&x.scales);
-                    let d = f16_le(x.d) * y.d();
-                    acc_m += f16_le(x.dmin) * y.d() * k4_mins(&mn, y) as f32;
-                    // SAFETY: 32 bytes of qh.
-                    let qh = unsafe { load256(x.qh.as_ptr()) };
-                    let mut sumi = _mm256_setzero_si256();
-                    for c in 0..4 {
-                        // SAFETY: in-bounds loads as for Q4_K.
-                        unsafe {
-                            let q4 = load256(x.qs.as_ptr().add(32 * c));
-                            let y0 = load256(y.qs.as_ptr().add(64 * c) as *const u8);
-                            let y1 = load256(y.qs.as_ptr().add(64 * c + 32) as *const u8);
-                            // Bit 2c (low half) and 2c+1 (high half) of each qh byte, moved to bit 4.
-                            let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
-                            let h_lo = _mm256_slli_epi16(_mm256_and_si256(h, one), 4);
-                            let h_hi = _mm256_slli_epi16(
-                                _mm256_and_si256(_mm256_srli_epi16(h, 1), one),
-                                4,
-                            );
-                            let lo = _mm256_or_si256(_mm256_and_si256(q4, m4), h_lo);
-                            let hi = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
-                                h_hi,
-                            );
-                            sumi = _mm256_add_epi32(sumi, scaled(lo, y0, sc[2 * c]));
-                            sumi = _mm256_add_epi32(sumi, scaled(hi, y1, sc[2 * c + 1]));
-                        }
-                    }
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                    // SAFETY: chunk loads in bounds.
+                    let isum = hsum_i32x8(unsafe { k4_block(&x.qs, None, y, &sc) });
+                    let imin: i32 = crate::dot::scalar::k4_min_lanes(&mn, y).iter().sum();
+                    acc = (isum as f32).mul_add(f16_le(x.d) * y.d(), acc);
+                    acc_m = (imin as f32).mul_add(f16_le(x.dmin) * y.d(), acc_m);
                 }
-                hsum_f32x8(acc) - acc_m
+                acc - acc_m
+            }
+
+            /// Q4_K with ggml's repacked-GEMM arithmetic (see `scalar::q4_k_q8_k_rp4`).
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k_q8_k_rp4(n: usize, w: *const u8, a: *const u8) -> f32 {
+                let (mut acc, mut acc_m) = (0f32, 0f32);
+                for i in 0..n / QK_K {
+                    // SAFETY: module contract.
+                    let (x, y) = unsafe { k_blocks::<BlockQ4K>(w, a, i, 144) };
+                    let (sc, mn) = scales_mins_k4(&x.scales);
+                    let mins = crate::dot::scalar::k4_min_lanes(&mn, y);
+                    let (dw, dm) = (f16_le(x.d) * y.d(), f16_le(x.dmin) * y.d());
+                    for c in 0..4 {
+                        // SAFETY: chunk loads in bounds.
+                        let isum = hsum_i32x8(unsafe { k4_chunk(&x.qs, None, y, &sc, c) });
+                        acc = (isum as f32).mul_add(dw, acc);
+                        acc_m = (mins[c] as f32).mul_add(dm, acc_m);
+                    }
+                }
+                acc - acc_m
+            }
+
+            /// Q4_K / Q5_K with ggml's tiled K-quant matmul arithmetic (see
+            /// `scalar::k4_tiled`).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn k4_tiled(n: usize, w: *const u8, a: *const u8, five: bool) -> f32 {
+                let size = if five { 176 } else { 144 };
+                let mut out = 0f32;
+                for i in 0..n / QK_K {
+                    // SAFETY: module contract.
+                    let (x, y) = unsafe { k_blocks::<BlockQ4K>(w, a, i, size) };
+                    let (sc, mn) = scales_mins_k4(&x.scales);
+                    let sumi = if five {
+                        // SAFETY: as above; 32 bytes of qh.
+                        unsafe {
+                            let x5 = k_blocks::<BlockQ5K>(w, a, i, size).0;
+                            k4_block(&x5.qs, Some(load256(x5.qh.as_ptr())), y, &sc)
+                        }
+                    } else {
+                        // SAFETY: chunk loads in bounds.
+                        unsafe { k4_block(&x.qs, None, y, &sc) }
+                    };
+                    let s1 = hsum_i32x8(sumi) as f32;
+                    let s2: i32 = crate::dot::scalar::k4_min_lanes(&mn, y).iter().sum();
+                    let r = (-f16_le(x.dmin)).mul_add(s2 as f32, s1 * f16_le(x.d));
+                    out += r * y.d();
+                }
+                out
+            }
+
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k_q8_k_tl(n: usize, w: *const u8, a: *const u8) -> f32 {
+                // SAFETY: forwarded contract.
+                unsafe { k4_tiled(n, w, a, false) }
+            }
+
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q5_k_q8_k_tl(n: usize, w: *const u8, a: *const u8) -> f32 {
+                // SAFETY: forwarded contract.
+                unsafe { k4_tiled(n, w, a, true) }
             }
 
             /// Per 32 elements: unsigned 6-bit weights · activations, with the two 16-element
@@ -233,85 +338,84 @@ macro_rules! qdot_kernels {
             fn scaled16(q: __m256i, y: __m256i, s0: i8, s1: i8) -> __m256i {
                 let (s0, s1) = (i32::from(s0), i32::from(s1));
                 let scales = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
-                let p = mul_sum_us8(q, y);
-                // maddubs+madd and vpdpbusd both sum 4 adjacent products per 32-bit lane, but
-                // 128-bit lanes hold elements 0..16 and 16..32, so lanes 0..4 are elements 0..16.
-                _mm256_mullo_epi32(p, scales)
+                _mm256_mullo_epi32(mul_sum_us8(q, y), scales)
+            }
+
+            /// Integer lanes of one Q6_K super-block, the −32 offset removed per lane as ggml's
+            /// vec_dot does (lane k loses 32·(bsum[2k]·sc[2k] + bsum[2k+1]·sc[2k+1])).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn q6k_block(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
+                let m4 = _mm256_set1_epi8(0x0F);
+                let m2 = _mm256_set1_epi8(0x03);
+                // SAFETY: 32 bytes of bsums and 16 of scales, in bounds.
+                let bias = unsafe {
+                    let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                    let sc =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+                    _mm256_slli_epi32(_mm256_madd_epi16(bs, sc), 5)
+                };
+                let mut sumi = _mm256_setzero_si256();
+                for half in 0..2 {
+                    // SAFETY: 64 bytes of ql, 32 of qh and 128 of q8 per half, in bounds.
+                    unsafe {
+                        let ql0 = load256(x.ql.as_ptr().add(64 * half));
+                        let ql1 = load256(x.ql.as_ptr().add(64 * half + 32));
+                        let qh = load256(x.qh.as_ptr().add(32 * half));
+                        let q8 = y.qs.as_ptr().add(128 * half) as *const u8;
+                        let sc = &x.scales[8 * half..8 * half + 8];
+                        let high = |shift: i32| {
+                            let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift));
+                            _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)
+                        };
+                        let q1 = _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0));
+                        let q2 = _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2));
+                        let q3 = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                            high(4),
+                        );
+                        let q4 = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                            high(6),
+                        );
+                        sumi = _mm256_add_epi32(sumi, scaled16(q1, load256(q8), sc[0], sc[1]));
+                        sumi =
+                            _mm256_add_epi32(sumi, scaled16(q2, load256(q8.add(32)), sc[2], sc[3]));
+                        sumi =
+                            _mm256_add_epi32(sumi, scaled16(q3, load256(q8.add(64)), sc[4], sc[5]));
+                        sumi =
+                            _mm256_add_epi32(sumi, scaled16(q4, load256(q8.add(96)), sc[6], sc[7]));
+                    }
+                }
+                _mm256_sub_epi32(sumi, bias)
             }
 
             #[target_feature(enable = $features)]
             pub(crate) unsafe fn q6_k_q8_k(n: usize, w: *const u8, a: *const u8) -> f32 {
                 let mut acc = _mm256_setzero_ps();
-                let m4 = _mm256_set1_epi8(0x0F);
-                let m2 = _mm256_set1_epi8(0x03);
                 for i in 0..n / QK_K {
-                    // SAFETY: module contract; blocks have alignment 1.
-                    let (x, y) = unsafe {
-                        (
-                            &*(w.add(i * 210) as *const BlockQ6K),
-                            &*(a.add(i * 292) as *const BlockQ8K),
-                        )
-                    };
-                    let d = f16_le(x.d) * y.d();
-                    // The −32 offset, removed once: 32 · Σ_j scale_j · bsum_j.
-                    let mut bias = 0i32;
-                    for j in 0..16 {
-                        bias += i32::from(x.scales[j]) * i32::from(y.bsum(j));
-                    }
-                    let mut sumi = _mm256_set1_epi32(0);
-                    for half in 0..2 {
-                        // SAFETY: 64 bytes of ql, 32 of qh and 128 of q8 per half, in bounds.
-                        unsafe {
-                            let ql0 = load256(x.ql.as_ptr().add(64 * half));
-                            let ql1 = load256(x.ql.as_ptr().add(64 * half + 32));
-                            let qh = load256(x.qh.as_ptr().add(32 * half));
-                            let q8 = y.qs.as_ptr().add(128 * half) as *const u8;
-                            let sc = &x.scales[8 * half..8 * half + 8];
-                            let q1 = _mm256_or_si256(
-                                _mm256_and_si256(ql0, m4),
-                                _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
-                            );
-                            let q2 = _mm256_or_si256(
-                                _mm256_and_si256(ql1, m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
-                                    4,
-                                ),
-                            );
-                            let q3 = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), m2),
-                                    4,
-                                ),
-                            );
-                            let q4 = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), m2),
-                                    4,
-                                ),
-                            );
-                            sumi = _mm256_add_epi32(sumi, scaled16(q1, load256(q8), sc[0], sc[1]));
-                            sumi = _mm256_add_epi32(
-                                sumi,
-                                scaled16(q2, load256(q8.add(32)), sc[2], sc[3]),
-                            );
-                            sumi = _mm256_add_epi32(
-                                sumi,
-                                scaled16(q3, load256(q8.add(64)), sc[4], sc[5]),
-                            );
-                            sumi = _mm256_add_epi32(
-                                sumi,
-                                scaled16(q4, load256(q8.add(96)), sc[6], sc[7]),
-                            );
-                        }
-                    }
-                    let sumi =
-                        _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * bias, 0, 0, 0, 0, 0, 0, 0));
+                    // SAFETY: module contract.
+                    let (x, y) = unsafe { k_blocks::<BlockQ6K>(w, a, i, 210) };
+                    let d = y.d() * f16_le(x.d);
+                    // SAFETY: block loads in bounds.
+                    let sumi = unsafe { q6k_block(x, y) };
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
                 }
                 hsum_f32x8(acc)
+            }
+
+            /// Q6_K with ggml's tiled K-quant matmul arithmetic (see `scalar::q6_k_q8_k_tl`).
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q6_k_q8_k_tl(n: usize, w: *const u8, a: *const u8) -> f32 {
+                let mut out = 0f32;
+                for i in 0..n / QK_K {
+                    // SAFETY: module contract.
+                    let (x, y) = unsafe { k_blocks::<BlockQ6K>(w, a, i, 210) };
+                    // SAFETY: block loads in bounds.
+                    let isum = hsum_i32x8(unsafe { q6k_block(x, y) });
+                    out += (isum as f32 * f16_le(x.d)) * y.d();
+                }
+                out
             }
         }
     };

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod chat;
+pub mod eval;
+pub mod pull;
+pub mod run;
+pub mod sampling;

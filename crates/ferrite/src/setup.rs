@@ -1,0 +1,68 @@
+//! Loading a model and its tokenizer from command-line options.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferrite_gguf::GgufFile;
+use ferrite_models::{load_model_from, Isa, LoadOptions, Model};
+use ferrite_tokenizer::Tokenizer;
+
+/// Options every model-using command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Model: a .gguf path, `smollm2`, `gemma3`, or `hf:owner/repo/file.gguf`.
+    #[arg(long, short = 'm', env = "FERRITE_MODEL", default_value = "smollm2")]
+    pub model: String,
+    /// Kernel threads (default: all cores).
+    #[arg(long, short = 't', env = "FERRITE_THREADS")]
+    pub threads: Option<usize>,
+    /// Force a kernel family: scalar, avx2, avx512, neon (default: the best this CPU has).
+    #[arg(long, env = "FERRITE_FORCE_ISA")]
+    pub isa: Option<String>,
+}
+
+/// A loaded model with its tokenizer and the file it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Resolved file.
+    pub path: PathBuf,
+    /// The model.
+    pub model: Box<dyn Model>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+}
+
+impl ModelArgs {
+    /// Threads to use.
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// Resolve, open and load.
+    pub fn load(&self) -> Result<Loaded> {
+        let path = crate::hub::resolve_model(&self.model)?;
+        let file = Arc::new(
+            GgufFile::open(&path).with_context(|| format!("reading model {}", path.display()))?,
+        );
+        let isa = self.isa.as_deref().map(Isa::parse).transpose()?;
+        let model = load_model_from(
+            &file,
+            &LoadOptions {
+                isa,
+                threads: self.threads(),
+                ..Default::default()
+            },
+        )
+        .with_context(|| format!("loading model {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+        Ok(Loaded {
+            path,
+            model,
+            tokenizer,
+        })
+    }
+}
