@@ -46,6 +46,12 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Prompt positions where a new prefill batch must start, besides every
+    /// [`PREFILL_CHUNK`] tokens. Batch boundaries change float rounding (kernels differ by batch
+    /// size), so reproducing another engine's outputs bit for bit can require its boundaries:
+    /// llama-server, for instance, evaluates the last 4 prompt tokens of sliding-window models
+    /// as their own batch (to checkpoint the cache). Empty for ordinary use.
+    pub prefill_splits: Vec<usize>,
 }
 
 /// Timing and counts of one generation.
@@ -129,9 +135,19 @@ impl Generator {
     }
 
     /// Run `tokens` at positions `start..` and leave the last token's logits in `self.logits`.
-    fn feed(&mut self, tokens: &[u32], start: usize) -> Result<()> {
+    /// Batches break every [`PREFILL_CHUNK`] tokens and at the positions in `splits`.
+    fn feed(&mut self, tokens: &[u32], start: usize, splits: &[usize]) -> Result<()> {
         let mut pos = start;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
+        let end = start + tokens.len();
+        while pos < end {
+            let next = splits
+                .iter()
+                .copied()
+                .filter(|&b| b > pos && b < end)
+                .min()
+                .unwrap_or(end)
+                .min(pos + PREFILL_CHUNK);
+            let chunk = &tokens[pos - start..next - start];
             let positions: Vec<usize> = (pos..pos + chunk.len()).collect();
             let slots = vec![0; chunk.len()];
             let batch = ForwardBatch {
@@ -143,7 +159,7 @@ impl Generator {
             self.model.forward(&batch, &mut self.kv, &mut self.logits)?;
             self.cached.truncate(pos);
             self.cached.extend_from_slice(chunk);
-            pos += chunk.len();
+            pos = next;
         }
         Ok(())
     }
@@ -178,7 +194,7 @@ impl Generator {
             .count()
             .min(req.prompt.len() - 1);
         self.cached.truncate(common);
-        self.feed(&req.prompt[common..], common)?;
+        self.feed(&req.prompt[common..], common, &req.prefill_splits)?;
         let prompt_time = start.elapsed();
 
         let mut history = TokenHistory::new(&req.prompt);
@@ -188,6 +204,9 @@ impl Generator {
         let mut ttft = None;
         let max_new = req.max_tokens.min(n_ctx - req.prompt.len());
         let mut finish = FinishReason::Length;
+        // A stop string ends the text at the match; anything the decoder still holds lies after
+        // it. Any other end (EOS, length) flushes what is held, so no output is lost.
+        let mut stopped_by_string = false;
         let emit = |text: String, on_text: &mut dyn FnMut(&str)| {
             if !text.is_empty() {
                 on_text(&text);
@@ -208,6 +227,7 @@ impl Generator {
                     StopStep::Stopped { emit: t, .. } => {
                         emit(t, on_text);
                         finish = FinishReason::Stop;
+                        stopped_by_string = true;
                         break;
                     }
                 }
@@ -216,15 +236,22 @@ impl Generator {
                 break;
             }
             let pos = req.prompt.len() + out.len() - 1;
-            self.feed(&[tok], pos)?;
+            self.feed(&[tok], pos, &[])?;
         }
-        if finish == FinishReason::Length {
+        if !stopped_by_string {
             if let Some(t) = detok.flush(&self.tokenizer)? {
-                if let StopStep::Emit(t) = stops.push(&t) {
-                    emit(t, on_text);
+                match stops.push(&t) {
+                    StopStep::Emit(t) => emit(t, on_text),
+                    StopStep::Stopped { emit: t, .. } => {
+                        emit(t, on_text);
+                        finish = FinishReason::Stop;
+                        stopped_by_string = true;
+                    }
                 }
             }
-            emit(stops.flush(), on_text);
+            if !stopped_by_string {
+                emit(stops.flush(), on_text);
+            }
         }
         let ttft = ttft.unwrap_or_else(|| start.elapsed());
         Ok(GenerationStats {

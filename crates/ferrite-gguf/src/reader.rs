@@ -439,16 +439,19 @@ fn tensor_size(name: &str, dims: &[u64], t: GgmlType) -> Result<u64> {
     let overflow = || Error::Overflow {
         what: format!("element count of tensor {name:?} (dims {dims:?})"),
     };
-    let mut n: u64 = 1;
-    for &d in dims {
-        n = n.checked_mul(d).ok_or_else(overflow)?;
+    // Zero dimensions are allowed (empty tensors), but the other dimensions must still have a
+    // product that fits: callers multiply subsets of them (rows = product of dims[1..]).
+    let mut nonzero: u64 = 1;
+    for &d in dims.iter().filter(|&&d| d != 0) {
+        nonzero = nonzero.checked_mul(d).ok_or_else(overflow)?;
     }
     // ggml stores element counts in int64.
-    if n > i64::MAX as u64 {
+    if nonzero > i64::MAX as u64 {
         return Err(overflow());
     }
+    let n = if dims.contains(&0) { 0 } else { nonzero };
     let bs = t.block_size() as u64;
-    if dims[0] % bs != 0 {
+    if !dims[0].is_multiple_of(bs) {
         return Err(Error::Invalid(format!(
             "tensor {name:?}: first dimension {} is not a multiple of the {} block size {bs}",
             dims[0], t

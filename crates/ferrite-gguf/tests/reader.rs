@@ -247,3 +247,21 @@ proptest! {
         let _ = GgufFile::from_bytes(b);
     }
 }
+
+#[test]
+fn zero_dimension_does_not_hide_an_overflow_in_the_others() {
+    // Found by the fuzzer: dims [0, 2^62, 8] hold no elements, but rows = 2^65 overflows.
+    let mut w = GgufWriter::new();
+    w.add_tensor("z", &[0, 1 << 62, 8], GgmlType::F32, &[])
+        .unwrap();
+    let err = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, Error::Overflow { .. }) && err.to_string().contains("\"z\""),
+        "{err}"
+    );
+    // An empty tensor whose other dimensions fit is fine.
+    let mut w = GgufWriter::new();
+    w.add_tensor("e", &[0, 3], GgmlType::F32, &[]).unwrap();
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    assert_eq!(f.tensor("e").unwrap().rows_cols(), (3, 0));
+}

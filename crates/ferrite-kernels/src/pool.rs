@@ -215,7 +215,7 @@ fn worker(inner: Arc<Inner>, ith: usize) {
                 return;
             }
             spins += 1;
-            if spins % 64 != 0 || start.elapsed() < SPIN_BEFORE_PARK {
+            if !spins.is_multiple_of(64) || start.elapsed() < SPIN_BEFORE_PARK {
                 std::hint::spin_loop();
                 continue;
             }

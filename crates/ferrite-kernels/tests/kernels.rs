@@ -37,7 +37,7 @@ fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
             s ^= s << 17;
             let u = (s >> 11) as f32 / (1u64 << 53) as f32;
             let v = (u - 0.5) * 2.0 * scale;
-            if s % 97 == 0 {
+            if s.is_multiple_of(97) {
                 v * 8.0
             } else {
                 v

@@ -12,6 +12,9 @@ use crate::{Error, Result};
 /// Identifies a sequence inside a cache (a slot index; the engine maps requests to slots).
 pub type SeqSlot = usize;
 
+/// Receives runs of stored rows: `(keys, values, n)`, see [`KvStore::read`].
+pub type KvVisitor<'a> = dyn FnMut(&[u8], &[u8], usize) + 'a;
+
 /// Storage for keys and values, in f16 (llama.cpp's default cache type).
 pub trait KvStore: Sync {
     /// Store the key and value of `seq` at `pos` in layer `layer`. `k` and `v` hold
@@ -27,7 +30,7 @@ pub trait KvStore: Sync {
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut dyn FnMut(&[u8], &[u8], usize),
+        f: &mut KvVisitor<'_>,
     );
 
     /// Positions a sequence can hold.
@@ -122,7 +125,7 @@ impl KvStore for ContiguousKvCache {
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut dyn FnMut(&[u8], &[u8], usize),
+        f: &mut KvVisitor<'_>,
     ) {
         let range = range.start..range.end.min(self.capacity);
         if range.is_empty() {

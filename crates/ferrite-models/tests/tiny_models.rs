@@ -116,9 +116,14 @@ fn decode_matches_prefill_and_isas_agree() {
             let mut base = load(bytes.clone(), Some(Isa::Scalar), 1).unwrap();
             let want = prefill_all(base.as_mut(), &PROMPT);
             let dec = decode_all(base.as_mut(), &PROMPT);
+            // K-quant matrices use llama.cpp's tiled arithmetic for batches of 8+ rows and the
+            // per-row arithmetic for decode (as llama.cpp does), so their last bits differ and
+            // can flip an activation's 8-bit rounding; every other format is bit-identical.
+            let tol = if q == QuantType::Q6_K { 2e-2 } else { 1e-5 };
             assert!(
-                rel_err(&dec, &want) < 1e-5,
-                "{arch:?} {q}: decode vs prefill"
+                rel_err(&dec, &want) < tol,
+                "{arch:?} {q}: decode vs prefill: {}",
+                rel_err(&dec, &want)
             );
             for isa in Isa::available() {
                 let mut m = load(bytes.clone(), Some(isa), 2).unwrap();

@@ -24,6 +24,9 @@ enum Command {
     Eval(commands::eval::EvalCommand),
     /// Fetch a known model into the cache and print its path.
     Pull(commands::pull::PullArgs),
+    /// Benchmarks (model throughput, as llama-bench measures it).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 fn main() {
@@ -46,5 +49,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => commands::chat::run(a),
         Command::Eval(c) => commands::eval::run(c),
         Command::Pull(a) => commands::pull::run(a),
+        Command::Bench(c) => commands::bench::run(c),
     }
 }

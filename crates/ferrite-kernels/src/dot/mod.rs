@@ -134,7 +134,7 @@ impl Kernels {
         m: usize,
     ) -> Result<DotFn> {
         match t {
-            QuantType::Q4_K if rows % 8 == 0 => {
+            QuantType::Q4_K if rows.is_multiple_of(8) => {
                 return Ok(if i < m - m % 4 {
                     self.q4_k_rp4
                 } else {

@@ -169,7 +169,11 @@ pub(crate) fn q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         // Group 2c: low nibbles of chunk c; group 2c+1: high nibbles.
         let q = |g: usize, b: usize| {
             let byte = x.qs[32 * (g / 2) + b];
-            i32::from(if g % 2 == 0 { byte & 15 } else { byte >> 4 })
+            i32::from(if g.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            })
         };
         acc_lanes(&mut acc, d, &k4_lanes(&sc, q, y));
     }
@@ -186,7 +190,11 @@ pub(crate) fn q4_k_q8_k_rp(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let (sc, mn) = scales_mins_k4(&x.scales);
         let q = |g: usize, b: usize| {
             let byte = x.qs[32 * (g / 2) + b];
-            i32::from(if g % 2 == 0 { byte & 15 } else { byte >> 4 })
+            i32::from(if g.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            })
         };
         let isum: i32 = k4_lanes(&sc, q, y).iter().sum();
         let imin: i32 = k4_min_lanes(&mn, y).iter().sum();
@@ -237,7 +245,11 @@ pub(crate) fn q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         summs = fma(dmin, total as f32, summs);
         let q = |g: usize, b: usize| {
             let byte = x.qs[32 * (g / 2) + b];
-            let lo = i32::from(if g % 2 == 0 { byte & 15 } else { byte >> 4 });
+            let lo = i32::from(if g.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            });
             lo | (i32::from((x.qh[b] >> g) & 1) << 4)
         };
         acc_lanes(&mut acc, d, &k4_lanes(&sc, q, y));
@@ -267,10 +279,10 @@ fn q6k_lanes(x: &BlockQ6K, y: &BlockQ8K) -> [i32; 8] {
             }
         }
     }
-    for k in 0..8 {
+    for (k, lane) in l.iter_mut().enumerate() {
         let bias = i32::from(y.bsum(2 * k)) * i32::from(x.scales[2 * k])
             + i32::from(y.bsum(2 * k + 1)) * i32::from(x.scales[2 * k + 1]);
-        l[k] -= bias << 5;
+        *lane -= bias << 5;
     }
     l
 }
@@ -311,7 +323,11 @@ pub(crate) fn q4_k_q8_k_tl(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let (sc, mn) = scales_mins_k4(&x.scales);
         let q = |g: usize, b: usize| {
             let byte = x.qs[32 * (g / 2) + b];
-            i32::from(if g % 2 == 0 { byte & 15 } else { byte >> 4 })
+            i32::from(if g.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            })
         };
         let s1: i32 = k4_lanes(&sc, q, y).iter().sum();
         let s2: i32 = k4_min_lanes(&mn, y).iter().sum();
@@ -328,7 +344,11 @@ pub(crate) fn q5_k_q8_k_tl(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let (sc, mn) = scales_mins_k4(&x.scales);
         let q = |g: usize, b: usize| {
             let byte = x.qs[32 * (g / 2) + b];
-            let lo = i32::from(if g % 2 == 0 { byte & 15 } else { byte >> 4 });
+            let lo = i32::from(if g.is_multiple_of(2) {
+                byte & 15
+            } else {
+                byte >> 4
+            });
             lo | (i32::from((x.qh[b] >> g) & 1) << 4)
         };
         let s1: i32 = k4_lanes(&sc, q, y).iter().sum();

@@ -142,7 +142,7 @@ impl QuantType {
 
     /// Bytes for one row of `n` elements; errors when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return Err(Error::Shape(format!(
                 "row of {n} elements is not a multiple of the {} block size {}",
                 self.name(),

@@ -93,6 +93,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             sampling: a.sampling.params(),
             stop: vec![],
             ignore_eos: false,
+            prefill_splits: vec![],
         };
         let mut reply = String::new();
         let stdout = std::io::stdout();

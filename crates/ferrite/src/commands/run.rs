@@ -68,6 +68,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         sampling: a.sampling.params(),
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
+        prefill_splits: vec![],
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

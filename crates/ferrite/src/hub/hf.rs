@@ -81,8 +81,13 @@ fn sha_from_headers(h: &reqwest::header::HeaderMap) -> Option<String> {
     })
 }
 
-/// The cached file, downloading it first if needed.
+/// The cached file, downloading it from [`endpoint`] first if needed.
 pub fn download(f: &HfFile, dir: &Path) -> Result<PathBuf> {
+    download_from(&endpoint(), f, dir)
+}
+
+/// [`download`] from an explicit hub endpoint (tests use a local server).
+pub fn download_from(endpoint: &str, f: &HfFile, dir: &Path) -> Result<PathBuf> {
     let dest = f.cache_path(dir);
     let sha_file = dest.with_extension("gguf.sha256");
     if dest.is_file() {
@@ -97,7 +102,7 @@ pub fn download(f: &HfFile, dir: &Path) -> Result<PathBuf> {
     }
     let url = format!(
         "{}/{}/resolve/{}/{}",
-        endpoint(),
+        endpoint.trim_end_matches('/'),
         f.repo,
         f.revision,
         f.file

