@@ -6,11 +6,20 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod core;
+pub mod engine_loop;
 pub mod eval;
 pub mod generate;
+pub mod kv_cache;
 pub mod sampling;
+pub mod scheduler;
 pub mod stop;
 
+pub use core::{
+    EngineConfig, EngineCore, EngineStats, FinishInfo, NewRequest, OutputSink, RequestEvent,
+    TokenLogprob,
+};
+pub use engine_loop::{EngineHandle, EngineStopped};
 pub use generate::{FinishReason, GenerateRequest, GenerationStats, Generator};
 pub use sampling::{Sampler, SamplingParams};
 
@@ -33,6 +42,9 @@ pub enum Error {
         /// Context size.
         context: usize,
     },
+    /// Engine sizing is impossible or inconsistent.
+    #[error("engine config: {0}")]
+    Config(String),
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ferrite_models::Error),

@@ -1,0 +1,565 @@
+//! The engine step: schedule → one forward pass over every scheduled token of every request →
+//! sample → update requests and emit their output. One `EngineCore` owns the model and the KV
+//! cache; it runs on one thread ([`crate::engine_loop`]) and is tested synchronously.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrite_models::{ForwardBatch, Model};
+use ferrite_tokenizer::{DecodeStream, Tokenizer};
+
+use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
+use crate::sampling::{Sampler, SamplingParams, TokenHistory};
+use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::stop::{StopMatcher, StopStep};
+use crate::{Error, FinishReason, Result};
+
+/// Engine sizing, validated by [`EngineCore::new`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most requests running at once.
+    pub max_num_seqs: usize,
+    /// Token budget per forward pass.
+    pub max_num_batched_tokens: usize,
+    /// Longest sequence; `None` takes the model's training context.
+    pub max_model_len: Option<usize>,
+    /// Bytes of host memory for KV blocks.
+    pub kv_cache_bytes: usize,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Seed of the prefix-cache block hashes (must match across replicas and the router).
+    pub hash_seed: u64,
+    /// Per-request cap on tokens per step (0 = none).
+    pub long_prefill_token_threshold: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_num_seqs: 32,
+            max_num_batched_tokens: 512,
+            max_model_len: None,
+            kv_cache_bytes: 512 << 20,
+            block_size: 16,
+            hash_seed: 0,
+            long_prefill_token_threshold: 0,
+        }
+    }
+}
+
+/// A request as the engine receives it (already tokenized and validated by the front end).
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate (clamped to the context).
+    pub max_tokens: usize,
+    /// Stop strings (not part of the output).
+    pub stop: Vec<String>,
+    /// Ignore end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// Suppress EOS and stop strings until this many tokens exist.
+    pub min_tokens: usize,
+    /// `Some(n)`: report the chosen token's log-probability and the `n` most likely.
+    pub logprobs: Option<usize>,
+    /// Prefix-cache namespace.
+    pub cache_salt: Option<String>,
+    /// When the front end received it (TTFT and e2e start here).
+    pub arrival: Instant,
+}
+
+/// Log-probabilities of a generated token under the model's raw distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// Of the chosen token.
+    pub logprob: f32,
+    /// The most likely tokens, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Output of one request.
+#[derive(Debug, Clone)]
+pub enum RequestEvent {
+    /// A generated token and the text it completes (possibly empty while text is held back).
+    Token {
+        /// Token id.
+        token: u32,
+        /// New text.
+        text: String,
+        /// Log-probabilities, when asked for.
+        logprob: Option<TokenLogprob>,
+    },
+    /// The request ended; `text` is what was still held back.
+    Finished(FinishInfo),
+    /// The request failed.
+    Error(String),
+}
+
+/// How a request ended, with its counts and phase timings.
+#[derive(Debug, Clone)]
+pub struct FinishInfo {
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// Final text that was held back (stop-string or UTF-8 look-ahead).
+    pub text: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+    /// Arrival → first scheduled.
+    pub queue_time: Duration,
+    /// First scheduled → first token.
+    pub prefill_time: Duration,
+    /// First token → last token.
+    pub decode_time: Duration,
+}
+
+/// Where a request's events go. `send` returns false when the receiver is gone.
+pub trait OutputSink: Send {
+    /// Deliver an event.
+    fn send(&mut self, ev: RequestEvent) -> bool;
+    /// Whether the receiver has gone away (the request is then aborted).
+    fn is_closed(&self) -> bool;
+}
+
+/// Live engine numbers, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests holding KV blocks.
+    pub num_running: AtomicUsize,
+    /// Requests queued.
+    pub num_waiting: AtomicUsize,
+    /// KV usage × 1e6 (0..1e6).
+    pub kv_usage_ppm: AtomicU64,
+    /// Preemptions.
+    pub preemptions: AtomicU64,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_queries: AtomicU64,
+    /// Prompt tokens found there.
+    pub prefix_hits: AtomicU64,
+    /// Tokens computed by forward passes.
+    pub forward_tokens: AtomicU64,
+    /// Forward passes.
+    pub steps: AtomicU64,
+}
+
+struct ReqState {
+    sampler: Sampler,
+    history: TokenHistory,
+    detok: DecodeStream,
+    stops: StopMatcher,
+    max_tokens: usize,
+    min_tokens: usize,
+    ignore_eos: bool,
+    logprobs: Option<usize>,
+    stopped_by_string: bool,
+    arrival: Instant,
+    first_token: Option<Instant>,
+    sink: Box<dyn OutputSink>,
+}
+
+/// Model, KV cache, scheduler and per-request sampling state.
+pub struct EngineCore {
+    model: Box<dyn Model>,
+    tokenizer: Arc<Tokenizer>,
+    kv: PagedKvStore,
+    sched: Scheduler,
+    states: HashMap<RequestId, ReqState>,
+    stats: Arc<EngineStats>,
+    logits: Vec<f32>,
+    num_blocks: usize,
+    next_id: RequestId,
+}
+
+impl std::fmt::Debug for EngineCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCore")
+            .field("scheduler", &self.sched)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineCore {
+    /// Size the KV pool from `cfg` and check that one full-length request fits.
+    pub fn new(
+        model: Box<dyn Model>,
+        tokenizer: Arc<Tokenizer>,
+        cfg: &EngineConfig,
+    ) -> Result<EngineCore> {
+        let c = model.config().clone();
+        let bad = |m: String| Err(Error::Config(m));
+        if cfg.block_size == 0 || cfg.max_num_seqs == 0 || cfg.max_num_batched_tokens == 0 {
+            return bad("block size, max_num_seqs and max_num_batched_tokens must be > 0".into());
+        }
+        let max_len = cfg.max_model_len.unwrap_or(c.context_length);
+        if max_len < 2 || max_len > c.context_length {
+            return bad(format!(
+                "max model length {max_len} must be between 2 and the model's context {}",
+                c.context_length
+            ));
+        }
+        let block_bytes =
+            PagedKvStore::block_bytes(c.n_layers, c.n_kv_heads, c.head_dim, cfg.block_size);
+        let num_blocks = cfg.kv_cache_bytes / block_bytes;
+        let usable_tokens = num_blocks.saturating_sub(1) * cfg.block_size;
+        if usable_tokens < max_len {
+            return bad(format!(
+                "a KV cache of {} MiB holds {usable_tokens} tokens ({} blocks of {} tokens, {} KiB each), less than one request of the max model length {max_len}; raise --kv-cache-mib to at least {} or lower --max-model-len",
+                cfg.kv_cache_bytes >> 20,
+                num_blocks.saturating_sub(1),
+                cfg.block_size,
+                block_bytes >> 10,
+                ((max_len.div_ceil(cfg.block_size) + 1) * block_bytes).div_ceil(1 << 20),
+            ));
+        }
+        tracing::info!(
+            num_blocks,
+            kv_tokens = usable_tokens,
+            max_model_len = max_len,
+            max_concurrency_at_max_len = usable_tokens as f64 / max_len as f64,
+            "KV cache allocated"
+        );
+        let kv = PagedKvStore::new(
+            c.n_layers,
+            c.n_kv_heads,
+            c.head_dim,
+            cfg.block_size,
+            num_blocks,
+            max_len,
+        );
+        // 1% of blocks stay free when admitting, so running requests can grow.
+        let watermark = num_blocks / 100;
+        let sched = Scheduler::new(
+            SchedulerConfig {
+                max_num_seqs: cfg.max_num_seqs,
+                max_num_batched_tokens: cfg.max_num_batched_tokens,
+                max_model_len: max_len,
+                long_prefill_token_threshold: cfg.long_prefill_token_threshold,
+                block_size: cfg.block_size,
+                hash_seed: cfg.hash_seed,
+            },
+            KvCacheManager::new(num_blocks, cfg.block_size, watermark),
+        );
+        Ok(EngineCore {
+            model,
+            tokenizer,
+            kv,
+            sched,
+            states: HashMap::new(),
+            stats: Arc::new(EngineStats::default()),
+            logits: Vec::new(),
+            num_blocks,
+            next_id: 1,
+        })
+    }
+
+    /// Longest sequence (prompt plus output).
+    pub fn max_model_len(&self) -> usize {
+        self.sched.config().max_model_len
+    }
+
+    /// Blocks in the pool (including the null block) and tokens per block.
+    pub fn kv_geometry(&self) -> (usize, usize) {
+        (self.num_blocks, self.sched.config().block_size)
+    }
+
+    /// Shared live numbers.
+    pub fn stats(&self) -> Arc<EngineStats> {
+        self.stats.clone()
+    }
+
+    /// The scheduler (tests, invariants).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Whether a step would do anything.
+    pub fn has_work(&self) -> bool {
+        self.sched.has_work()
+    }
+
+    /// Queue a request; errors (bad parameters, prompt too long) go to its sink too.
+    pub fn add_request(&mut self, req: NewRequest, mut sink: Box<dyn OutputSink>) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        match self.prepare(&req) {
+            Ok((sampler, max_tokens)) => {
+                self.states.insert(
+                    id,
+                    ReqState {
+                        sampler,
+                        history: TokenHistory::new(&req.prompt),
+                        detok: self.tokenizer.decode_stream(true),
+                        stops: StopMatcher::new(&req.stop),
+                        max_tokens,
+                        min_tokens: req.min_tokens,
+                        ignore_eos: req.ignore_eos,
+                        logprobs: req.logprobs,
+                        stopped_by_string: false,
+                        arrival: req.arrival,
+                        first_token: None,
+                        sink,
+                    },
+                );
+                self.sched.add(id, req.prompt, req.cache_salt);
+            }
+            Err(e) => {
+                sink.send(RequestEvent::Error(e.to_string()));
+            }
+        }
+        self.publish();
+        id
+    }
+
+    fn prepare(&self, req: &NewRequest) -> Result<(Sampler, usize)> {
+        let max_len = self.max_model_len();
+        if req.prompt.is_empty() {
+            return Err(Error::InvalidParam {
+                field: "prompt",
+                message: "the prompt is empty".into(),
+            });
+        }
+        if req.prompt.len() >= max_len {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: req.prompt.len(),
+                context: max_len,
+            });
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(&t) = req.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::InvalidParam {
+                field: "prompt",
+                message: format!("token id {t} is outside the vocabulary of {vocab}"),
+            });
+        }
+        let sampler = Sampler::new(req.sampling.clone())?;
+        Ok((sampler, req.max_tokens.min(max_len - req.prompt.len())))
+    }
+
+    /// Abort a request: its blocks are freed now and it gets no more events.
+    pub fn abort(&mut self, id: RequestId) {
+        self.states.remove(&id);
+        self.sched.finish(id);
+        self.publish();
+    }
+
+    /// Run one step. Returns the number of tokens computed (0 when idle).
+    pub fn step(&mut self) -> usize {
+        // Requests whose clients left are aborted before any work is spent on them.
+        let gone: Vec<RequestId> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.sink.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.abort(id);
+        }
+        let plan = self.sched.schedule();
+        if plan.is_empty() {
+            self.publish();
+            return 0;
+        }
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        let mut slots = Vec::new();
+        let mut rows = Vec::new();
+        let mut samplers = Vec::new();
+        for (slot, s) in plan.iter().enumerate() {
+            let Some(r) = self.sched.request(s.id) else {
+                continue;
+            };
+            tokens.extend_from_slice(&r.tokens[s.start..s.start + s.len]);
+            positions.extend(s.start..s.start + s.len);
+            slots.extend(std::iter::repeat_n(slot, s.len));
+            // Only a request whose every token now has KV produces a token (no partial
+            // prefill outputs).
+            if s.start + s.len == r.num_tokens() {
+                rows.push(tokens.len() - 1);
+                samplers.push(s.id);
+            }
+        }
+        self.kv
+            .set_tables(plan.iter().map(|s| self.sched.kv().blocks(s.id)));
+        let batch = ForwardBatch {
+            tokens: &tokens,
+            positions: &positions,
+            slots: &slots,
+            logits_rows: &rows,
+        };
+        let n = tokens.len();
+        if let Err(e) = self.model.forward(&batch, &mut self.kv, &mut self.logits) {
+            tracing::error!(error = %e, "forward pass failed");
+            for s in &plan {
+                if let Some(mut st) = self.states.remove(&s.id) {
+                    st.sink
+                        .send(RequestEvent::Error(format!("forward pass failed: {e}")));
+                }
+                self.sched.finish(s.id);
+            }
+            self.publish();
+            return n;
+        }
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .forward_tokens
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let vocab = self.model.config().vocab_size;
+        let logits = std::mem::take(&mut self.logits);
+        for (i, &id) in samplers.iter().enumerate() {
+            let mut row = logits[i * vocab..(i + 1) * vocab].to_vec();
+            self.emit_token(id, &mut row);
+        }
+        self.logits = logits;
+        self.publish();
+        n
+    }
+
+    fn emit_token(&mut self, id: RequestId, row: &mut [f32]) {
+        let max_len = self.max_model_len();
+        let Some(st) = self.states.get_mut(&id) else {
+            return;
+        };
+        let raw = st.logprobs.map(|_| row.to_vec());
+        let token = st.sampler.sample(row, &st.history).token;
+        let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
+        st.history.push(token);
+        let now = Instant::now();
+        st.first_token.get_or_insert(now);
+        self.sched.append_token(id, token);
+        let Some(r) = self.sched.request(id) else {
+            return;
+        };
+        let n_out = r.num_tokens() - r.num_prompt_tokens;
+        let at_len = n_out >= st.max_tokens || r.num_tokens() >= max_len;
+        let may_stop = n_out > st.min_tokens || st.min_tokens == 0;
+        let mut finish = None;
+        let mut text = String::new();
+        if !st.ignore_eos && may_stop && self.tokenizer.is_end_of_generation(token) {
+            finish = Some(FinishReason::Stop);
+        } else {
+            match st.detok.step(&self.tokenizer, token) {
+                Ok(Some(t)) => match st.stops.push(&t) {
+                    StopStep::Emit(t) => text = t,
+                    StopStep::Stopped { emit, .. } if may_stop => {
+                        text = emit;
+                        st.stopped_by_string = true;
+                        finish = Some(FinishReason::Stop);
+                    }
+                    // Before min_tokens a stop string is ordinary text.
+                    StopStep::Stopped { emit, stop } => text = emit + &stop,
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    st.sink.send(RequestEvent::Error(e.to_string()));
+                    self.abort(id);
+                    return;
+                }
+            }
+        }
+        if finish.is_none() && at_len {
+            finish = Some(FinishReason::Length);
+        }
+        let alive = st.sink.send(RequestEvent::Token {
+            token,
+            text,
+            logprob,
+        });
+        if !alive {
+            self.abort(id);
+            return;
+        }
+        if let Some(reason) = finish {
+            self.finish(id, reason);
+        }
+    }
+
+    fn finish(&mut self, id: RequestId, mut reason: FinishReason) {
+        let Some(mut st) = self.states.remove(&id) else {
+            return;
+        };
+        let Some(r) = self.sched.finish(id) else {
+            return;
+        };
+        // A stop string ends the text at its match; any other end flushes what is held back.
+        let mut text = String::new();
+        if !st.stopped_by_string {
+            if let Ok(Some(t)) = st.detok.flush(&self.tokenizer) {
+                match st.stops.push(&t) {
+                    StopStep::Emit(t) => text.push_str(&t),
+                    StopStep::Stopped { emit, .. } => {
+                        text.push_str(&emit);
+                        st.stopped_by_string = true;
+                        reason = FinishReason::Stop;
+                    }
+                }
+            }
+            if !st.stopped_by_string {
+                text.push_str(&st.stops.flush());
+            }
+        }
+        let now = Instant::now();
+        let first_sched = r.first_scheduled.unwrap_or(now);
+        let first_tok = st.first_token.unwrap_or(now);
+        st.sink.send(RequestEvent::Finished(FinishInfo {
+            reason,
+            text,
+            prompt_tokens: r.num_prompt_tokens,
+            completion_tokens: r.num_tokens() - r.num_prompt_tokens,
+            cached_tokens: r.num_cached_tokens.unwrap_or(0),
+            queue_time: first_sched.saturating_duration_since(st.arrival),
+            prefill_time: first_tok.saturating_duration_since(first_sched),
+            decode_time: now.saturating_duration_since(first_tok),
+        }));
+    }
+
+    fn publish(&self) {
+        let s = &self.stats;
+        s.num_running
+            .store(self.sched.num_running(), Ordering::Relaxed);
+        s.num_waiting
+            .store(self.sched.num_waiting(), Ordering::Relaxed);
+        s.kv_usage_ppm.store(
+            (self.sched.kv().usage() * 1e6).round() as u64,
+            Ordering::Relaxed,
+        );
+        let c = self.sched.counters();
+        s.preemptions.store(c.preemptions, Ordering::Relaxed);
+        s.prefix_queries.store(c.prefix_queries, Ordering::Relaxed);
+        s.prefix_hits.store(c.prefix_hits, Ordering::Relaxed);
+    }
+}
+
+/// Log-probability of `token` and the `k` most likely tokens under the raw logits (before
+/// penalties and sampling: OpenAI's logprobs describe the model's distribution).
+fn token_logprob(raw: &[f32], token: u32, k: usize) -> TokenLogprob {
+    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = raw.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let lse = f64::from(max) + sum.ln();
+    let lp = |t: u32| (f64::from(raw[t as usize]) - lse) as f32;
+    let k = k.min(raw.len());
+    let mut idx: Vec<u32> = Vec::new();
+    if k > 0 {
+        idx = (0..raw.len() as u32).collect();
+        let by_logit =
+            |a: &u32, b: &u32| raw[*b as usize].total_cmp(&raw[*a as usize]).then(a.cmp(b));
+        idx.select_nth_unstable_by(k - 1, by_logit);
+        idx.truncate(k);
+        idx.sort_by(by_logit);
+    }
+    TokenLogprob {
+        logprob: lp(token),
+        top: idx.into_iter().map(|t| (t, lp(t))).collect(),
+    }
+}
