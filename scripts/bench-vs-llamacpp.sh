@@ -13,8 +13,13 @@ reps=${REPS:-5}
 models=${MODELS:-"smollm2 gemma3"}
 
 bin=$("$anchor")
-(cd "$root" && cargo build --quiet --release -p ferrite)
-ferrite=$root/target/release/ferrite
+# FERRITE_BIN: a prebuilt binary (skips the build, e.g. to measure while sources change).
+if [[ -n ${FERRITE_BIN:-} ]]; then
+  ferrite=$FERRITE_BIN
+else
+  (cd "$root" && cargo build --quiet --release -p ferrite)
+  ferrite=$root/target/release/ferrite
+fi
 
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo

@@ -290,9 +290,21 @@ impl EngineCore {
     }
 
     /// Queue a request; errors (bad parameters, prompt too long) go to its sink too.
-    pub fn add_request(&mut self, req: NewRequest, mut sink: Box<dyn OutputSink>) -> RequestId {
+    pub fn add_request(&mut self, req: NewRequest, sink: Box<dyn OutputSink>) -> RequestId {
         let id = self.next_id;
-        self.next_id += 1;
+        self.add_request_with_id(id, req, sink);
+        id
+    }
+
+    /// [`add_request`](Self::add_request) with an id chosen by the caller (unique, ≥ any id
+    /// this core handed out).
+    pub fn add_request_with_id(
+        &mut self,
+        id: RequestId,
+        req: NewRequest,
+        mut sink: Box<dyn OutputSink>,
+    ) {
+        self.next_id = self.next_id.max(id + 1);
         match self.prepare(&req) {
             Ok((sampler, max_tokens)) => {
                 self.states.insert(
@@ -319,7 +331,6 @@ impl EngineCore {
             }
         }
         self.publish();
-        id
     }
 
     fn prepare(&self, req: &NewRequest) -> Result<(Sampler, usize)> {

@@ -1,6 +1,7 @@
 //! The engine thread: owns an [`EngineCore`], takes commands from a channel and steps while
 //! there is work. Front ends (the HTTP server) hold an [`EngineHandle`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -9,7 +10,7 @@ use crate::core::{EngineCore, EngineStats, NewRequest, OutputSink};
 use crate::kv_cache::RequestId;
 
 enum Command {
-    Add(NewRequest, Box<dyn OutputSink>, Sender<RequestId>),
+    Add(RequestId, NewRequest, Box<dyn OutputSink>),
     Abort(RequestId),
     Shutdown,
 }
@@ -19,6 +20,7 @@ enum Command {
 pub struct EngineHandle {
     tx: Sender<Command>,
     stats: Arc<EngineStats>,
+    next_id: Arc<AtomicU64>,
     max_model_len: usize,
     kv_geometry: (usize, usize),
 }
@@ -43,6 +45,7 @@ impl EngineHandle {
         let handle = EngineHandle {
             tx,
             stats: core.stats(),
+            next_id: Arc::new(AtomicU64::new(1)),
             max_model_len: core.max_model_len(),
             kv_geometry: core.kv_geometry(),
         };
@@ -53,17 +56,18 @@ impl EngineHandle {
         (handle, join)
     }
 
-    /// Submit a request; its events go to `sink`. Returns its id (for [`abort`](Self::abort)).
+    /// Submit a request; its events go to `sink`. Returns its id (for [`abort`](Self::abort))
+    /// without waiting for the engine, so async callers never block on a running step.
     pub fn add(
         &self,
         req: NewRequest,
         sink: Box<dyn OutputSink>,
     ) -> Result<RequestId, EngineStopped> {
-        let (tx, rx) = mpsc::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.tx
-            .send(Command::Add(req, sink, tx))
+            .send(Command::Add(id, req, sink))
             .map_err(|_| EngineStopped)?;
-        rx.recv().map_err(|_| EngineStopped)
+        Ok(id)
     }
 
     /// Abort a request (its blocks are freed in the engine's next step).
@@ -116,10 +120,7 @@ fn run(mut core: EngineCore, rx: Receiver<Command>) {
 
 fn apply(core: &mut EngineCore, cmd: Command) -> bool {
     match cmd {
-        Command::Add(req, sink, reply) => {
-            let id = core.add_request(req, sink);
-            let _ = reply.send(id);
-        }
+        Command::Add(id, req, sink) => core.add_request_with_id(id, req, sink),
         Command::Abort(id) => core.abort(id),
         Command::Shutdown => return false,
     }

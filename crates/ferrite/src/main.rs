@@ -24,6 +24,8 @@ enum Command {
     Eval(commands::eval::EvalCommand),
     /// Fetch a known model into the cache and print its path.
     Pull(commands::pull::PullArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::ServeArgs),
     /// Benchmarks (model throughput, as llama-bench measures it).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -50,5 +52,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(c) => commands::eval::run(c),
         Command::Pull(a) => commands::pull::run(a),
         Command::Bench(c) => commands::bench::run(c),
+        Command::Serve(a) => commands::serve::run(a),
     }
 }

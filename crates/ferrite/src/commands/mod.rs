@@ -6,3 +6,4 @@ pub mod eval;
 pub mod pull;
 pub mod run;
 pub mod sampling;
+pub mod serve;

@@ -1,0 +1,498 @@
+//! Parse, don't validate: a JSON body becomes a [`ValidRequest`] or an [`ApiError`] that names
+//! the field, the rule and the value. Fields are read one by one from the JSON object so a wrong
+//! type gets the same field-naming message as a wrong value; unknown fields are ignored.
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Most choices per request.
+pub const MAX_N: usize = 16;
+/// Most `top_logprobs`.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most stop strings.
+pub const MAX_STOP: usize = 16;
+
+/// A chat message after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text content (parts joined).
+    pub content: String,
+}
+
+/// What the model continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptInput {
+    /// Chat messages, rendered with the model's template.
+    Chat(Vec<Message>),
+    /// A raw text prompt.
+    Text(String),
+    /// Pre-tokenized prompt.
+    Tokens(Vec<u32>),
+}
+
+/// A request that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest {
+    /// Requested model name, if any.
+    pub model: Option<String>,
+    /// Prompt.
+    pub input: PromptInput,
+    /// Output limit; `None` = the rest of the context.
+    pub max_tokens: Option<usize>,
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 0 = off.
+    pub min_p: f32,
+    /// OpenAI presence penalty.
+    pub presence_penalty: f32,
+    /// OpenAI frequency penalty.
+    pub frequency_penalty: f32,
+    /// 1 = off.
+    pub repetition_penalty: f32,
+    /// Sampling seed.
+    pub seed: Option<u64>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Choices.
+    pub n: usize,
+    /// `Some(k)`: return log-probabilities with the top `k` alternatives.
+    pub logprobs: Option<usize>,
+    /// Server-sent events.
+    pub stream: bool,
+    /// A final usage chunk when streaming.
+    pub include_usage: bool,
+    /// Cumulative usage on every chunk (vLLM extension).
+    pub continuous_usage_stats: bool,
+    /// Ignore end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// No EOS / stop before this many tokens.
+    pub min_tokens: usize,
+    /// Completions: prepend the prompt to the output.
+    pub echo: bool,
+    /// Prefix-cache namespace.
+    pub cache_salt: Option<String>,
+}
+
+/// Which endpoint a body was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+}
+
+/// Parse and validate a request body.
+pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<ValidRequest, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid UTF-8: {e}")))?;
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(o) = v else {
+        return Err(ApiError::invalid(
+            "body",
+            format!("the body must be a JSON object, got {}", kind(&v)),
+        ));
+    };
+    let f = Fields(&o);
+    let input = match endpoint {
+        Endpoint::Chat => PromptInput::Chat(messages(&o)?),
+        Endpoint::Completions => prompt(&o)?,
+    };
+    let max_tokens = match (f.int("max_completion_tokens")?, f.int("max_tokens")?) {
+        (Some(n), _) => Some(("max_completion_tokens", n)),
+        (None, Some(n)) => Some(("max_tokens", n)),
+        (None, None) => None,
+    };
+    let max_tokens = match max_tokens {
+        Some((name, n)) if n < 1 => {
+            return Err(ApiError::invalid(
+                name,
+                format!("`{name}` must be ≥ 1, got {n}"),
+            ))
+        }
+        Some((_, n)) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let temperature = f.num("temperature")?.unwrap_or(1.0);
+    range("temperature", temperature, 0.0, 2.0, "between 0 and 2")?;
+    let top_p = f.num("top_p")?.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::invalid(
+            "top_p",
+            format!("`top_p` must be > 0 and ≤ 1, got {top_p}"),
+        ));
+    }
+    let top_k = match f.int("top_k")? {
+        None | Some(-1) | Some(0) => 0,
+        Some(k) if k < 0 => {
+            return Err(ApiError::invalid(
+                "top_k",
+                format!("`top_k` must be ≥ 1, or 0 / -1 for off, got {k}"),
+            ))
+        }
+        Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
+    };
+    let min_p = f.num("min_p")?.unwrap_or(0.0);
+    range("min_p", min_p, 0.0, 1.0, "between 0 and 1")?;
+    let presence_penalty = f.num("presence_penalty")?.unwrap_or(0.0);
+    range(
+        "presence_penalty",
+        presence_penalty,
+        -2.0,
+        2.0,
+        "between -2 and 2",
+    )?;
+    let frequency_penalty = f.num("frequency_penalty")?.unwrap_or(0.0);
+    range(
+        "frequency_penalty",
+        frequency_penalty,
+        -2.0,
+        2.0,
+        "between -2 and 2",
+    )?;
+    let repetition_penalty = f.num("repetition_penalty")?.unwrap_or(1.0);
+    if !(repetition_penalty > 0.0 && repetition_penalty <= 10.0) {
+        return Err(ApiError::invalid(
+            "repetition_penalty",
+            format!("`repetition_penalty` must be > 0 and ≤ 10, got {repetition_penalty}"),
+        ));
+    }
+    let seed = match o.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Some(u),
+            // Negative seeds are accepted (OpenAI takes any integer) and reinterpreted.
+            (None, Some(i)) => Some(i as u64),
+            _ => {
+                return Err(ApiError::invalid(
+                    "seed",
+                    format!("`seed` must be an integer, got {n}"),
+                ))
+            }
+        },
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "seed",
+                format!("`seed` must be an integer, got {}", kind(v)),
+            ))
+        }
+    };
+    let stop = stops(&o)?;
+    let n = match f.int("n")? {
+        None => 1,
+        Some(n) if n < 1 || n > MAX_N as i64 => {
+            return Err(ApiError::invalid(
+                "n",
+                format!("`n` must be between 1 and {MAX_N}, got {n}"),
+            ))
+        }
+        Some(n) => n as usize,
+    };
+    let logprobs = match endpoint {
+        Endpoint::Chat => {
+            let on = f.bool("logprobs")?.unwrap_or(false);
+            match f.int("top_logprobs")? {
+                Some(k) if !(0..=MAX_TOP_LOGPROBS as i64).contains(&k) => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs",
+                        format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"),
+                    ))
+                }
+                Some(k) if !on && k > 0 => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs",
+                        "`top_logprobs` needs `logprobs: true`",
+                    ))
+                }
+                Some(k) => on.then_some(k as usize),
+                None => on.then_some(0),
+            }
+        }
+        Endpoint::Completions => match f.int("logprobs")? {
+            None => None,
+            Some(k) if !(0..=MAX_TOP_LOGPROBS as i64).contains(&k) => {
+                return Err(ApiError::invalid(
+                    "logprobs",
+                    format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"),
+                ))
+            }
+            Some(k) => Some(k as usize),
+        },
+    };
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let (include_usage, continuous_usage_stats) = match o.get("stream_options") {
+        None | Some(Value::Null) => (false, false),
+        Some(Value::Object(so)) => {
+            let g = Fields(so);
+            (
+                g.bool("include_usage")?.unwrap_or(false),
+                g.bool("continuous_usage_stats")?.unwrap_or(false),
+            )
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stream_options",
+                format!("`stream_options` must be an object, got {}", kind(v)),
+            ))
+        }
+    };
+    let min_tokens = match f.int("min_tokens")? {
+        None => 0,
+        Some(k) if k < 0 => {
+            return Err(ApiError::invalid(
+                "min_tokens",
+                format!("`min_tokens` must be ≥ 0, got {k}"),
+            ))
+        }
+        Some(k) => k as usize,
+    };
+    if let (Some(m), true) = (max_tokens, min_tokens > 0) {
+        if min_tokens > m {
+            return Err(ApiError::invalid(
+                "min_tokens",
+                format!("`min_tokens` ({min_tokens}) must be ≤ `max_tokens` ({m})"),
+            ));
+        }
+    }
+    Ok(ValidRequest {
+        model: f.string("model")?,
+        input,
+        max_tokens,
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        top_k,
+        min_p: min_p as f32,
+        presence_penalty: presence_penalty as f32,
+        frequency_penalty: frequency_penalty as f32,
+        repetition_penalty: repetition_penalty as f32,
+        seed,
+        stop,
+        n,
+        logprobs,
+        stream,
+        include_usage,
+        continuous_usage_stats,
+        ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
+        min_tokens,
+        echo: endpoint == Endpoint::Completions && f.bool("echo")?.unwrap_or(false),
+        cache_salt: f.string("cache_salt")?,
+    })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn range(name: &str, v: f64, lo: f64, hi: f64, rule: &str) -> Result<(), ApiError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be {rule}, got {v}"),
+        ))
+    }
+}
+
+/// Typed reads of optional fields; `null` counts as absent.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+    fn num(&self, k: &str) -> Result<Option<f64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(v) => Err(ApiError::invalid(
+                k,
+                format!("`{k}` must be a number, got {}", kind(v)),
+            )),
+        }
+    }
+    fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Ok(Some(i)),
+                (None, Some(_)) => Ok(Some(i64::MAX)),
+                _ => Err(ApiError::invalid(
+                    k,
+                    format!("`{k}` must be an integer, got {n}"),
+                )),
+            },
+            Some(v) => Err(ApiError::invalid(
+                k,
+                format!("`{k}` must be an integer, got {}", kind(v)),
+            )),
+        }
+    }
+    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ApiError::invalid(
+                k,
+                format!("`{k}` must be a boolean, got {}", kind(v)),
+            )),
+        }
+    }
+    fn string(&self, k: &str) -> Result<Option<String>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(ApiError::invalid(
+                k,
+                format!("`{k}` must be a string, got {}", kind(v)),
+            )),
+        }
+    }
+}
+
+fn messages(o: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
+    let arr = match o.get("messages") {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid("messages", "`messages` is required"))
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("`messages` must be an array, got {}", kind(v)),
+            ))
+        }
+    };
+    if arr.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
+    }
+    arr.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let p = format!("messages[{i}]");
+            let Value::Object(m) = m else {
+                return Err(ApiError::invalid(&p, format!("`{p}` must be an object, got {}", kind(m))));
+            };
+            let role = match m.get("role") {
+                Some(Value::String(r)) => r.clone(),
+                Some(v) => return Err(ApiError::invalid(format!("{p}.role"), format!("`{p}.role` must be a string, got {}", kind(v)))),
+                None => return Err(ApiError::invalid(format!("{p}.role"), format!("`{p}.role` is required"))),
+            };
+            if !["system", "developer", "user", "assistant", "tool"].contains(&role.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("{p}.role"),
+                    format!("`{p}.role` must be one of system, developer, user, assistant, tool; got {role:?}"),
+                ));
+            }
+            let content = match m.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut s = String::new();
+                    for (j, part) in parts.iter().enumerate() {
+                        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                            (Some("text"), Some(t)) => s.push_str(t),
+                            _ => return Err(ApiError::invalid(
+                                format!("{p}.content[{j}]"),
+                                format!("`{p}.content[{j}]` must be a text part {{\"type\": \"text\", \"text\": ...}}; other content types are not supported"),
+                            )),
+                        }
+                    }
+                    s
+                }
+                Some(v) => return Err(ApiError::invalid(format!("{p}.content"), format!("`{p}.content` must be a string or an array of parts, got {}", kind(v)))),
+            };
+            Ok(Message { role, content })
+        })
+        .collect()
+}
+
+fn prompt(o: &Map<String, Value>) -> Result<PromptInput, ApiError> {
+    let bad = |what: String| Err(ApiError::invalid("prompt", what));
+    match o.get("prompt") {
+        None | Some(Value::Null) => bad("`prompt` is required".into()),
+        Some(Value::String(s)) => Ok(PromptInput::Text(s.clone())),
+        Some(Value::Array(a)) if a.is_empty() => bad("`prompt` must not be empty".into()),
+        Some(Value::Array(a)) => {
+            if a.iter().all(Value::is_number) {
+                return token_ids(a).map(PromptInput::Tokens);
+            }
+            match a.as_slice() {
+                [Value::String(s)] => Ok(PromptInput::Text(s.clone())),
+                [Value::Array(ids)] => token_ids(ids).map(PromptInput::Tokens),
+                _ if a.len() > 1 => bad("batched prompts (a list of several prompts) are not supported; send one request per prompt".into()),
+                _ => bad("`prompt` must be a string, an array of token ids, or a one-element array of either".into()),
+            }
+        }
+        Some(v) => bad(format!(
+            "`prompt` must be a string or an array of token ids, got {}",
+            kind(v)
+        )),
+    }
+}
+
+fn token_ids(a: &[Value]) -> Result<Vec<u32>, ApiError> {
+    a.iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|u| u32::try_from(u).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "prompt",
+                        format!("token ids must be integers in 0..2^32, got {v}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn stops(o: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let v = match o.get("stop") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| match s {
+                Value::String(s) => Ok(s.clone()),
+                v => Err(ApiError::invalid(
+                    "stop",
+                    format!("`stop` entries must be strings, got {}", kind(v)),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "`stop` must be a string or an array of strings, got {}",
+                    kind(v)
+                ),
+            ))
+        }
+    };
+    if v.len() > MAX_STOP {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("`stop` takes at most {MAX_STOP} strings, got {}", v.len()),
+        ));
+    }
+    Ok(v)
+}

@@ -1,0 +1,141 @@
+//! A real server on 127.0.0.1 over a tiny synthetic model, for HTTP tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_engine::{EngineConfig, EngineCore, EngineHandle};
+use ferrite_gguf::GgufFile;
+use ferrite_kernels::quant::QuantType;
+use ferrite_models::{load_model_from, LoadOptions};
+use ferrite_server::{ApiKeys, AppState, Loaded, ServerOptions};
+use ferrite_testkit::{TinyArch, TinyModel};
+use ferrite_tokenizer::Tokenizer;
+
+pub const MODEL: &str = "tiny";
+
+pub struct TestServer {
+    pub url: String,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+}
+
+pub struct Opts {
+    pub engine: EngineConfig,
+    pub keys: Option<&'static str>,
+    pub max_inflight: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            engine: EngineConfig {
+                max_num_batched_tokens: 64,
+                max_num_seqs: 16,
+                kv_cache_bytes: 16 << 20,
+                ..EngineConfig::default()
+            },
+            keys: None,
+            max_inflight: 256,
+        }
+    }
+}
+
+pub async fn start(opts: Opts) -> TestServer {
+    let bytes = TinyModel::new(TinyArch::Llama)
+        .quant(QuantType::Q8_0)
+        .to_bytes();
+    let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
+    let model = load_model_from(
+        &f,
+        &LoadOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let tok = Arc::new(Tokenizer::from_gguf(&f).unwrap());
+    let core = EngineCore::new(model, tok.clone(), &opts.engine).unwrap();
+    let (engine, _join) = EngineHandle::spawn(core);
+    let state = AppState::new(ServerOptions {
+        model_name: MODEL.into(),
+        api_keys: opts.keys.and_then(ApiKeys::from_text),
+        max_inflight: opts.max_inflight,
+        drain_timeout: Duration::from_secs(30),
+        max_body_bytes: 1 << 20,
+    });
+    state.install(Loaded {
+        engine,
+        tokenizer: tok,
+        fingerprint: "fp_test".into(),
+    });
+    ferrite_server::warm_up(&state).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = ferrite_server::app(state.clone());
+    tokio::spawn(async move {
+        axum_serve(listener, app).await;
+    });
+    TestServer {
+        url,
+        state,
+        client: reqwest::Client::new(),
+    }
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum_router::Router) {
+    axum_router::serve(listener, app).await.unwrap();
+}
+
+// axum is a dependency of ferrite-server; tests reach it through this alias.
+pub use ferrite_server::axum as axum_router;
+
+impl TestServer {
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, v)
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Collect an SSE stream into its `data:` payloads.
+    pub async fn stream(&self, path: &str, body: serde_json::Value) -> Vec<String> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let text = r.text().await.unwrap();
+        text.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: ").map(str::to_string))
+            .collect()
+    }
+}

