@@ -13,6 +13,7 @@ use ferrite_tokenizer::{DecodeStream, Tokenizer};
 use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
 use crate::sampling::{Sampler, SamplingParams, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::spec::ngram::{self, NgramConfig};
 use crate::stop::{StopMatcher, StopStep};
 use crate::{Error, FinishReason, Result};
 
@@ -33,6 +34,8 @@ pub struct EngineConfig {
     pub hash_seed: u64,
     /// Per-request cap on tokens per step (0 = none).
     pub long_prefill_token_threshold: usize,
+    /// Default speculative decoding for requests that do not choose (`None` = off).
+    pub speculative: Option<NgramConfig>,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
             block_size: 16,
             hash_seed: 0,
             long_prefill_token_threshold: 0,
+            speculative: None,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct NewRequest {
     pub cache_salt: Option<String>,
     /// When the front end received it (TTFT and e2e start here).
     pub arrival: Instant,
+    /// Speculative decoding: `None` follows the engine default, `Some(None)` turns it off,
+    /// `Some(Some(cfg))` uses `cfg`.
+    pub speculative: Option<Option<NgramConfig>>,
 }
 
 /// Log-probabilities of a generated token under the model's raw distribution.
@@ -118,6 +125,10 @@ pub struct FinishInfo {
     pub prefill_time: Duration,
     /// First token → last token.
     pub decode_time: Duration,
+    /// Draft tokens verified for this request (speculative decoding).
+    pub spec_draft_tokens: usize,
+    /// Of those, accepted (rejected drafts are never billed or emitted).
+    pub spec_accepted_tokens: usize,
 }
 
 /// Where a request's events go. `send` returns false when the receiver is gone.
@@ -147,7 +158,18 @@ pub struct EngineStats {
     pub forward_tokens: AtomicU64,
     /// Forward passes.
     pub steps: AtomicU64,
+    /// Verification rounds that had drafts.
+    pub spec_num_drafts: AtomicU64,
+    /// Draft tokens verified.
+    pub spec_draft_tokens: AtomicU64,
+    /// Draft tokens accepted.
+    pub spec_accepted_tokens: AtomicU64,
+    /// Accepted drafts by position in the draft (0 = first).
+    pub spec_accepted_per_pos: [AtomicU64; MAX_SPEC_TOKENS],
 }
+
+/// Most draft tokens per verification.
+pub const MAX_SPEC_TOKENS: usize = 32;
 
 struct ReqState {
     sampler: Sampler,
@@ -159,6 +181,11 @@ struct ReqState {
     ignore_eos: bool,
     logprobs: Option<usize>,
     stopped_by_string: bool,
+    spec: Option<NgramConfig>,
+    /// Current draft length (adapts to the acceptance rate).
+    spec_k: usize,
+    spec_drafted: usize,
+    spec_accepted: usize,
     arrival: Instant,
     first_token: Option<Instant>,
     sink: Box<dyn OutputSink>,
@@ -175,6 +202,7 @@ pub struct EngineCore {
     logits: Vec<f32>,
     num_blocks: usize,
     next_id: RequestId,
+    speculative: Option<NgramConfig>,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -196,6 +224,10 @@ impl EngineCore {
         let bad = |m: String| Err(Error::Config(m));
         if cfg.block_size == 0 || cfg.max_num_seqs == 0 || cfg.max_num_batched_tokens == 0 {
             return bad("block size, max_num_seqs and max_num_batched_tokens must be > 0".into());
+        }
+        if let Some(sc) = &cfg.speculative {
+            sc.validate()
+                .map_err(|m| Error::Config(format!("speculative decoding: {m}")))?;
         }
         let max_len = cfg.max_model_len.unwrap_or(c.context_length);
         if max_len < 2 || max_len > c.context_length {
@@ -256,6 +288,7 @@ impl EngineCore {
             logits: Vec::new(),
             num_blocks,
             next_id: 1,
+            speculative: cfg.speculative,
         })
     }
 
@@ -306,7 +339,7 @@ impl EngineCore {
     ) {
         self.next_id = self.next_id.max(id + 1);
         match self.prepare(&req) {
-            Ok((sampler, max_tokens)) => {
+            Ok((sampler, max_tokens, spec)) => {
                 self.states.insert(
                     id,
                     ReqState {
@@ -319,6 +352,10 @@ impl EngineCore {
                         ignore_eos: req.ignore_eos,
                         logprobs: req.logprobs,
                         stopped_by_string: false,
+                        spec_k: spec.map_or(0, |c| c.k),
+                        spec,
+                        spec_drafted: 0,
+                        spec_accepted: 0,
                         arrival: req.arrival,
                         first_token: None,
                         sink,
@@ -333,7 +370,7 @@ impl EngineCore {
         self.publish();
     }
 
-    fn prepare(&self, req: &NewRequest) -> Result<(Sampler, usize)> {
+    fn prepare(&self, req: &NewRequest) -> Result<(Sampler, usize, Option<NgramConfig>)> {
         let max_len = self.max_model_len();
         if req.prompt.is_empty() {
             return Err(Error::InvalidParam {
@@ -355,7 +392,24 @@ impl EngineCore {
             });
         }
         let sampler = Sampler::new(req.sampling.clone())?;
-        Ok((sampler, req.max_tokens.min(max_len - req.prompt.len())))
+        let spec = req.speculative.unwrap_or(self.speculative);
+        if let Some(c) = &spec {
+            c.validate().map_err(|m| Error::InvalidParam {
+                field: "speculative",
+                message: format!("speculative decoding: {m}"),
+            })?;
+            if c.k > MAX_SPEC_TOKENS {
+                return Err(Error::InvalidParam {
+                    field: "speculative",
+                    message: format!("speculative decoding: k must be ≤ {MAX_SPEC_TOKENS}"),
+                });
+            }
+        }
+        Ok((
+            sampler,
+            req.max_tokens.min(max_len - req.prompt.len()),
+            spec,
+        ))
     }
 
     /// Abort a request: its blocks are freed now and it gets no more events.
@@ -385,20 +439,29 @@ impl EngineCore {
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
         let mut slots = Vec::new();
+        let mut groups = Vec::new();
         let mut rows = Vec::new();
-        let mut samplers = Vec::new();
+        // (request, its first logits row, its drafts)
+        let mut samplers: Vec<(RequestId, usize, &[u32])> = Vec::new();
         for (slot, s) in plan.iter().enumerate() {
             let Some(r) = self.sched.request(s.id) else {
                 continue;
             };
-            tokens.extend_from_slice(&r.tokens[s.start..s.start + s.len]);
+            let d = s.drafts.len();
+            let finalized = s.len - d;
+            tokens.extend_from_slice(&r.tokens[s.start..s.start + finalized]);
+            tokens.extend_from_slice(&s.drafts);
             positions.extend(s.start..s.start + s.len);
             slots.extend(std::iter::repeat_n(slot, s.len));
-            // Only a request whose every token now has KV produces a token (no partial
-            // prefill outputs).
-            if s.start + s.len == r.num_tokens() {
-                rows.push(tokens.len() - 1);
-                samplers.push(s.id);
+            groups.extend(
+                (s.start..s.start + finalized).map(|p| kernel_group(p, r.num_prompt_tokens)),
+            );
+            groups.extend(std::iter::repeat_n((0, 1), d));
+            // Only a request whose every finalized token now has KV produces tokens (no partial
+            // prefill outputs): one from its last token, one more per draft.
+            if s.start + finalized == r.num_tokens() {
+                samplers.push((s.id, rows.len(), &s.drafts));
+                rows.extend(tokens.len() - d - 1..tokens.len());
             }
         }
         self.kv
@@ -408,6 +471,7 @@ impl EngineCore {
             positions: &positions,
             slots: &slots,
             logits_rows: &rows,
+            kernel_groups: Some(&groups),
         };
         let n = tokens.len();
         if let Err(e) = self.model.forward(&batch, &mut self.kv, &mut self.logits) {
@@ -428,30 +492,112 @@ impl EngineCore {
             .fetch_add(n as u64, Ordering::Relaxed);
         let vocab = self.model.config().vocab_size;
         let logits = std::mem::take(&mut self.logits);
-        for (i, &id) in samplers.iter().enumerate() {
-            let mut row = logits[i * vocab..(i + 1) * vocab].to_vec();
-            self.emit_token(id, &mut row);
+        for &(id, first, drafts) in &samplers {
+            self.verify(id, &logits[first * vocab..], vocab, drafts);
         }
         self.logits = logits;
+        for &(id, _, _) in &samplers {
+            self.propose(id);
+        }
         self.publish();
         n
     }
 
-    fn emit_token(&mut self, id: RequestId, row: &mut [f32]) {
+    /// Sample from the rows of `id` in order; row j checks draft j. Stops at the first
+    /// mismatch (whose sampled token is kept), or after the bonus token when every draft
+    /// matched. Sample-and-match: the request's own sampler draws each token from the target
+    /// distribution, so the output distribution is exactly the target's, for any drafter.
+    fn verify(&mut self, id: RequestId, logits: &[f32], vocab: usize, drafts: &[u32]) {
+        let d = drafts.len();
+        if d > 0 {
+            // Counted when verified (vLLM semantics), per request and in total alike.
+            self.stats.spec_num_drafts.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .spec_draft_tokens
+                .fetch_add(d as u64, Ordering::Relaxed);
+            if let Some(st) = self.states.get_mut(&id) {
+                st.spec_drafted += d;
+            }
+        }
+        let mut accepted = 0;
+        let mut alive = true;
+        for j in 0..=d {
+            let mut row = logits[j * vocab..(j + 1) * vocab].to_vec();
+            let draft = drafts.get(j).copied();
+            match self.emit_token(id, &mut row, draft.map(|t| (j, t))) {
+                Some(tok) if Some(tok) == draft => accepted += 1,
+                Some(_) => break,
+                None => {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        if d == 0 || !alive {
+            return;
+        }
+        self.sched.reject_drafts(id, d - accepted);
+        if let Some(st) = self.states.get_mut(&id) {
+            // Adapt: grow after a full acceptance, halve after a miss.
+            let k = st.spec.map_or(0, |c| c.k);
+            st.spec_k = if accepted == d {
+                (st.spec_k + 1).min(k)
+            } else if accepted == 0 {
+                (st.spec_k / 2).max(1)
+            } else {
+                st.spec_k
+            };
+        }
+    }
+
+    /// Propose drafts for the next step of a request that just produced tokens.
+    fn propose(&mut self, id: RequestId) {
         let max_len = self.max_model_len();
-        let Some(st) = self.states.get_mut(&id) else {
+        let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
             return;
         };
+        let Some(cfg) = st.spec else {
+            return;
+        };
+        let n_out = r.num_tokens() - r.num_prompt_tokens;
+        // Every draft position must fit the context, and drafts past max_tokens are waste.
+        let limit = st
+            .spec_k
+            .min(st.max_tokens.saturating_sub(n_out + 1))
+            .min(max_len.saturating_sub(r.num_tokens() + 1));
+        let drafts = ngram::propose(&r.tokens, &cfg, limit);
+        if !drafts.is_empty() {
+            self.sched.set_spec(id, drafts);
+        }
+    }
+
+    /// Sample one token for `id` and deliver it; `draft` is the draft this row verifies (its
+    /// acceptance is counted before the token can finish the request). Returns the token while
+    /// the request goes on, `None` when it finished or was aborted.
+    fn emit_token(
+        &mut self,
+        id: RequestId,
+        row: &mut [f32],
+        draft: Option<(usize, u32)>,
+    ) -> Option<u32> {
+        let max_len = self.max_model_len();
+        let st = self.states.get_mut(&id)?;
         let raw = st.logprobs.map(|_| row.to_vec());
         let token = st.sampler.sample(row, &st.history).token;
         let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
+        if let Some((pos, t)) = draft.filter(|&(_, t)| t == token) {
+            debug_assert_eq!(t, token);
+            st.spec_accepted += 1;
+            self.stats
+                .spec_accepted_tokens
+                .fetch_add(1, Ordering::Relaxed);
+            self.stats.spec_accepted_per_pos[pos].fetch_add(1, Ordering::Relaxed);
+        }
         st.history.push(token);
         let now = Instant::now();
         st.first_token.get_or_insert(now);
         self.sched.append_token(id, token);
-        let Some(r) = self.sched.request(id) else {
-            return;
-        };
+        let r = self.sched.request(id)?;
         let n_out = r.num_tokens() - r.num_prompt_tokens;
         let at_len = n_out >= st.max_tokens || r.num_tokens() >= max_len;
         let may_stop = n_out > st.min_tokens || st.min_tokens == 0;
@@ -475,7 +621,7 @@ impl EngineCore {
                 Err(e) => {
                     st.sink.send(RequestEvent::Error(e.to_string()));
                     self.abort(id);
-                    return;
+                    return None;
                 }
             }
         }
@@ -489,11 +635,13 @@ impl EngineCore {
         });
         if !alive {
             self.abort(id);
-            return;
+            return None;
         }
         if let Some(reason) = finish {
             self.finish(id, reason);
+            return None;
         }
+        Some(token)
     }
 
     fn finish(&mut self, id: RequestId, mut reason: FinishReason) {
@@ -532,6 +680,8 @@ impl EngineCore {
             queue_time: first_sched.saturating_duration_since(st.arrival),
             prefill_time: first_tok.saturating_duration_since(first_sched),
             decode_time: now.saturating_duration_since(first_tok),
+            spec_draft_tokens: st.spec_drafted,
+            spec_accepted_tokens: st.spec_accepted,
         }));
     }
 
@@ -573,4 +723,24 @@ fn token_logprob(raw: &[f32], token: u32, k: usize) -> TokenLogprob {
         logprob: lp(token),
         top: idx.into_iter().map(|t| (t, lp(t))).collect(),
     }
+}
+
+/// Prompt positions are processed in virtual batches of this many tokens (llama.cpp's default
+/// `n_ubatch`, and `Generator`'s prefill chunk).
+pub const VIRTUAL_UBATCH: usize = 512;
+
+/// The kernel group of position `p` of a sequence with an `n_prompt`-token prompt: a prompt
+/// token computes as row `p − base` of its virtual batch `[base, base + size)`, every other
+/// token (generated, recomputed after preemption, or a draft) as a batch of one, i.e. as plain
+/// decoding. The arithmetic of a position therefore depends on neither how the scheduler chunks
+/// the prompt, nor what shares the step, nor speculation. (Prefix-cache hits reuse the KV of
+/// another request; it is the same when both computed those positions as prompt tokens of the
+/// same virtual batch shape, which holds for identical prompts.)
+pub fn kernel_group(p: usize, n_prompt: usize) -> (usize, usize) {
+    if p >= n_prompt {
+        return (0, 1);
+    }
+    let base = p / VIRTUAL_UBATCH * VIRTUAL_UBATCH;
+    let size = (base + VIRTUAL_UBATCH).min(n_prompt) - base;
+    (p - base, size)
 }

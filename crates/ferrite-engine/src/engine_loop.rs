@@ -10,7 +10,7 @@ use crate::core::{EngineCore, EngineStats, NewRequest, OutputSink};
 use crate::kv_cache::RequestId;
 
 enum Command {
-    Add(RequestId, NewRequest, Box<dyn OutputSink>),
+    Add(RequestId, Box<NewRequest>, Box<dyn OutputSink>),
     Abort(RequestId),
     Shutdown,
 }
@@ -65,7 +65,7 @@ impl EngineHandle {
     ) -> Result<RequestId, EngineStopped> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.tx
-            .send(Command::Add(id, req, sink))
+            .send(Command::Add(id, Box::new(req), sink))
             .map_err(|_| EngineStopped)?;
         Ok(id)
     }
@@ -120,7 +120,7 @@ fn run(mut core: EngineCore, rx: Receiver<Command>) {
 
 fn apply(core: &mut EngineCore, cmd: Command) -> bool {
     match cmd {
-        Command::Add(id, req, sink) => core.add_request_with_id(id, req, sink),
+        Command::Add(id, req, sink) => core.add_request_with_id(id, *req, sink),
         Command::Abort(id) => core.abort(id),
         Command::Shutdown => return false,
     }

@@ -62,6 +62,7 @@ pub fn perplexity(
             positions: &positions,
             slots: &slots,
             logits_rows: &rows,
+            kernel_groups: None,
         };
         model.forward(&batch, &mut kv, &mut logits)?;
         for (i, &r) in rows.iter().enumerate() {

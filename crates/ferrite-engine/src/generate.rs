@@ -155,6 +155,7 @@ impl Generator {
                 positions: &positions,
                 slots: &slots,
                 logits_rows: &[chunk.len() - 1],
+                kernel_groups: None,
             };
             self.model.forward(&batch, &mut self.kv, &mut self.logits)?;
             self.cached.truncate(pos);

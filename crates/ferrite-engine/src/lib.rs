@@ -13,6 +13,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod sampling;
 pub mod scheduler;
+pub mod spec;
 pub mod stop;
 
 pub use core::{

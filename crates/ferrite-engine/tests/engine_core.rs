@@ -97,6 +97,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> New
         logprobs: None,
         cache_salt: None,
         arrival: Instant::now(),
+        speculative: None,
     }
 }
 

@@ -36,5 +36,5 @@ pub mod quant;
 pub use dot::Kernels;
 pub use error::{Error, Result};
 pub use isa::Isa;
-pub use matmul::{matmul, QMatrix};
+pub use matmul::{matmul, matmul_grouped, QMatrix};
 pub use pool::ThreadPool;

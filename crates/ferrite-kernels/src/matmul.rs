@@ -69,6 +69,29 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
+    matmul_grouped(k, pool, w, x, m, None, y, scratch)
+}
+
+/// [`matmul`] where activation row i picks its kernel arithmetic as row `groups[i].0` of a
+/// batch of `groups[i].1` rows (see `Kernels::matrix_dot_fn`), instead of row i of m. A server
+/// batches many sequences into one product; grouping keeps each sequence's numbers what they
+/// would be alone.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped(
+    k: &Kernels,
+    pool: &ThreadPool,
+    w: &QMatrix<'_>,
+    x: &[f32],
+    m: usize,
+    groups: Option<&[(usize, usize)]>,
+    y: &mut [f32],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if groups.is_some_and(|g| g.len() != m || g.iter().any(|&(i, n)| i >= n)) {
+        return Err(Error::Shape(format!(
+            "matmul of {m} rows needs {m} (index < size) kernel groups"
+        )));
+    }
     if x.len() != m * w.cols || y.len() != m * w.rows {
         return Err(Error::Shape(format!(
             "matmul of {m} rows with a {}×{} matrix: x has {} elements (want {}), y has {} (want {})",
@@ -85,7 +108,10 @@ pub fn matmul(
     scratch.resize(m * a_bytes, 0);
     quantize_rows(pool, act, x, w.cols, scratch, a_bytes)?;
     let dots: Vec<DotFn> = (0..m)
-        .map(|i| k.matrix_dot_fn(w.ty, w.rows, i, m))
+        .map(|i| {
+            let (gi, gm) = groups.map_or((i, m), |g| g[i]);
+            k.matrix_dot_fn(w.ty, w.rows, gi, gm)
+        })
         .collect::<Result<_>>()?;
     let acts: &[u8] = scratch;
     let out = SharedMut(y.as_mut_ptr());

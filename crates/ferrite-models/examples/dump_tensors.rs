@@ -50,6 +50,7 @@ fn main() {
         positions: &pos,
         slots: &slots,
         logits_rows: &[toks.len() - 1],
+        kernel_groups: None,
     };
     let mut logits = Vec::new();
     m.forward(&batch, &mut kv, &mut logits).unwrap();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ferrite_kernels::ops::{rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle};
-use ferrite_kernels::{matmul, Kernels, ThreadPool};
+use ferrite_kernels::{matmul_grouped, Kernels, ThreadPool};
 
 use crate::kv::KvStore;
 use crate::weights::Linear;
@@ -65,8 +65,31 @@ impl Cpu {
         y: &mut Vec<f32>,
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
+        self.linear_grouped(w, x, m, None, y, scratch)
+    }
+
+    /// [`linear`](Self::linear) with per-row kernel groups (see [`ForwardBatch::kernel_groups`]).
+    pub fn linear_grouped(
+        &self,
+        w: &Linear,
+        x: &[f32],
+        m: usize,
+        groups: Option<&[(usize, usize)]>,
+        y: &mut Vec<f32>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
         y.resize(m * w.rows, 0.0);
-        matmul(&self.kernels, &self.pool, &w.matrix(), x, m, y, scratch).map_err(Error::Kernel)
+        matmul_grouped(
+            &self.kernels,
+            &self.pool,
+            &w.matrix(),
+            x,
+            m,
+            groups,
+            y,
+            scratch,
+        )
+        .map_err(Error::Kernel)
     }
 
     /// Rows of the embedding table for `tokens`, times `scale`.

@@ -140,9 +140,9 @@ impl Model for Gemma3 {
                 rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
             }
             cpu.trace("attn_norm", il, &s.h);
-            cpu.linear(&l.wq, &s.h, t, &mut s.q, &mut s.act)?; // (T, Hq·hd)
-            cpu.linear(&l.wk, &s.h, t, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
-            cpu.linear(&l.wv, &s.h, t, &mut s.v, &mut s.act)?;
+            cpu.linear_grouped(&l.wq, &s.h, t, batch.kernel_groups, &mut s.q, &mut s.act)?; // (T, Hq·hd)
+            cpu.linear_grouped(&l.wk, &s.h, t, batch.kernel_groups, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
+            cpu.linear_grouped(&l.wv, &s.h, t, batch.kernel_groups, &mut s.v, &mut s.act)?;
             norm_rows(&mut s.q, hd, &l.q_norm, c.norm_eps);
             norm_rows(&mut s.k, hd, &l.k_norm, c.norm_eps);
             rope(
@@ -180,7 +180,7 @@ impl Model for Gemma3 {
             };
             attention(cpu, kv, batch, &s.q, p, &mut s.att);
             cpu.trace("kqv_out", il, &s.att);
-            cpu.linear(&l.wo, &s.att, t, &mut s.o, &mut s.act)?; // (T, D)
+            cpu.linear_grouped(&l.wo, &s.att, t, batch.kernel_groups, &mut s.o, &mut s.act)?; // (T, D)
             cpu.trace("attn_out", il, &s.o);
             norm_rows(&mut s.o, d, &l.post_attn_norm, c.norm_eps);
             cpu.trace("attn_post_norm", il, &s.o);
@@ -191,13 +191,27 @@ impl Model for Gemma3 {
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
                 rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
             }
-            cpu.linear(&l.gate, &s.h, t, &mut s.gate, &mut s.act)?; // (T, FF)
-            cpu.linear(&l.up, &s.h, t, &mut s.up, &mut s.act)?;
+            cpu.linear_grouped(
+                &l.gate,
+                &s.h,
+                t,
+                batch.kernel_groups,
+                &mut s.gate,
+                &mut s.act,
+            )?; // (T, FF)
+            cpu.linear_grouped(&l.up, &s.h, t, batch.kernel_groups, &mut s.up, &mut s.act)?;
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
             geglu_inplace(&mut s.gate, &s.up);
             cpu.trace("ffn_geglu", il, &s.gate);
-            cpu.linear(&l.down, &s.gate, t, &mut s.o, &mut s.act)?; // (T, D)
+            cpu.linear_grouped(
+                &l.down,
+                &s.gate,
+                t,
+                batch.kernel_groups,
+                &mut s.o,
+                &mut s.act,
+            )?; // (T, D)
             cpu.trace("ffn_out", il, &s.o);
             norm_rows(&mut s.o, d, &l.post_ffn_norm, c.norm_eps);
             cpu.trace("ffn_post_norm", il, &s.o);
@@ -211,7 +225,16 @@ impl Model for Gemma3 {
             rms_norm(xr, &self.output_norm, c.norm_eps, hr);
         }
         let h = std::mem::take(&mut s.h);
-        cpu.linear(&self.output, &h[..n * d], n, logits, &mut s.act)?; // (N, vocab)
+        // With per-sequence groups, every logits row is its own group (as each sequence alone).
+        let head_groups = batch.kernel_groups.map(|_| vec![(0, 1); n]);
+        cpu.linear_grouped(
+            &self.output,
+            &h[..n * d],
+            n,
+            head_groups.as_deref(),
+            logits,
+            &mut s.act,
+        )?; // (N, vocab)
         s.h = h;
         crate::softcap_logits(logits, c.final_logit_softcap);
         cpu.trace("result_output", 0, logits);

@@ -16,7 +16,7 @@
 //! let c = model.config().clone();
 //! let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
 //! let mut logits = Vec::new();
-//! let batch = ForwardBatch { tokens: &[1, 2], positions: &[0, 1], slots: &[0, 0], logits_rows: &[1] };
+//! let batch = ForwardBatch { tokens: &[1, 2], positions: &[0, 1], slots: &[0, 0], logits_rows: &[1], kernel_groups: None };
 //! model.forward(&batch, &mut kv, &mut logits).unwrap();
 //! assert_eq!(logits.len(), c.vocab_size);
 //! ```
@@ -108,6 +108,12 @@ pub struct ForwardBatch<'a> {
     pub slots: &'a [SeqSlot],
     /// Batch indices whose logits to return, in output order.
     pub logits_rows: &'a [usize],
+    /// Per token, `(index, size)` of the group whose shape picks its kernel arithmetic (some
+    /// kernels, like llama.cpp's, depend on the batch shape). `None`: the whole batch is one
+    /// group, as for a single sequence. The engine passes each prefill chunk as its own group
+    /// and each decode or draft row as a group of one, so a sequence's numbers do not depend on
+    /// what else shares the batch, and speculative verification matches plain decoding.
+    pub kernel_groups: Option<&'a [(usize, usize)]>,
 }
 
 impl ForwardBatch<'_> {
@@ -134,6 +140,14 @@ impl ForwardBatch<'_> {
                 position: p,
                 capacity,
             });
+        }
+        if self
+            .kernel_groups
+            .is_some_and(|g| g.len() != n || g.iter().any(|&(i, m)| i >= m))
+        {
+            return Err(Error::Batch(format!(
+                "kernel groups must be {n} (index < size) pairs"
+            )));
         }
         if let Some(&r) = self.logits_rows.iter().find(|&&r| r >= n) {
             return Err(Error::Batch(format!(

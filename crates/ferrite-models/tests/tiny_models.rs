@@ -37,6 +37,7 @@ fn prefill_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
         positions: &pos,
         slots: &slots,
         logits_rows: &rows,
+        kernel_groups: None,
     };
     m.forward(&b, &mut kv, &mut out).unwrap();
     out.chunks(c.vocab_size).map(|r| r.to_vec()).collect()
@@ -54,6 +55,7 @@ fn decode_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
             positions: &[p],
             slots: &[0],
             logits_rows: &[0],
+            kernel_groups: None,
         };
         m.forward(&b, &mut kv, &mut out).unwrap();
         all.push(out);
@@ -164,6 +166,7 @@ fn batch_of_two_sequences_equals_each_alone() {
             positions: &pos,
             slots: &slots,
             logits_rows: &rows,
+            kernel_groups: None,
         },
         &mut kv,
         &mut out,
@@ -249,6 +252,7 @@ fn positions_past_the_cache_are_rejected() {
         positions: &[0, 1, 2, 3, 4],
         slots: &[0; 5],
         logits_rows: &[4],
+        kernel_groups: None,
     };
     let err = m.forward(&b, &mut kv, &mut out).unwrap_err();
     assert!(
@@ -266,6 +270,7 @@ fn positions_past_the_cache_are_rejected() {
         positions: &[0],
         slots: &[0],
         logits_rows: &[0],
+        kernel_groups: None,
     };
     assert!(m
         .forward(&b, &mut kv, &mut out)

@@ -9,4 +9,4 @@ pub mod request;
 pub mod response;
 
 pub use error::{ApiError, ErrorKind};
-pub use request::{parse_request, Endpoint, Message, PromptInput, ValidRequest};
+pub use request::{parse_request, Endpoint, Message, PromptInput, SpecChoice, ValidRequest};

@@ -78,6 +78,26 @@ pub struct ValidRequest {
     pub echo: bool,
     /// Prefix-cache namespace.
     pub cache_salt: Option<String>,
+    /// Speculative decoding override (extension field `speculative`).
+    pub speculative: SpecChoice,
+}
+
+/// The request's `speculative` extension field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecChoice {
+    /// Absent or `true`: the server's default.
+    ServerDefault,
+    /// `false`: no speculation for this request.
+    Off,
+    /// `{"k": .., "min_n": .., "max_n": ..}`: n-gram drafting with these settings.
+    Ngram {
+        /// Most drafts per step.
+        k: usize,
+        /// Shortest suffix matched.
+        min_n: usize,
+        /// Longest suffix matched.
+        max_n: usize,
+    },
 }
 
 /// Which endpoint a body was sent to.
@@ -284,7 +304,48 @@ pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<ValidRequest, Ap
         min_tokens,
         echo: endpoint == Endpoint::Completions && f.bool("echo")?.unwrap_or(false),
         cache_salt: f.string("cache_salt")?,
+        speculative: speculative(&o)?,
     })
+}
+
+fn speculative(o: &Map<String, Value>) -> Result<SpecChoice, ApiError> {
+    let p = "speculative";
+    match o.get(p) {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(SpecChoice::ServerDefault),
+        Some(Value::Bool(false)) => Ok(SpecChoice::Off),
+        Some(Value::Object(so)) => {
+            let g = Fields(so);
+            let get = |k: &str, default: i64, lo: i64, hi: i64| -> Result<usize, ApiError> {
+                let v = g.int(k)?.unwrap_or(default);
+                if v < lo || v > hi {
+                    return Err(ApiError::invalid(
+                        format!("{p}.{k}"),
+                        format!("`{p}.{k}` must be between {lo} and {hi}, got {v}"),
+                    ));
+                }
+                Ok(v as usize)
+            };
+            let (k, min_n, max_n) = (
+                get("k", 4, 1, 32)?,
+                get("min_n", 2, 1, 64)?,
+                get("max_n", 4, 1, 64)?,
+            );
+            if min_n > max_n {
+                return Err(ApiError::invalid(
+                    p,
+                    format!("`{p}.min_n` ({min_n}) must be ≤ `{p}.max_n` ({max_n})"),
+                ));
+            }
+            Ok(SpecChoice::Ngram { k, min_n, max_n })
+        }
+        Some(v) => Err(ApiError::invalid(
+            p,
+            format!(
+                "`{p}` must be a boolean or an object {{k, min_n, max_n}}, got {}",
+                kind(v)
+            ),
+        )),
+    }
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -13,6 +13,19 @@ pub struct Usage {
     pub total_tokens: usize,
     /// Prompt tokens served from the prefix cache.
     pub prompt_tokens_details: PromptTokensDetails,
+    /// Speculative decoding counts (extension; absent when no drafts were verified).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculative: Option<SpecUsage>,
+}
+
+/// `usage.speculative`: drafts verified and accepted for this request (rejected drafts are
+/// never billed: `completion_tokens` counts emitted tokens only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SpecUsage {
+    /// Draft tokens verified.
+    pub draft_tokens: usize,
+    /// Draft tokens accepted.
+    pub accepted_tokens: usize,
 }
 
 /// `usage.prompt_tokens_details`.
@@ -32,6 +45,7 @@ impl Usage {
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: cached,
             },
+            speculative: None,
         }
     }
 }

@@ -10,15 +10,18 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use ferrite_engine::spec::NgramConfig;
 use ferrite_engine::{
     FinishInfo, NewRequest, OutputSink, RequestEvent, SamplingParams, TokenLogprob,
 };
 use ferrite_protocol::response::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChatLogprobs, ChatTokenLogprob,
     ChunkChoice, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice,
-    CompletionLogprobs, Delta, TopLogprob, Usage,
+    CompletionLogprobs, Delta, SpecUsage, TopLogprob, Usage,
 };
-use ferrite_protocol::{parse_request, ApiError, Endpoint, ErrorKind, PromptInput, ValidRequest};
+use ferrite_protocol::{
+    parse_request, ApiError, Endpoint, ErrorKind, PromptInput, SpecChoice, ValidRequest,
+};
 use ferrite_tokenizer::{ChatMessage, EncodeOptions, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -139,6 +142,13 @@ async fn start(
             logprobs: req.logprobs,
             cache_salt: req.cache_salt.clone(),
             arrival,
+            speculative: match req.speculative {
+                SpecChoice::ServerDefault => None,
+                SpecChoice::Off => Some(None),
+                SpecChoice::Ngram { k, min_n, max_n } => {
+                    Some(Some(NgramConfig { k, min_n, max_n }))
+                }
+            },
         };
         let sink = Box::new(ChannelSink {
             index: i,
@@ -304,7 +314,20 @@ fn usage_of(prompt: usize, choices: &[Choice]) -> Usage {
         .filter_map(|c| c.finish.as_ref().map(|f| f.cached_tokens))
         .min()
         .unwrap_or(0);
-    Usage::new(prompt, completion, cached)
+    let mut u = Usage::new(prompt, completion, cached);
+    let (drafted, accepted) = choices
+        .iter()
+        .filter_map(|c| c.finish.as_ref())
+        .fold((0, 0), |(d, a), f| {
+            (d + f.spec_draft_tokens, a + f.spec_accepted_tokens)
+        });
+    if drafted > 0 {
+        u.speculative = Some(SpecUsage {
+            draft_tokens: drafted,
+            accepted_tokens: accepted,
+        });
+    }
+    u
 }
 
 fn token_str(tok: &Tokenizer, id: u32) -> String {

@@ -69,6 +69,7 @@ pub async fn warm_up(state: &AppState) -> Result<(), String> {
         logprobs: None,
         cache_salt: Some("ferrite-warm-up".into()),
         arrival: std::time::Instant::now(),
+        speculative: Some(None),
     };
     l.engine
         .add(req, Box::new(Sink(tx)))

@@ -305,6 +305,53 @@ impl Metrics {
         ] {
             h.render(&mut out, m);
         }
+        if let Some((s, _)) = engine {
+            render_spec(&mut out, m, s);
+        }
         out
+    }
+}
+
+/// Speculative-decoding counters (vLLM names and semantics): derived rates are left to PromQL.
+fn render_spec(out: &mut String, m: &str, s: &EngineStats) {
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, v) in [
+        (
+            "ferrite_spec_decode_num_drafts_total",
+            "Verification rounds that had drafts.",
+            ld(&s.spec_num_drafts),
+        ),
+        (
+            "ferrite_spec_decode_num_draft_tokens_total",
+            "Draft tokens verified.",
+            ld(&s.spec_draft_tokens),
+        ),
+        (
+            "ferrite_spec_decode_num_accepted_tokens_total",
+            "Draft tokens accepted.",
+            ld(&s.spec_accepted_tokens),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{model_name=\"{m}\"}} {v}"
+        );
+    }
+    let name = "ferrite_spec_decode_num_accepted_tokens_per_pos_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Draft tokens accepted, by position in the draft.\n# TYPE {name} counter"
+    );
+    let used = s
+        .spec_accepted_per_pos
+        .iter()
+        .rposition(|p| ld(p) > 0)
+        .map_or(1, |i| i + 1);
+    for (i, p) in s.spec_accepted_per_pos.iter().enumerate().take(used) {
+        let _ = writeln!(
+            out,
+            "{name}{{model_name=\"{m}\",position=\"{i}\"}} {}",
+            ld(p)
+        );
     }
 }

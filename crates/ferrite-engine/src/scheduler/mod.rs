@@ -34,15 +34,18 @@ pub struct SchedulerConfig {
     pub hash_seed: u64,
 }
 
-/// One request's share of a step: tokens `start..start + len` of its token list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One request's share of a step: positions `start..start + len`, which are its finalized
+/// tokens from `start` on followed by `drafts` (speculative tokens to verify).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheduled {
     /// Request id.
     pub id: RequestId,
     /// First token position computed this step.
     pub start: usize,
-    /// Tokens computed this step.
+    /// Tokens computed this step, drafts included.
     pub len: usize,
+    /// Draft tokens at the end of the chunk.
+    pub drafts: Vec<u32>,
 }
 
 /// Counters the scheduler keeps for metrics.
@@ -159,7 +162,7 @@ impl Scheduler {
         while i < self.running.len() {
             let id = self.running[i];
             let r = &self.requests[&id];
-            let n = (r.num_tokens() - r.num_computed_tokens)
+            let n = (r.num_tokens_with_spec() - r.num_computed_tokens)
                 .min(cap)
                 .min(budget)
                 .min(self.cfg.max_model_len.saturating_sub(r.num_computed_tokens));
@@ -199,11 +202,16 @@ impl Scheduler {
             if !allocated {
                 break;
             }
-            let r = &self.requests[&id];
+            let r = self.requests.get_mut(&id).expect("running request exists");
+            // Drafts that fit this step's share; the rest are dropped (proposed again later).
+            let n_drafts = (r.num_computed_tokens + n).saturating_sub(r.num_tokens());
+            let mut drafts = std::mem::take(&mut r.spec);
+            drafts.truncate(n_drafts);
             out.push(Scheduled {
                 id,
                 start: r.num_computed_tokens,
                 len: n,
+                drafts,
             });
             budget -= n;
             i += 1;
@@ -250,6 +258,7 @@ impl Scheduler {
                     id,
                     start: n_hit,
                     len: n,
+                    drafts: Vec::new(),
                 });
                 budget -= n;
             }
@@ -260,15 +269,35 @@ impl Scheduler {
         for s in &out {
             if let Some(r) = self.requests.get_mut(&s.id) {
                 r.num_computed_tokens += s.len;
+                debug_assert!(r.num_computed_tokens <= r.num_tokens() + s.drafts.len());
             }
         }
         out
+    }
+
+    /// Set the drafts to verify in the next step (a running request that has computed all its
+    /// tokens). Drafts never enter the prefix cache: blocks are registered up to the finalized
+    /// tokens only.
+    pub fn set_spec(&mut self, id: RequestId, drafts: Vec<u32>) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.spec = drafts;
+        }
+    }
+
+    /// After verification: `num_rejected` scheduled drafts did not become tokens, so their
+    /// positions are not computed (their KV slots are overwritten later).
+    pub fn reject_drafts(&mut self, id: RequestId, num_rejected: usize) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.num_computed_tokens = r.num_computed_tokens.saturating_sub(num_rejected);
+            debug_assert!(r.num_computed_tokens <= r.num_tokens());
+        }
     }
 
     fn preempt(&mut self, id: RequestId) {
         self.kv.free(id);
         if let Some(r) = self.requests.get_mut(&id) {
             r.status = Status::Preempted;
+            r.spec.clear();
             r.num_computed_tokens = 0;
             r.num_preemptions += 1;
         }

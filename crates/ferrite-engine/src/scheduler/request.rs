@@ -31,6 +31,8 @@ pub struct SchedRequest {
     pub num_computed_tokens: usize,
     /// Prefix-cache hit at first scheduling (reported as `cached_tokens`).
     pub num_cached_tokens: Option<usize>,
+    /// Draft tokens proposed for the next step (never part of `tokens` until verified).
+    pub spec: Vec<u32>,
     /// Chained hashes of every full block of `tokens`.
     pub block_hashes: Vec<BlockHash>,
     /// Times this request was preempted.
@@ -59,6 +61,7 @@ impl SchedRequest {
             tokens: prompt,
             num_computed_tokens: 0,
             num_cached_tokens: None,
+            spec: Vec::new(),
             block_hashes: Vec::new(),
             num_preemptions: 0,
             cache_salt,
@@ -72,6 +75,11 @@ impl SchedRequest {
     /// Prompt plus output tokens.
     pub fn num_tokens(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Tokens plus pending drafts.
+    pub fn num_tokens_with_spec(&self) -> usize {
+        self.tokens.len() + self.spec.len()
     }
 
     /// Generated tokens.

@@ -71,6 +71,7 @@ fn pp(
             positions: chunk_pos,
             slots: &slots[..chunk_toks.len()],
             logits_rows: &[chunk_toks.len() - 1],
+            kernel_groups: None,
         };
         m.forward(&b, kv, logits)?;
     }
@@ -91,6 +92,7 @@ fn tg(
             positions: &[p],
             slots: &[0],
             logits_rows: &[0],
+            kernel_groups: None,
         };
         m.forward(&b, kv, logits)?;
     }

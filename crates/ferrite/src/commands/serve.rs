@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ferrite::setup::ModelArgs;
+use ferrite_engine::spec::NgramConfig;
 use ferrite_engine::{EngineConfig, EngineCore, EngineHandle};
 use ferrite_server::{ApiKeys, AppState, Loaded, ServerOptions};
 use sha2::{Digest, Sha256};
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// Name served in /v1/models (default: the --model value).
     #[arg(long, env = "FERRITE_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
+    /// Speculative decoding by default: `off`, or `ngram[:k=4,min_n=2,max_n=4]` (prompt lookup).
+    /// Requests can override it with the `speculative` field (false, or {k, min_n, max_n}).
+    #[arg(long, env = "FERRITE_SPECULATIVE", default_value = "off")]
+    pub speculative: String,
     /// Seed of the prefix-cache block hashes (replicas behind one router must agree).
     #[arg(long, env = "FERRITE_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u64,
@@ -137,6 +142,7 @@ fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::To
         block_size: 16,
         hash_seed: a.hash_seed,
         long_prefill_token_threshold: 0,
+        speculative: parse_speculative(&a.speculative)?,
     };
     let core = EngineCore::new(loaded.model, tokenizer.clone(), &cfg)?;
     let (engine, _join) = EngineHandle::spawn(core);
@@ -156,4 +162,59 @@ fn fingerprint(path: &std::path::Path) -> String {
         .chain_update(size.to_le_bytes())
         .finalize();
     format!("fp_{}", &hex::encode(h)[..12])
+}
+
+/// `off` | `ngram` | `ngram:k=K,min_n=A,max_n=B` (any subset of the keys).
+fn parse_speculative(s: &str) -> Result<Option<NgramConfig>> {
+    let s = s.trim();
+    if s == "off" || s == "none" {
+        return Ok(None);
+    }
+    let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+    if kind != "ngram" {
+        bail!("--speculative {s:?}: expected `off` or `ngram[:k=4,min_n=2,max_n=4]` (draft models are not supported yet)");
+    }
+    let mut c = NgramConfig::default();
+    for kv in rest.split(',').filter(|x| !x.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--speculative: {kv:?} is not key=value"))?;
+        let v: usize = v
+            .parse()
+            .with_context(|| format!("--speculative: {k} must be a number, got {v:?}"))?;
+        match k {
+            "k" => c.k = v,
+            "min_n" => c.min_n = v,
+            "max_n" => c.max_n = v,
+            _ => bail!("--speculative: unknown key {k:?} (k, min_n, max_n)"),
+        }
+    }
+    c.validate()
+        .map_err(|m| anyhow::anyhow!("--speculative: {m}"))?;
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speculative_flag_parses_and_rejects() {
+        assert_eq!(parse_speculative("off").unwrap(), None);
+        assert_eq!(
+            parse_speculative("ngram").unwrap(),
+            Some(NgramConfig::default())
+        );
+        let c = parse_speculative("ngram:k=6,max_n=5").unwrap().unwrap();
+        assert_eq!((c.k, c.min_n, c.max_n), (6, 2, 5));
+        for bad in [
+            "draft:x.gguf",
+            "ngram:k=0",
+            "ngram:q=1",
+            "ngram:k=x",
+            "ngram:min_n=5,max_n=2",
+        ] {
+            assert!(parse_speculative(bad).is_err(), "{bad}");
+        }
+    }
 }

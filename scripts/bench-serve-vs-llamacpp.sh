@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Serving throughput, ferrite serve vs llama-server, same model, same threads, same run:
+# closed-loop streams at 1, 4 and 16 concurrency, unique 256-token prompts, 128 output tokens.
+# Prints a Markdown table for BENCHMARKS.md. Run on an idle machine, never during a build.
+#
+#   scripts/bench-serve-vs-llamacpp.sh                 # smollm2, 2 threads
+#   MODEL=gemma3 THREADS=1 CONC="1 4" scripts/bench-serve-vs-llamacpp.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
+model=${MODEL:-smollm2}
+threads=${THREADS:-2}
+conc=${CONC:-"1 4 16"}
+bin=$("$anchor")
+if [[ -n ${FERRITE_BIN:-} ]]; then ferrite=$FERRITE_BIN; else
+  (cd "$root" && cargo build --quiet --release -p ferrite); ferrite=$root/target/release/ferrite; fi
+path=$("$ferrite" pull "$model")
+fport=18080; lport=18081
+"$ferrite" serve -m "$path" --served-model-name "$model" --port $fport -t "$threads" \
+  --max-num-seqs 16 --kv-cache-mib 1024 2>/tmp/ferrite-serve-bench.log &
+fpid=$!
+"$bin/llama-server" -m "$path" --port $lport -t "$threads" -np 16 -c $((16 * 512)) \
+  --no-webui >/tmp/llama-server-bench.log 2>&1 &
+lpid=$!
+trap 'kill $fpid $lpid 2>/dev/null || true' EXIT
+for u in "http://127.0.0.1:$fport/ready" "http://127.0.0.1:$lport/health"; do
+  for _ in $(seq 600); do curl -sf "$u" >/dev/null && break; sleep 0.2; done
+done
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads: $threads  model: $(basename "$path")"
+echo
+echo "| streams | server | requests | output tok/s | TTFT p50 (s) | TTFT p99 (s) | mean TPOT (ms) |"
+echo "|---|---|---|---|---|---|---|"
+declare -A tput
+for c in $conc; do
+  r=$(( c < 4 ? 4 : 2 * c ))
+  for s in llama-server ferrite; do
+    port=$([[ $s == ferrite ]] && echo $fport || echo $lport)
+    j=$(python3 "$root/scripts/serve-bench.py" --url "http://127.0.0.1:$port" --model "$model" \
+        -c "$c" -r "$r" -p 256 -n 128 --seed "$c")
+    tput[$s]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["output_tok_s"])' "$j")
+    python3 - "$s" "$c" "$j" <<'PY'
+import json, sys
+s, c, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+err = f" ({j['errors']} errors: {j['first_error']})" if j["errors"] else ""
+print(f"| {c} | {s} | {j['requests']}{err} | {j['output_tok_s']:.1f} | {j['ttft_p50_s']:.2f} | {j['ttft_p99_s']:.2f} | {1000*j['tpot_mean_s']:.1f} |")
+PY
+  done
+  python3 -c 'import sys; print(f"| {sys.argv[1]} | **ratio ferrite/llama-server** | | **{float(sys.argv[2])/float(sys.argv[3]):.2f}x** | | | |")' "$c" "${tput[ferrite]}" "${tput[llama-server]}"
+done
