@@ -171,6 +171,14 @@ pub struct EngineStats {
 /// Most draft tokens per verification.
 pub const MAX_SPEC_TOKENS: usize = 32;
 
+/// Acceptance-rate estimate a request starts with.
+const SPEC_START_RATE: f64 = 0.7;
+/// Below this running acceptance rate drafting pauses. Every draft row costs a forward row; with
+/// today's kernels a row costs nearly a full decode step, so misses are expensive.
+const SPEC_MIN_RATE: f64 = 0.5;
+/// Steps without drafting after the rate falls below the minimum; then one draft probes again.
+const SPEC_PAUSE_STEPS: u32 = 32;
+
 struct ReqState {
     sampler: Sampler,
     history: TokenHistory,
@@ -186,9 +194,37 @@ struct ReqState {
     spec_k: usize,
     spec_drafted: usize,
     spec_accepted: usize,
+    /// Running acceptance rate of this request's drafts.
+    spec_rate: f64,
+    /// Steps left without drafting (after a low acceptance rate).
+    spec_pause: u32,
     arrival: Instant,
     first_token: Option<Instant>,
     sink: Box<dyn OutputSink>,
+}
+
+impl ReqState {
+    /// Adapt the draft length to this request's acceptance: grow after a full acceptance,
+    /// halve after a miss, and pause drafting while the running rate is below
+    /// [`SPEC_MIN_RATE`], probing again with one draft after [`SPEC_PAUSE_STEPS`]. Free-form
+    /// text, where n-gram drafts rarely match, thus pays for about one draft row per pause.
+    fn adapt_speculation(&mut self, accepted: usize, drafted: usize) {
+        let k = self.spec.map_or(0, |c| c.k);
+        self.spec_rate = 0.7 * self.spec_rate + 0.3 * (accepted as f64 / drafted as f64);
+        self.spec_k = if accepted == drafted {
+            (self.spec_k + 1).min(k)
+        } else if accepted == 0 {
+            (self.spec_k / 2).max(1)
+        } else {
+            self.spec_k
+        };
+        if self.spec_rate < SPEC_MIN_RATE {
+            self.spec_pause = SPEC_PAUSE_STEPS;
+            self.spec_k = 1;
+            // One accepted probe is enough to resume.
+            self.spec_rate = SPEC_MIN_RATE;
+        }
+    }
 }
 
 /// Model, KV cache, scheduler and per-request sampling state.
@@ -356,6 +392,8 @@ impl EngineCore {
                         spec,
                         spec_drafted: 0,
                         spec_accepted: 0,
+                        spec_rate: SPEC_START_RATE,
+                        spec_pause: 0,
                         arrival: req.arrival,
                         first_token: None,
                         sink,
@@ -538,15 +576,7 @@ impl EngineCore {
         }
         self.sched.reject_drafts(id, d - accepted);
         if let Some(st) = self.states.get_mut(&id) {
-            // Adapt: grow after a full acceptance, halve after a miss.
-            let k = st.spec.map_or(0, |c| c.k);
-            st.spec_k = if accepted == d {
-                (st.spec_k + 1).min(k)
-            } else if accepted == 0 {
-                (st.spec_k / 2).max(1)
-            } else {
-                st.spec_k
-            };
+            st.adapt_speculation(accepted, d);
         }
     }
 
@@ -559,6 +589,12 @@ impl EngineCore {
         let Some(cfg) = st.spec else {
             return;
         };
+        if st.spec_pause > 0 {
+            if let Some(st) = self.states.get_mut(&id) {
+                st.spec_pause -= 1;
+            }
+            return;
+        }
         let n_out = r.num_tokens() - r.num_prompt_tokens;
         // Every draft position must fit the context, and drafts past max_tokens are waste.
         let limit = st
