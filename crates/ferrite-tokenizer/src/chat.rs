@@ -150,7 +150,8 @@ mod tests {
                 "python methods and tojson",
                 "{% for m in messages %}{{ m['content'].strip().upper() }}|{{ m | tojson }}{% endfor %}",
                 vec![ChatMessage::new("user", "  a  ")],
-                "A|{\"content\":\"  a  \",\"role\":\"user\"}",
+                // Keys in message order, as HF's `tojson` (json.dumps, sort_keys=False) gives.
+                "A|{\"role\":\"user\",\"content\":\"  a  \"}",
             ),
         ];
         for (name, src, msgs, want) in cases {
