@@ -6,7 +6,7 @@
 //! (16 rows, which stay in L1), dots them with every activation row. With one activation row this
 //! is the matrix-vector product of decoding; with many it is the prefill matrix product.
 
-use crate::dot::{DotFn, Kernels};
+use crate::dot::{quad_scales, Dot4Fn, DotFn, Kernels};
 use crate::pool::{SharedMut, ThreadPool};
 use crate::quant::{quantize_activations, QuantType};
 use crate::{Error, Result};
@@ -113,11 +113,32 @@ pub fn matmul_grouped(
             k.matrix_dot_fn(w.ty, w.rows, gi, gm)
         })
         .collect::<Result<_>>()?;
+    let quad = k.quad_fn(w.ty).filter(|_| m >= 4);
+    // f32 activation scales per group of four rows, converted once for all weight rows.
+    let nb = w.cols / 32;
+    let mut scales = vec![0f32; if quad.is_some() { m / 4 * 8 * nb } else { 0 }];
+    if quad.is_some() {
+        let mut tmp = Vec::new();
+        for (g, out) in scales.chunks_exact_mut(8 * nb).enumerate() {
+            let a = |j: usize| &scratch[(4 * g + j) * a_bytes..(4 * g + j + 1) * a_bytes];
+            quad_scales(act, w.cols, [a(0), a(1), a(2), a(3)], &mut tmp);
+            out.copy_from_slice(&tmp);
+        }
+    }
+    let scales: &[f32] = &scales;
     let acts: &[u8] = scratch;
     let out = SharedMut(y.as_mut_ptr());
     pool.run(|ith, nth| {
         let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
-        mat_rows(&dots, w, acts, a_bytes, rows, out);
+        mat_rows(
+            &dots,
+            quad.map(|q| (q, scales)),
+            w,
+            acts,
+            a_bytes,
+            rows,
+            out,
+        );
     });
     Ok(())
 }
@@ -157,9 +178,12 @@ fn quantize_rows(
 }
 
 /// `dots[i]` is the kernel for activation row i (they differ only where llama.cpp's kernel
-/// choice depends on the row, see `Kernels::matrix_dot_fn`).
+/// choice depends on the row, see `Kernels::matrix_dot_fn`). `quad`, when given, computes four
+/// activation rows per weight row with the same arithmetic as `dots` (formats whose row kernel
+/// never depends on the row), decoding each weight block once for four rows.
 fn mat_rows(
     dots: &[DotFn],
+    quad: Option<(Dot4Fn, &[f32])>,
     w: &QMatrix<'_>,
     acts: &[u8],
     a_bytes: usize,
@@ -171,7 +195,24 @@ fn mat_rows(
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + ROW_TILE).min(rows.end);
-        for i in 0..m {
+        let mut i0 = 0;
+        if let Some((q4, scales)) = quad {
+            let per = scales.len() / (m / 4).max(1);
+            while i0 + 4 <= m {
+                let a = |j: usize| &acts[(i0 + j) * a_bytes..(i0 + j + 1) * a_bytes];
+                let a4 = [a(0), a(1), a(2), a(3)];
+                let sc = &scales[i0 / 4 * per..(i0 / 4 + 1) * per];
+                for r in r0..r1 {
+                    let v = q4(n, w.row(r), a4, sc);
+                    for (j, v) in v.into_iter().enumerate() {
+                        // SAFETY: as below, element (i0 + j)·w.rows + r belongs to this thread.
+                        unsafe { *out.ptr().add((i0 + j) * w.rows + r) = v };
+                    }
+                }
+                i0 += 4;
+            }
+        }
+        for i in i0..m {
             let a = &acts[i * a_bytes..(i + 1) * a_bytes];
             let dot = dots[i];
             for r in r0..r1 {
@@ -220,6 +261,59 @@ mod tests {
                 let mut y = vec![0f32; m * rows];
                 matmul(&k, &pool, &w, &x, m, &mut y, &mut Vec::new()).unwrap();
                 assert_eq!(y, expect, "{ty} with {nth} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
+        // Odd sizes: 7 activation rows (one group of four plus three single rows), 19 weight
+        // rows (a partial tile), 96 columns (three blocks).
+        let (rows, cols, m) = (19, 96, 7);
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
+        };
+        let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
+        for isa in Isa::available() {
+            let k = Kernels::new(isa).unwrap();
+            for ty in [
+                QuantType::Q4_0,
+                QuantType::Q4_1,
+                QuantType::Q5_0,
+                QuantType::Q5_1,
+                QuantType::Q8_0,
+            ] {
+                let rb = ty.row_bytes(cols).unwrap();
+                let mut wq = vec![0u8; rb * rows];
+                for (src, dst) in wf.chunks(cols).zip(wq.chunks_mut(rb)) {
+                    quantize_row(ty, src, dst).unwrap();
+                }
+                let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
+                let pool = ThreadPool::new(2);
+                let mut y = vec![0f32; m * rows];
+                matmul(&k, &pool, &w, &x, m, &mut y, &mut Vec::new()).unwrap();
+                let act = ty.activation_type();
+                let ab = act.row_bytes(cols).unwrap();
+                for i in 0..m {
+                    let mut a = vec![0u8; ab];
+                    quantize_activations(act, &x[i * cols..(i + 1) * cols], &mut a).unwrap();
+                    for r in 0..rows {
+                        let want = k.dot(ty, cols, w.row(r), &a).unwrap();
+                        assert_eq!(
+                            y[i * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{isa} {ty} row {i} col {r}"
+                        );
+                    }
+                }
+                if isa != Isa::Scalar {
+                    assert!(k.quad_fn(ty).is_some(), "{isa} {ty} has a four-row kernel");
+                }
             }
         }
     }

@@ -9,6 +9,33 @@ use crate::{Error, Isa, Result};
 /// Kernel signature: `n` elements; weight row bytes; activation row bytes (already in
 /// `weight_type.activation_type()`). Lengths are checked by the caller.
 pub(crate) type DotFn = fn(usize, &[u8], &[u8]) -> f32;
+/// One weight row against four activation rows: `[dot(w, a[0]), …, dot(w, a[3])]`, each
+/// bit-identical to the single-row kernel. The last argument holds the four rows' activation
+/// scales as f32, per block `[d0, d1, d2, d3, s0, s1, s2, s3]` (see [`quad_scales`]). Lengths
+/// are checked by the entry.
+pub(crate) type Dot4Fn = fn(usize, &[u8], [&[u8]; 4], &[f32]) -> [f32; 4];
+
+/// The f32 activation scales a four-row kernel reads: for each 32-element block, the four rows'
+/// `d` (f16 at byte 0 of a Q8_0/Q8_1 block), then their `s` (f16 at byte 2 of a Q8_1 block; 0
+/// for Q8_0). `out` is resized to `8 · n/32`.
+pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec<f32>) {
+    let nb = n / 32;
+    let (bytes, has_s) = match act {
+        QuantType::Q8_1 => (36, true),
+        _ => (34, false),
+    };
+    out.clear();
+    out.resize(8 * nb, 0.0);
+    let f16 = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
+    for i in 0..nb {
+        for (r, row) in a.iter().enumerate() {
+            out[8 * i + r] = f16(row, i * bytes);
+            if has_s {
+                out[8 * i + 4 + r] = f16(row, i * bytes + 2);
+            }
+        }
+    }
+}
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
 /// `y = f16(y·v)`.
@@ -20,6 +47,8 @@ pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 pub struct Kernels {
     isa: Isa,
     dots: [Option<DotFn>; 13],
+    /// Four-row kernels, for the formats whose row arithmetic never depends on the batch shape.
+    quads: [Option<Dot4Fn>; 13],
     /// Q4_K with the arithmetic llama.cpp uses for repacked matrices (rows % 8 == 0): its GEMV
     /// (single activation rows) and its GEMM (activation rows in groups of four).
     q4_k_rp: DotFn,
@@ -53,6 +82,7 @@ impl Kernels {
         let mut k = Kernels {
             isa,
             dots: [None; 13],
+            quads: [None; 13],
             q4_k_rp: scalar::q4_k_q8_k_rp,
             q4_k_rp4: scalar::q4_k_q8_k_rp4,
             q4_k_tl: scalar::q4_k_q8_k_tl,
@@ -89,6 +119,28 @@ impl Kernels {
 
     fn set(&mut self, t: QuantType, f: DotFn) {
         self.dots[slot(t)] = Some(f);
+    }
+
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn set_quad(&mut self, t: QuantType, f: Dot4Fn) {
+        debug_assert!(
+            matches!(
+                t,
+                QuantType::Q4_0
+                    | QuantType::Q4_1
+                    | QuantType::Q5_0
+                    | QuantType::Q5_1
+                    | QuantType::Q8_0
+            ),
+            "four-row kernels only for shape-independent formats"
+        );
+        self.quads[slot(t)] = Some(f);
+    }
+
+    /// The four-row kernel for `t`, where one exists. Only formats whose per-row kernel is the
+    /// same for every activation row (`matrix_dot_fn` returns `dot_fn(t)`) get one.
+    pub(crate) fn quad_fn(&self, t: QuantType) -> Option<Dot4Fn> {
+        self.quads[slot(t)]
     }
 
     pub(crate) fn dot_fn(&self, t: QuantType) -> Result<DotFn> {
@@ -172,6 +224,7 @@ impl Kernels {
 }
 
 /// Check that `w` and `a` are exactly one row of `n` elements of `t` and its activation type.
+#[inline]
 pub(crate) fn check_row(t: QuantType, n: usize, w: &[u8], a: &[u8]) -> Result<()> {
     let (wn, an) = (t.row_bytes(n)?, t.activation_type().row_bytes(n)?);
     if w.len() != wn || a.len() != an {
@@ -189,7 +242,7 @@ mod x86 {
     //! Safe entry points over the x86 kernels. Each asserts the row lengths (cheap, once per
     //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
     //! table whose ISA the CPU was checked to support.
-    use super::{DotFn, Kernels};
+    use super::{Dot4Fn, DotFn, Kernels};
     use crate::arch::x86_64::fdot;
     use crate::quant::QuantType;
     use crate::Isa;
@@ -204,6 +257,33 @@ mod x86 {
                 // SAFETY: lengths were just checked, and this entry is only reachable through a
                 // `Kernels` table whose ISA `Isa::require` confirmed on this CPU.
                 unsafe { $kernel(n, w.as_ptr(), a.as_ptr()) }
+            }
+        };
+    }
+
+    macro_rules! entry4 {
+        // `$wb` / `$ab`: bytes per 32-element block of weights / activations. The length check
+        // is a few multiplications, since this runs once per weight row of a batch.
+        ($name:ident, $kernel:path, $wb:expr, $ab:expr) => {
+            pub(super) fn $name(n: usize, w: &[u8], a: [&[u8]; 4], sc: &[f32]) -> [f32; 4] {
+                let nb = n / 32;
+                assert!(
+                    n % 32 == 0
+                        && w.len() == nb * $wb
+                        && a.iter().all(|a| a.len() == nb * $ab)
+                        && sc.len() == 8 * nb,
+                    "invariant: row lengths checked by the caller"
+                );
+                // SAFETY: lengths were just checked for all four rows, and this entry is only
+                // reachable through a `Kernels` table whose ISA was confirmed on this CPU.
+                unsafe {
+                    $kernel(
+                        n,
+                        w.as_ptr(),
+                        [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()],
+                        sc.as_ptr(),
+                    )
+                }
             }
         };
     }
@@ -233,6 +313,18 @@ mod x86 {
                 entry!(q4_k_tl, qdot::$m::q4_k_q8_k_tl, QuantType::Q4_K);
                 entry!(q5_k_tl, qdot::$m::q5_k_q8_k_tl, QuantType::Q5_K);
                 entry!(q6_k_tl, qdot::$m::q6_k_q8_k_tl, QuantType::Q6_K);
+                entry4!(q4_0_x4, qdot::$m::q4_0_q8_0_x4, 18, 34);
+                entry4!(q4_1_x4, qdot::$m::q4_1_q8_1_x4, 20, 36);
+                entry4!(q5_0_x4, qdot::$m::q5_0_q8_0_x4, 22, 34);
+                entry4!(q5_1_x4, qdot::$m::q5_1_q8_1_x4, 24, 36);
+                entry4!(q8_0_x4, qdot::$m::q8_0_q8_0_x4, 34, 34);
+                pub(super) const QUADS: [(QuantType, super::Dot4Fn); 5] = [
+                    (QuantType::Q4_0, q4_0_x4),
+                    (QuantType::Q4_1, q4_1_x4),
+                    (QuantType::Q5_0, q5_0_x4),
+                    (QuantType::Q5_1, q5_1_x4),
+                    (QuantType::Q8_0, q8_0_x4),
+                ];
                 pub(super) const TABLE: [(QuantType, super::DotFn); 8] = [
                     (QuantType::Q4_0, q4_0),
                     (QuantType::Q4_1, q4_1),
@@ -276,6 +368,9 @@ mod x86 {
                 for (t, f) in avx2::TABLE {
                     k.set(t, f);
                 }
+                for (t, f) in avx2::QUADS {
+                    k.set_quad(t, f);
+                }
                 k.q4_k_rp = avx2::q4_k_rp;
                 k.q4_k_rp4 = avx2::q4_k_rp4;
                 k.q4_k_tl = avx2::q4_k_tl;
@@ -288,6 +383,9 @@ mod x86 {
                 k.set(QuantType::BF16, bf16_avx512);
                 for (t, f) in vnni::TABLE {
                     k.set(t, f);
+                }
+                for (t, f) in vnni::QUADS {
+                    k.set_quad(t, f);
                 }
                 k.q4_k_rp = vnni::q4_k_rp;
                 k.q4_k_rp4 = vnni::q4_k_rp4;

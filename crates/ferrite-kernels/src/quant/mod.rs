@@ -141,15 +141,22 @@ impl QuantType {
     }
 
     /// Bytes for one row of `n` elements; errors when `n` is not a whole number of blocks.
+    /// Inlined: kernels check row lengths with it on every call.
+    #[inline]
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         if !n.is_multiple_of(self.block_size()) {
-            return Err(Error::Shape(format!(
-                "row of {n} elements is not a multiple of the {} block size {}",
-                self.name(),
-                self.block_size()
-            )));
+            return Err(self.partial_block(n));
         }
         Ok(n / self.block_size() * self.type_size())
+    }
+
+    #[cold]
+    fn partial_block(self, n: usize) -> Error {
+        Error::Shape(format!(
+            "row of {n} elements is not a multiple of the {} block size {}",
+            self.name(),
+            self.block_size()
+        ))
     }
 }
 

@@ -8,9 +8,16 @@ use super::QuantType;
 use crate::{Error, Result};
 
 /// Round half to even, as `_mm256_round_ps(_, _MM_ROUND_NEAREST)` and ggml's `nearest_int`.
+/// Adding and subtracting 1.5·2^23 rounds to an integer in the current (nearest-even) mode,
+/// exactly like `round_ties_even` for |x| < 2^22, without a libm call on baseline x86-64.
 #[inline(always)]
 fn rne(x: f32) -> i32 {
-    x.round_ties_even() as i32
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        ((x + MAGIC) - MAGIC) as i32
+    } else {
+        x.round_ties_even() as i32
+    }
 }
 
 /// Q8_0 activations: `d = amax/127`, `q = rne(x·127/amax)`.
@@ -407,6 +414,23 @@ fn q6_k(x: &[f32], out: &mut [BlockQ6K]) {
                     | ((lq[i + 64] >> 4) << 4)
                     | ((lq[i + 96] >> 4) << 6);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rne_tests {
+    use super::rne;
+
+    #[test]
+    fn magic_rounding_equals_round_ties_even() {
+        let mut xs = vec![
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.49999, -127.5, 0.0, -0.0,
+        ];
+        xs.extend((0..200_000).map(|i| (i as f32 - 100_000.0) * 0.00173));
+        xs.extend([4_194_303.5, 4_194_304.5, 1e9, -1e9, f32::NAN]);
+        for x in xs {
+            assert_eq!(rne(x), x.round_ties_even() as i32, "{x}");
         }
     }
 }

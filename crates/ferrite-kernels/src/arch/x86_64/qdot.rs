@@ -127,6 +127,89 @@ macro_rules! qdot_kernels {
                 hsum_f32x8(acc)
             }
 
+            // One weight row against four activation rows at once: the weight block is decoded
+            // once and used four times, and the activation scales come pre-converted to f32
+            // (`sc`: per block, the four rows' d then the four rows' s). Each row's arithmetic
+            // is exactly the single-row kernel's: the same products `d_w·d_a`, the same FMAs in
+            // the same order (a lane of a vector FMA rounds like the scalar one), so results are
+            // bit-identical.
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn finish4(acc: [__m256; 4], extra: __m128) -> [f32; 4] {
+                let mut e = [0f32; 4];
+                // SAFETY: 4 floats into a 4-float array.
+                unsafe { _mm_storeu_ps(e.as_mut_ptr(), extra) };
+                [
+                    hsum_f32x8(acc[0]) + e[0],
+                    hsum_f32x8(acc[1]) + e[1],
+                    hsum_f32x8(acc[2]) + e[2],
+                    hsum_f32x8(acc[3]) + e[3],
+                ]
+            }
+
+            /// Lane `r` of `v` in all 8 lanes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn lane(v: __m256, r: i32) -> __m256 {
+                _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(r))
+            }
+
+            /// Shared loop: `qx(x)` decodes a weight block into signed (`$signed`) or unsigned
+            /// bytes; `min_off` is the byte offset of the block's f16 min (`None`: no min).
+            macro_rules! quad_kernel {
+                ($name:ident, $wb:expr, $ab:expr, $qoff:expr, $min:expr, $signed:expr, |$x:ident| $decode:expr) => {
+                    #[target_feature(enable = $features)]
+                    pub(crate) unsafe fn $name(
+                        n: usize,
+                        w: *const u8,
+                        a: [*const u8; 4],
+                        sc: *const f32,
+                    ) -> [f32; 4] {
+                        let mut acc = [_mm256_setzero_ps(); 4];
+                        let mut mins = _mm_setzero_ps();
+                        for i in 0..n / QK {
+                            // SAFETY: module contract for the rows; `sc` holds 8 floats per block.
+                            unsafe {
+                                let $x = w.add(i * $wb);
+                                let yd = _mm_loadu_ps(sc.add(8 * i));
+                                let d4 = _mm256_castps128_ps256(_mm_mul_ps(_mm_set1_ps(f16_at($x)), yd));
+                                if let Some(off) = $min {
+                                    let ys = _mm_loadu_ps(sc.add(8 * i + 4));
+                                    mins = _mm_fmadd_ps(_mm_set1_ps(f16_at($x.add(off))), ys, mins);
+                                }
+                                let qx: __m256i = $decode;
+                                let ax = if $signed { _mm256_sign_epi8(qx, qx) } else { qx };
+                                for r in 0..4 {
+                                    let q = load256(a[r].add(i * $ab + $qoff));
+                                    let sy = if $signed { _mm256_sign_epi8(q, qx) } else { q };
+                                    let p = _mm256_cvtepi32_ps(mul_sum_us8(ax, sy));
+                                    acc[r] = _mm256_fmadd_ps(lane(d4, r as i32), p, acc[r]);
+                                }
+                            }
+                        }
+                        finish4(acc, mins)
+                    }
+                };
+            }
+
+            quad_kernel!(q4_0_q8_0_x4, 18, 34, 2, None::<usize>, true, |x| _mm256_sub_epi8(
+                bytes_from_nibbles_32(x.add(2)),
+                _mm256_set1_epi8(8)
+            ));
+            quad_kernel!(q4_1_q8_1_x4, 20, 36, 4, Some(2usize), false, |x| bytes_from_nibbles_32(
+                x.add(4)
+            ));
+            quad_kernel!(q5_0_q8_0_x4, 22, 34, 2, None::<usize>, true, |x| _mm256_or_si256(
+                bytes_from_nibbles_32(x.add(6)),
+                _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xF0u8 as i8))
+            ));
+            quad_kernel!(q5_1_q8_1_x4, 24, 36, 4, Some(2usize), false, |x| _mm256_or_si256(
+                bytes_from_nibbles_32(x.add(8)),
+                _mm256_and_si256(bytes_from_bits_32(x.add(4)), _mm256_set1_epi8(0x10))
+            ));
+            quad_kernel!(q8_0_q8_0_x4, 34, 34, 2, None::<usize>, true, |x| load256(x.add(2)));
+
             /// Products of 32 unsigned weights with 32 activations, times one sub-block scale.
             #[inline]
             #[target_feature(enable = $features)]
