@@ -113,16 +113,45 @@ pub fn matmul_grouped(
             k.matrix_dot_fn(w.ty, w.rows, gi, gm)
         })
         .collect::<Result<_>>()?;
-    let quad = k.quad_fn(w.ty).filter(|_| m >= 4);
-    // f32 activation scales per group of four rows, converted once for all weight rows.
-    let nb = w.cols / 32;
-    let mut scales = vec![0f32; if quad.is_some() { m / 4 * 8 * nb } else { 0 }];
-    if quad.is_some() {
-        let mut tmp = Vec::new();
-        for (g, out) in scales.chunks_exact_mut(8 * nb).enumerate() {
-            let a = |j: usize| &scratch[(4 * g + j) * a_bytes..(4 * g + j + 1) * a_bytes];
-            quad_scales(act, w.cols, [a(0), a(1), a(2), a(3)], &mut tmp);
-            out.copy_from_slice(&tmp);
+    // Which rows go four at a time: consecutive rows whose kernels have the same four-row
+    // version. Plain-format quads get their activation scales converted to f32 once here.
+    let mut plan: Vec<Step> = Vec::with_capacity(m);
+    let mut scales: Vec<f32> = Vec::new();
+    let mut tmp = Vec::new();
+    let kinds: Vec<Option<(u8, Dot4Fn)>> = (0..m)
+        .map(|i| {
+            let (gi, gm) = groups.map_or((i, m), |g| g[i]);
+            k.matrix_quad_fn(w.ty, w.rows, gi, gm)
+        })
+        .collect();
+    let mut i = 0;
+    while i < m {
+        let quad = match kinds[i] {
+            Some((id, f))
+                if i + 4 <= m
+                    && kinds[i + 1..i + 4]
+                        .iter()
+                        .all(|q| q.map(|q| q.0) == Some(id)) =>
+            {
+                Some((id, f))
+            }
+            _ => None,
+        };
+        match quad {
+            Some((id, f)) => {
+                let off = scales.len();
+                if id == 1 {
+                    let a = |j: usize| &scratch[(i + j) * a_bytes..(i + j + 1) * a_bytes];
+                    quad_scales(act, w.cols, [a(0), a(1), a(2), a(3)], &mut tmp);
+                    scales.extend_from_slice(&tmp);
+                }
+                plan.push(Step::Quad(i, f, off, scales.len() - off));
+                i += 4;
+            }
+            None => {
+                plan.push(Step::Single(i));
+                i += 1;
+            }
         }
     }
     let scales: &[f32] = &scales;
@@ -130,15 +159,7 @@ pub fn matmul_grouped(
     let out = SharedMut(y.as_mut_ptr());
     pool.run(|ith, nth| {
         let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
-        mat_rows(
-            &dots,
-            quad.map(|q| (q, scales)),
-            w,
-            acts,
-            a_bytes,
-            rows,
-            out,
-        );
+        mat_rows(&dots, &plan, scales, w, acts, a_bytes, rows, out);
     });
     Ok(())
 }
@@ -177,49 +198,56 @@ fn quantize_rows(
     Ok(())
 }
 
+/// How activation rows are visited: one at a time, or four at once with a four-row kernel
+/// (start row, kernel, offset and length of its f32 scales).
+#[derive(Clone, Copy)]
+enum Step {
+    Single(usize),
+    Quad(usize, Dot4Fn, usize, usize),
+}
+
 /// `dots[i]` is the kernel for activation row i (they differ only where llama.cpp's kernel
-/// choice depends on the row, see `Kernels::matrix_dot_fn`). `quad`, when given, computes four
-/// activation rows per weight row with the same arithmetic as `dots` (formats whose row kernel
-/// never depends on the row), decoding each weight block once for four rows.
+/// choice depends on the row, see `Kernels::matrix_dot_fn`); `plan` groups rows whose kernels
+/// have a four-row version with the same arithmetic, which decodes each weight block once for
+/// four rows.
+#[allow(clippy::too_many_arguments)]
 fn mat_rows(
     dots: &[DotFn],
-    quad: Option<(Dot4Fn, &[f32])>,
+    plan: &[Step],
+    scales: &[f32],
     w: &QMatrix<'_>,
     acts: &[u8],
     a_bytes: usize,
     rows: std::ops::Range<usize>,
     out: SharedMut<f32>,
 ) {
-    let m = dots.len();
     let n = w.cols;
+    let act = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + ROW_TILE).min(rows.end);
-        let mut i0 = 0;
-        if let Some((q4, scales)) = quad {
-            let per = scales.len() / (m / 4).max(1);
-            while i0 + 4 <= m {
-                let a = |j: usize| &acts[(i0 + j) * a_bytes..(i0 + j + 1) * a_bytes];
-                let a4 = [a(0), a(1), a(2), a(3)];
-                let sc = &scales[i0 / 4 * per..(i0 / 4 + 1) * per];
-                for r in r0..r1 {
-                    let v = q4(n, w.row(r), a4, sc);
-                    for (j, v) in v.into_iter().enumerate() {
-                        // SAFETY: as below, element (i0 + j)·w.rows + r belongs to this thread.
-                        unsafe { *out.ptr().add((i0 + j) * w.rows + r) = v };
+        for step in plan {
+            match *step {
+                Step::Quad(i0, q4, off, len) => {
+                    let a4 = [act(i0), act(i0 + 1), act(i0 + 2), act(i0 + 3)];
+                    let sc = &scales[off..off + len];
+                    for r in r0..r1 {
+                        let v = q4(n, w.row(r), a4, sc);
+                        for (j, v) in v.into_iter().enumerate() {
+                            // SAFETY: this thread owns rows `rows` of every output row; element
+                            // (i0 + j)·w.rows + r is inside y and written by no other thread.
+                            unsafe { *out.ptr().add((i0 + j) * w.rows + r) = v };
+                        }
                     }
                 }
-                i0 += 4;
-            }
-        }
-        for i in i0..m {
-            let a = &acts[i * a_bytes..(i + 1) * a_bytes];
-            let dot = dots[i];
-            for r in r0..r1 {
-                let v = dot(n, w.row(r), a);
-                // SAFETY: this thread owns rows `rows` of every output row i; element
-                // i·w.rows + r is inside y (m · w.rows long) and written by no other thread.
-                unsafe { *out.ptr().add(i * w.rows + r) = v };
+                Step::Single(i) => {
+                    let (a, dot) = (act(i), dots[i]);
+                    for r in r0..r1 {
+                        let v = dot(n, w.row(r), a);
+                        // SAFETY: as above for element i·w.rows + r.
+                        unsafe { *out.ptr().add(i * w.rows + r) = v };
+                    }
+                }
             }
         }
         r0 = r1;
@@ -313,6 +341,63 @@ mod tests {
                 }
                 if isa != Isa::Scalar {
                     assert!(k.quad_fn(ty).is_some(), "{isa} {ty} has a four-row kernel");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_four_row_kernels_equal_the_row_kernels_llama_cpp_picks() {
+        // Q4_K with rows % 8 == 0 (repacked arithmetic: rp4 for whole groups of four, rp for
+        // the rest) and Q6_K with ≥ 8 rows (tiled arithmetic), with kernel groups mixing shapes.
+        let (rows, cols) = (24, 512);
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
+        };
+        let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        for m in [5usize, 11, 16] {
+            let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
+            // Whole batch as one group, and a split into a group of 3 and one of m − 3.
+            let split: Vec<(usize, usize)> = (0..m)
+                .map(|i| if i < 3 { (i, 3) } else { (i - 3, m - 3) })
+                .collect();
+            for groups in [None, Some(split.as_slice())] {
+                for isa in Isa::available() {
+                    let k = Kernels::new(isa).unwrap();
+                    for ty in [QuantType::Q4_K, QuantType::Q6_K] {
+                        let rb = ty.row_bytes(cols).unwrap();
+                        let mut wq = vec![0u8; rb * rows];
+                        for (src, dst) in wf.chunks(cols).zip(wq.chunks_mut(rb)) {
+                            quantize_row(ty, src, dst).unwrap();
+                        }
+                        let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
+                        let pool = ThreadPool::new(2);
+                        let mut y = vec![0f32; m * rows];
+                        matmul_grouped(&k, &pool, &w, &x, m, groups, &mut y, &mut Vec::new())
+                            .unwrap();
+                        let act = ty.activation_type();
+                        let mut a = vec![0u8; act.row_bytes(cols).unwrap()];
+                        for i in 0..m {
+                            quantize_activations(act, &x[i * cols..(i + 1) * cols], &mut a)
+                                .unwrap();
+                            let (gi, gm) = groups.map_or((i, m), |g| g[i]);
+                            for r in 0..rows {
+                                let want = k
+                                    .matrix_row_dot(ty, (rows, gi, gm), cols, w.row(r), &a)
+                                    .unwrap();
+                                assert_eq!(
+                                    y[i * rows + r].to_bits(),
+                                    want.to_bits(),
+                                    "{isa} {ty} m {m} row {i} col {r} groups {}",
+                                    groups.is_some()
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }

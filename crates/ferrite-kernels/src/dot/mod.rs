@@ -58,6 +58,9 @@ pub struct Kernels {
     q4_k_tl: DotFn,
     q5_k_tl: DotFn,
     q6_k_tl: DotFn,
+    /// Four-row versions of `q4_k_rp4` and `q6_k_tl` (SIMD ISAs only).
+    q4_k_rp4_x4: Option<Dot4Fn>,
+    q6_k_tl_x4: Option<Dot4Fn>,
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
 }
@@ -88,6 +91,8 @@ impl Kernels {
             q4_k_tl: scalar::q4_k_q8_k_tl,
             q5_k_tl: scalar::q5_k_q8_k_tl,
             q6_k_tl: scalar::q6_k_q8_k_tl,
+            q4_k_rp4_x4: None,
+            q6_k_tl_x4: None,
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
         };
@@ -135,6 +140,26 @@ impl Kernels {
             "four-row kernels only for shape-independent formats"
         );
         self.quads[slot(t)] = Some(f);
+    }
+
+    /// The four-row kernel with the arithmetic [`matrix_dot_fn`](Self::matrix_dot_fn) picks
+    /// for row `i` of `m`, where one exists, with an id: rows may share a four-row call only
+    /// when their ids are equal.
+    pub(crate) fn matrix_quad_fn(
+        &self,
+        t: QuantType,
+        rows: usize,
+        i: usize,
+        m: usize,
+    ) -> Option<(u8, Dot4Fn)> {
+        match t {
+            QuantType::Q4_K if rows.is_multiple_of(8) => (i < m - m % 4)
+                .then_some(())
+                .and(self.q4_k_rp4_x4.map(|f| (2, f))),
+            QuantType::Q6_K if m >= 8 => self.q6_k_tl_x4.map(|f| (3, f)),
+            QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K => None,
+            _ => self.quad_fn(t).map(|f| (1, f)),
+        }
     }
 
     /// The four-row kernel for `t`, where one exists. Only formats whose per-row kernel is the
@@ -288,6 +313,30 @@ mod x86 {
         };
     }
 
+    macro_rules! entry4k {
+        // K-quant four-row kernels: `$wb` bytes per 256-element weight block, Q8_K activations
+        // (292 bytes per block); they take no f32 scales.
+        ($name:ident, $kernel:path, $wb:expr) => {
+            pub(super) fn $name(n: usize, w: &[u8], a: [&[u8]; 4], _sc: &[f32]) -> [f32; 4] {
+                let nb = n / 256;
+                assert!(
+                    n % 256 == 0 && w.len() == nb * $wb && a.iter().all(|a| a.len() == nb * 292),
+                    "invariant: row lengths checked by the caller"
+                );
+                // SAFETY: lengths were just checked for all four rows, and this entry is only
+                // reachable through a `Kernels` table whose ISA was confirmed on this CPU.
+                unsafe {
+                    $kernel(
+                        n,
+                        w.as_ptr(),
+                        [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()],
+                        std::ptr::null(),
+                    )
+                }
+            }
+        };
+    }
+
     entry!(f32_avx2, fdot::f32_avx2, QuantType::F32);
     entry!(f16_avx2, fdot::f16_avx2, QuantType::F16);
     entry!(bf16_avx2, fdot::bf16_avx2, QuantType::BF16);
@@ -318,6 +367,8 @@ mod x86 {
                 entry4!(q5_0_x4, qdot::$m::q5_0_q8_0_x4, 22, 34);
                 entry4!(q5_1_x4, qdot::$m::q5_1_q8_1_x4, 24, 36);
                 entry4!(q8_0_x4, qdot::$m::q8_0_q8_0_x4, 34, 34);
+                entry4k!(q4_k_rp4_x4, qdot::$m::q4_k_q8_k_rp4_x4, 144);
+                entry4k!(q6_k_tl_x4, qdot::$m::q6_k_q8_k_tl_x4, 210);
                 pub(super) const QUADS: [(QuantType, super::Dot4Fn); 5] = [
                     (QuantType::Q4_0, q4_0_x4),
                     (QuantType::Q4_1, q4_1_x4),
@@ -371,6 +422,8 @@ mod x86 {
                 for (t, f) in avx2::QUADS {
                     k.set_quad(t, f);
                 }
+                k.q4_k_rp4_x4 = Some(avx2::q4_k_rp4_x4);
+                k.q6_k_tl_x4 = Some(avx2::q6_k_tl_x4);
                 k.q4_k_rp = avx2::q4_k_rp;
                 k.q4_k_rp4 = avx2::q4_k_rp4;
                 k.q4_k_tl = avx2::q4_k_tl;
@@ -387,6 +440,8 @@ mod x86 {
                 for (t, f) in vnni::QUADS {
                     k.set_quad(t, f);
                 }
+                k.q4_k_rp4_x4 = Some(vnni::q4_k_rp4_x4);
+                k.q6_k_tl_x4 = Some(vnni::q6_k_tl_x4);
                 k.q4_k_rp = vnni::q4_k_rp;
                 k.q4_k_rp4 = vnni::q4_k_rp4;
                 k.q4_k_tl = vnni::q4_k_tl;

@@ -373,6 +373,116 @@ macro_rules! qdot_kernels {
                 acc - acc_m
             }
 
+            /// [`q4_k_q8_k_rp4`] for four activation rows (llama.cpp's repacked GEMM handles
+            /// rows in fours too): each 64-element chunk of weights is unpacked once. Per-row
+            /// arithmetic is the single-row kernel's.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q4_k_q8_k_rp4_x4(
+                n: usize,
+                w: *const u8,
+                a: [*const u8; 4],
+                _sc: *const f32,
+            ) -> [f32; 4] {
+                let m4 = _mm256_set1_epi8(0x0F);
+                let (mut acc, mut acc_m) = ([0f32; 4], [0f32; 4]);
+                for i in 0..n / QK_K {
+                    // SAFETY: module contract, for the weight row and each activation row.
+                    let (x, ys) = unsafe {
+                        let x = &*(w.add(i * 144) as *const BlockQ4K);
+                        let y = |r: usize| &*(a[r].add(i * 292) as *const BlockQ8K);
+                        (x, [y(0), y(1), y(2), y(3)])
+                    };
+                    let (sc, mn) = scales_mins_k4(&x.scales);
+                    let (xd, xdm) = (f16_le(x.d), f16_le(x.dmin));
+                    let mins = ys.map(|y| crate::dot::scalar::k4_min_lanes(&mn, y));
+                    let dw = ys.map(|y| xd * y.d());
+                    let dm = ys.map(|y| xdm * y.d());
+                    for c in 0..4 {
+                        // SAFETY: 32 bytes of qs and 64 of q8 per chunk, in bounds.
+                        unsafe {
+                            let q4 = load256(x.qs.as_ptr().add(32 * c));
+                            let lo = _mm256_and_si256(q4, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                            for r in 0..4 {
+                                let q8 = ys[r].qs.as_ptr() as *const u8;
+                                let y0 = load256(q8.add(64 * c));
+                                let y1 = load256(q8.add(64 * c + 32));
+                                let isum = hsum_i32x8(_mm256_add_epi32(
+                                    scaled(lo, y0, sc[2 * c]),
+                                    scaled(hi, y1, sc[2 * c + 1]),
+                                ));
+                                acc[r] = (isum as f32).mul_add(dw[r], acc[r]);
+                                acc_m[r] = (mins[r][c] as f32).mul_add(dm[r], acc_m[r]);
+                            }
+                        }
+                    }
+                }
+                [acc[0] - acc_m[0], acc[1] - acc_m[1], acc[2] - acc_m[2], acc[3] - acc_m[3]]
+            }
+
+            /// [`q6_k_q8_k_tl`] for four activation rows: the 6-bit weights of a super-block are
+            /// unpacked once. Integer sums are exact, so only the float epilogue matters, and it
+            /// is the single-row kernel's.
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn q6_k_q8_k_tl_x4(
+                n: usize,
+                w: *const u8,
+                a: [*const u8; 4],
+                _sc: *const f32,
+            ) -> [f32; 4] {
+                let m4 = _mm256_set1_epi8(0x0F);
+                let m2 = _mm256_set1_epi8(0x03);
+                let mut out = [0f32; 4];
+                for i in 0..n / QK_K {
+                    // SAFETY: module contract; every load below stays inside its block.
+                    unsafe {
+                        let x = &*(w.add(i * 210) as *const BlockQ6K);
+                        let xd = f16_le(x.d);
+                        let mut q = [[_mm256_setzero_si256(); 4]; 2];
+                        for (half, qh_) in q.iter_mut().enumerate() {
+                            let ql0 = load256(x.ql.as_ptr().add(64 * half));
+                            let ql1 = load256(x.ql.as_ptr().add(64 * half + 32));
+                            let qh = load256(x.qh.as_ptr().add(32 * half));
+                            let high = |shift: i32| {
+                                let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift));
+                                _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)
+                            };
+                            qh_[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0));
+                            qh_[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2));
+                            qh_[2] = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                high(4),
+                            );
+                            qh_[3] = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                high(6),
+                            );
+                        }
+                        let sc16 =
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+                        for (r, o) in out.iter_mut().enumerate() {
+                            let y = &*(a[r].add(i * 292) as *const BlockQ8K);
+                            let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+                            let bias = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+                            let mut sumi = _mm256_setzero_si256();
+                            for (half, qv) in q.iter().enumerate() {
+                                let q8 = y.qs.as_ptr().add(128 * half) as *const u8;
+                                let sc = &x.scales[8 * half..8 * half + 8];
+                                for j in 0..4 {
+                                    sumi = _mm256_add_epi32(
+                                        sumi,
+                                        scaled16(qv[j], load256(q8.add(32 * j)), sc[2 * j], sc[2 * j + 1]),
+                                    );
+                                }
+                            }
+                            let isum = hsum_i32x8(_mm256_sub_epi32(sumi, bias));
+                            *o += (isum as f32 * xd) * y.d();
+                        }
+                    }
+                }
+                out
+            }
+
             /// Q4_K / Q5_K with ggml's tiled K-quant matmul arithmetic (see
             /// `scalar::k4_tiled`).
             #[inline]
