@@ -171,6 +171,8 @@ pub struct EngineStats {
 /// Most draft tokens per verification.
 pub const MAX_SPEC_TOKENS: usize = 32;
 
+/// Draft length a request starts with (it grows by one after each full acceptance, up to k).
+const SPEC_START_K: usize = 2;
 /// Acceptance-rate estimate a request starts with.
 const SPEC_START_RATE: f64 = 0.7;
 /// Below this running acceptance rate drafting pauses. Every draft row costs a forward row; with
@@ -388,7 +390,8 @@ impl EngineCore {
                         ignore_eos: req.ignore_eos,
                         logprobs: req.logprobs,
                         stopped_by_string: false,
-                        spec_k: spec.map_or(0, |c| c.k),
+                        // Start short and grow on full acceptances: a miss costs a row per draft.
+                        spec_k: spec.map_or(0, |c| c.k.min(SPEC_START_K)),
                         spec,
                         spec_drafted: 0,
                         spec_accepted: 0,
