@@ -13,6 +13,46 @@ use ferrite_models::{ContiguousKvCache, ForwardBatch, Model};
 pub enum BenchCommand {
     /// Prompt-processing and generation throughput of a model (llama-bench's pp / tg).
     Model(ModelBenchArgs),
+    /// Load an OpenAI-compatible endpoint and report latency and throughput with formulas.
+    Run(RunBenchArgs),
+}
+
+/// `ferrite bench run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunBenchArgs {
+    /// Base URL without `/v1`, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// Model name to request.
+    #[arg(long)]
+    pub model: String,
+    /// Bearer API key.
+    #[arg(long, env = "FERRITE_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+    /// Prompt tokens per request (synthetic, unique per request).
+    #[arg(long, default_value_t = 256)]
+    pub input_tokens: usize,
+    /// Output tokens per request (`max_tokens` with `ignore_eos`).
+    #[arg(long, default_value_t = 128)]
+    pub output_tokens: usize,
+    /// Requests in flight at once (1 = sequential, interactive).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Measured requests.
+    #[arg(long, default_value_t = 16)]
+    pub requests: usize,
+    /// Unmeasured warm-up requests.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Retries after connection errors, 429 and 5xx (exponential backoff, Retry-After honoured).
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
+    /// Seed of the synthetic prompts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the full report (schema ferrite-bench/run/v1, raw event logs included) here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 /// `ferrite bench model` options.
@@ -37,6 +77,7 @@ pub struct ModelBenchArgs {
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Model(a) => model(a),
+        BenchCommand::Run(a) => endpoint(a),
     }
 }
 
@@ -162,6 +203,79 @@ fn model(a: ModelBenchArgs) -> Result<()> {
                 m.cpu().kernels.isa()
             );
         }
+    }
+    Ok(())
+}
+
+fn endpoint(a: RunBenchArgs) -> Result<()> {
+    let cfg = ferrite_bench::RunConfig {
+        url: a.url,
+        model: a.model,
+        api_key: a.api_key,
+        input_tokens: a.input_tokens,
+        output_tokens: a.output_tokens,
+        concurrency: a.concurrency,
+        requests: a.requests,
+        warmup: a.warmup,
+        retries: a.retries,
+        retry_base: std::time::Duration::from_millis(500),
+        seed: a.seed,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut report = rt.block_on(ferrite_bench::run(cfg))?;
+    ferrite_bench::stamp_fingerprint(&mut report);
+    let p = &report.provenance;
+    println!(
+        "{} · {} · model {} · fingerprint {} · client {}",
+        p["date"].as_str().unwrap_or("?"),
+        p["endpoint"].as_str().unwrap_or("?"),
+        report.config.model,
+        p["system_fingerprint"].as_str().unwrap_or("-"),
+        p["client_cpu"].as_str().unwrap_or("?"),
+    );
+    let w = &report.workload;
+    println!(
+        "workload: input {} tokens requested, achieved p50 {} (server usage); output {} requested, achieved p50 {}, {} mismatches; concurrency {}",
+        w["input_tokens_requested"], w["input_tokens_achieved"]["p50"], w["output_tokens_requested"],
+        w["output_tokens_achieved"]["p50"], w["output_length_mismatches"], report.config.concurrency
+    );
+    println!("| metric | p50 | p90 | p99 | mean | n | formula |");
+    println!("|---|---|---|---|---|---|---|");
+    for k in [
+        "ttft_ms",
+        "ttfo_ms",
+        "tpot_ms",
+        "itl_ms",
+        "e2e_ms",
+        "output_speed_tok_s",
+        "prefill_tok_s",
+    ] {
+        let m = &report.metrics[k];
+        let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |v| format!("{v:.1}"));
+        println!(
+            "| {k} | {} | {} | {} | {} | {} | {} |",
+            f(&m["p50"]),
+            f(&m["p90"]),
+            f(&m["p99"]),
+            f(&m["mean"]),
+            m["n"],
+            report.formulas[k].as_str().unwrap_or("")
+        );
+    }
+    let t = &report.throughput;
+    let r = &report.requests;
+    println!(
+        "throughput: {:.2} req/s, {:.1} output tok/s, {:.1} total tok/s over {:.1} s · requests: {} completed, {} failed, {} attempts ({} retries), error rate {:.3}",
+        t["requests_per_s"].as_f64().unwrap_or(0.0), t["output_tok_s"].as_f64().unwrap_or(0.0),
+        t["total_tok_s"].as_f64().unwrap_or(0.0), t["duration_s"].as_f64().unwrap_or(0.0),
+        r["completed"], r["failed"], r["attempts"], r["retries"], r["error_rate"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("report: {}", path.display());
     }
     Ok(())
 }

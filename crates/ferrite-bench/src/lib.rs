@@ -1,0 +1,27 @@
+//! `ferrite bench`: measure any OpenAI-compatible endpoint the way a careful reader checks an
+//! inference-speed claim. Every SSE event is logged with a monotonic timestamp; every metric is
+//! computed afterwards from that log and reported with its formula, its token source and the
+//! run's provenance. Independent of the engine: it only speaks HTTP.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod client;
+pub mod metrics;
+pub mod run;
+pub mod sse;
+
+pub use run::{run, stamp_fingerprint, Report, RunConfig};
+
+/// Bench errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad settings.
+    #[error("bench config: {0}")]
+    Config(String),
+    /// HTTP client failure.
+    #[error("http: {0}")]
+    Http(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;

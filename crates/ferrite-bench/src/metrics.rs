@@ -1,0 +1,149 @@
+//! Metrics from raw request logs, each with its formula (../shared/docs/benchmarking.md §2–3).
+//! Times are measured from the request's scheduled send time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::Attempt;
+
+/// Summary statistics of one metric. Percentiles interpolate linearly between order
+/// statistics (numpy's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+    /// Samples.
+    pub n: usize,
+}
+
+impl Stats {
+    /// Statistics of `xs` (all zero when empty).
+    pub fn of(xs: &[f64]) -> Stats {
+        if xs.is_empty() {
+            return Stats::default();
+        }
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            let pos = p * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+        };
+        Stats {
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: q(0.5),
+            p90: q(0.9),
+            p95: q(0.95),
+            p99: q(0.99),
+            min: v[0],
+            max: v[v.len() - 1],
+            n: v.len(),
+        }
+    }
+}
+
+/// Where output token counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `usage.completion_tokens` of the response.
+    ServerUsage,
+    /// One token per text-carrying event (no usage reported).
+    ChunkCount,
+}
+
+/// Per-request values derived from a successful attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestMetrics {
+    /// Time to first token: first event with answer, reasoning or tool-call text.
+    pub ttft_ms: f64,
+    /// Time to first output (answer) token.
+    pub ttfo_ms: Option<f64>,
+    /// Scheduled send → end of stream.
+    pub e2e_ms: f64,
+    /// `(E2E − TTFT) / (N_out − 1)`, when N_out > 1.
+    pub tpot_ms: Option<f64>,
+    /// Gaps between successive text-carrying events.
+    pub itl_ms: Vec<f64>,
+    /// `(N_out − n_1) / (t_K − t_1)` (Artificial Analysis "output speed"), n_1 = 1.
+    pub output_speed_tok_s: Option<f64>,
+    /// `N_in / TTFT`.
+    pub prefill_tok_s: Option<f64>,
+    /// Output tokens.
+    pub output_tokens: usize,
+    /// Prompt tokens (server usage), when reported.
+    pub input_tokens: Option<usize>,
+    /// Cached prompt tokens (server usage), when reported.
+    pub cached_tokens: Option<usize>,
+    /// Token count source.
+    pub token_source: TokenSource,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Metrics of one successful attempt; `None` if no text arrived.
+pub fn request_metrics(at: &Attempt) -> Option<RequestMetrics> {
+    let text: Vec<_> = at.events.iter().filter(|e| e.has_text()).collect();
+    let first = text.first()?;
+    let last = text.last()?;
+    let usage = at.usage();
+    let (n_out, source) = match usage {
+        Some(u) if u.completion_tokens > 0 => (u.completion_tokens, TokenSource::ServerUsage),
+        _ => (text.len(), TokenSource::ChunkCount),
+    };
+    let ttft = ms(first.t);
+    let e2e = ms(at.end);
+    let span = ms(last.t) - ttft;
+    Some(RequestMetrics {
+        ttft_ms: ttft,
+        ttfo_ms: at
+            .events
+            .iter()
+            .find(|e| !e.content.is_empty())
+            .map(|e| ms(e.t)),
+        e2e_ms: e2e,
+        tpot_ms: (n_out > 1).then(|| (e2e - ttft) / (n_out - 1) as f64),
+        itl_ms: text.windows(2).map(|w| ms(w[1].t) - ms(w[0].t)).collect(),
+        output_speed_tok_s: (n_out > 1 && span > 0.0).then(|| (n_out - 1) as f64 / (span / 1e3)),
+        prefill_tok_s: usage
+            .filter(|u| u.prompt_tokens > 0 && ttft > 0.0)
+            .map(|u| u.prompt_tokens as f64 / (ttft / 1e3)),
+        output_tokens: n_out,
+        input_tokens: usage.map(|u| u.prompt_tokens).filter(|&p| p > 0),
+        cached_tokens: usage.and_then(|u| u.cached_tokens),
+        token_source: source,
+    })
+}
+
+/// The formula behind each reported metric (printed next to the figures and kept in the JSON).
+pub fn formulas() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("ttft_ms", "t(first event with answer, reasoning or tool-call text) − t(scheduled send)"),
+        ("ttfo_ms", "t(first event with answer text) − t(scheduled send)"),
+        ("e2e_ms", "t(end of stream: [DONE] or close) − t(scheduled send)"),
+        ("tpot_ms", "(E2E − TTFT) / (N_out − 1), requests with N_out > 1 (vLLM sense)"),
+        ("itl_ms", "gaps between successive text-carrying events, pooled over requests (per chunk)"),
+        ("output_speed_tok_s", "(N_out − 1) / (t_last_text − t_first_text), per request (Artificial Analysis output speed, first chunk = 1 token)"),
+        ("prefill_tok_s", "N_in (server usage) / TTFT"),
+        ("throughput.output_tok_s", "Σ N_out / T, T = last end − first scheduled send of measured requests"),
+        ("throughput.total_tok_s", "Σ (N_in + N_out) / T"),
+        ("throughput.requests_per_s", "completed / T"),
+        ("error_rate", "failed logical requests / all logical requests"),
+    ])
+}

@@ -1,0 +1,356 @@
+//! `ferrite bench run`: a fixed-concurrency closed loop (concurrency 1 = sequential,
+//! interactive) of streamed chat requests with synthetic unique prompts, retries with backoff,
+//! and a report of every metric with its formula and the run's provenance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::client::{send, Attempt};
+use crate::metrics::{formulas, request_metrics, RequestMetrics, Stats};
+use crate::{Error, Result};
+
+/// Run settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// Base URL without `/v1` (e.g. `http://127.0.0.1:8080`).
+    pub url: String,
+    /// Model name sent in requests.
+    pub model: String,
+    /// Bearer key.
+    #[serde(skip)]
+    pub api_key: Option<String>,
+    /// Target prompt tokens per request.
+    pub input_tokens: usize,
+    /// Output tokens per request (`max_tokens`, with `ignore_eos`).
+    pub output_tokens: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Measured requests.
+    pub requests: usize,
+    /// Unmeasured requests sent first.
+    pub warmup: usize,
+    /// Retries per request after a connection error, 429 or 5xx.
+    pub retries: usize,
+    /// First backoff (doubles per retry; a `Retry-After` header overrides it).
+    pub retry_base: Duration,
+    /// Seed of the synthetic prompts.
+    pub seed: u64,
+}
+
+/// One logical request and its attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    /// Index in the run.
+    pub index: usize,
+    /// Scheduled send time, since the start of the measured phase.
+    pub scheduled_ms: f64,
+    /// Every HTTP attempt, in order.
+    pub attempts: Vec<Attempt>,
+    /// Metrics of the successful attempt.
+    pub metrics: Option<RequestMetrics>,
+}
+
+/// The report (`--json`), schema `ferrite-bench/run/v1`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Schema id.
+    pub schema: &'static str,
+    /// Who measured what, when, against which server.
+    pub provenance: Value,
+    /// Settings.
+    pub config: RunConfig,
+    /// Per-metric statistics.
+    pub metrics: Value,
+    /// Aggregate throughput.
+    pub throughput: Value,
+    /// Request counts.
+    pub requests: Value,
+    /// What the workload actually was.
+    pub workload: Value,
+    /// Formula of every metric.
+    pub formulas: Value,
+    /// Raw records (`--json` only).
+    pub records: Vec<RequestRecord>,
+}
+
+/// Words that are one token in common BPE vocabularies (with their leading space), so the
+/// prompt length in tokens tracks the word count.
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "it", "that", "was", "for", "on", "are", "with", "as",
+    "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "word", "but",
+    "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use",
+    "your", "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will",
+    "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long",
+    "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go",
+];
+
+/// A unique prompt of `words` words (different from the first word on, so prefix caches cannot
+/// serve it).
+pub fn synthetic_prompt(seed: u64, index: usize, words: usize) -> String {
+    let mut x = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut out = Vec::with_capacity(words);
+    for _ in 0..words {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(WORDS[(x % WORDS.len() as u64) as usize]);
+    }
+    out.join(" ")
+}
+
+fn body(cfg: &RunConfig, prompt: &str, max_tokens: usize) -> Value {
+    json!({
+        "model": cfg.model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "ignore_eos": true,
+        "temperature": 0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    })
+}
+
+/// One logical request with retries.
+async fn logical(
+    client: &reqwest::Client,
+    cfg: &RunConfig,
+    body: &Value,
+    t0: Instant,
+) -> Vec<Attempt> {
+    let url = format!("{}/v1/chat/completions", cfg.url.trim_end_matches('/'));
+    let mut attempts = Vec::new();
+    for k in 0..=cfg.retries {
+        let at = send(client, &url, cfg.api_key.as_deref(), body, t0).await;
+        let (ok, retry, wait) = (at.ok(), at.retryable(), at.retry_after);
+        attempts.push(at);
+        if ok || !retry || k == cfg.retries {
+            break;
+        }
+        let backoff = wait.unwrap_or(cfg.retry_base * 2u32.saturating_pow(k as u32));
+        tokio::time::sleep(backoff).await;
+    }
+    attempts
+}
+
+/// Measure prompt-template overhead with one request, so prompts can be sized in tokens.
+async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<usize> {
+    let words = 16;
+    let b = body(cfg, &synthetic_prompt(cfg.seed ^ 1, usize::MAX, words), 1);
+    let at = logical(client, cfg, &b, Instant::now()).await;
+    let u = at.last()?.usage()?;
+    u.prompt_tokens.checked_sub(words)
+}
+
+/// Run the benchmark.
+pub async fn run(cfg: RunConfig) -> Result<Report> {
+    if cfg.concurrency == 0 || cfg.requests == 0 {
+        return Err(Error::Config("concurrency and requests must be > 0".into()));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .map_err(|e| Error::Http(e.to_string()))?;
+    let provenance = provenance(&client, &cfg).await;
+    let overhead = template_overhead(&client, &cfg).await.unwrap_or(0);
+    let words = cfg.input_tokens.saturating_sub(overhead).max(1);
+    // Warm-up: sequential, not recorded.
+    for i in 0..cfg.warmup {
+        let b = body(
+            &cfg,
+            &synthetic_prompt(cfg.seed ^ 2, i, words),
+            cfg.output_tokens,
+        );
+        logical(&client, &cfg, &b, Instant::now()).await;
+    }
+    let start = Instant::now();
+    let next = Arc::new(Mutex::new(0usize));
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.concurrency.min(cfg.requests) {
+        let (next, records, client, cfg) =
+            (next.clone(), records.clone(), client.clone(), cfg.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = {
+                    let mut n = next.lock().await;
+                    if *n >= cfg.requests {
+                        return;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                // Closed loop: the request is scheduled when a worker is free.
+                let t0 = Instant::now();
+                let b = body(
+                    &cfg,
+                    &synthetic_prompt(cfg.seed, i, words),
+                    cfg.output_tokens,
+                );
+                let attempts = logical(&client, &cfg, &b, t0).await;
+                let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
+                records.lock().await.push(RequestRecord {
+                    index: i,
+                    scheduled_ms: (t0 - start).as_secs_f64() * 1e3,
+                    attempts,
+                    metrics,
+                });
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::Http(e.to_string()))?;
+    }
+    let mut records = Arc::try_unwrap(records)
+        .map_err(|_| Error::Http("records still shared".into()))?
+        .into_inner();
+    records.sort_by_key(|r| r.index);
+    Ok(summarize(cfg, provenance, words, overhead, records))
+}
+
+fn summarize(
+    cfg: RunConfig,
+    provenance: Value,
+    words: usize,
+    overhead: usize,
+    records: Vec<RequestRecord>,
+) -> Report {
+    let ok: Vec<&RequestMetrics> = records.iter().filter_map(|r| r.metrics.as_ref()).collect();
+    let col = |f: &dyn Fn(&RequestMetrics) -> Option<f64>| -> Vec<f64> {
+        ok.iter().filter_map(|m| f(m)).collect()
+    };
+    let itl: Vec<f64> = ok.iter().flat_map(|m| m.itl_ms.iter().copied()).collect();
+    let metrics = json!({
+        "ttft_ms": Stats::of(&col(&|m| Some(m.ttft_ms))),
+        "ttfo_ms": Stats::of(&col(&|m| m.ttfo_ms)),
+        "tpot_ms": Stats::of(&col(&|m| m.tpot_ms)),
+        "itl_ms": Stats::of(&itl),
+        "e2e_ms": Stats::of(&col(&|m| Some(m.e2e_ms))),
+        "output_speed_tok_s": Stats::of(&col(&|m| m.output_speed_tok_s)),
+        "prefill_tok_s": Stats::of(&col(&|m| m.prefill_tok_s)),
+    });
+    // T: first scheduled send → last end among measured requests.
+    let t_start = records
+        .iter()
+        .map(|r| r.scheduled_ms)
+        .fold(f64::INFINITY, f64::min);
+    let t_end = records
+        .iter()
+        .filter_map(|r| {
+            r.attempts
+                .last()
+                .map(|a| r.scheduled_ms + a.end.as_secs_f64() * 1e3)
+        })
+        .fold(0.0, f64::max);
+    let secs = ((t_end - t_start) / 1e3).max(1e-9);
+    let n_out: usize = ok.iter().map(|m| m.output_tokens).sum();
+    let n_in: usize = ok.iter().filter_map(|m| m.input_tokens).sum();
+    let attempts: usize = records.iter().map(|r| r.attempts.len()).sum();
+    let completed = ok.len();
+    let failed = records.len() - completed;
+    let achieved_in = col(&|m| m.input_tokens.map(|x| x as f64));
+    let achieved_out = col(&|m| Some(m.output_tokens as f64));
+    let sources: Vec<_> = ok.iter().map(|m| m.token_source).collect();
+    let source = if sources
+        .iter()
+        .all(|s| *s == crate::metrics::TokenSource::ServerUsage)
+    {
+        "server_usage"
+    } else {
+        "chunk_count"
+    };
+    let out_mismatch = ok
+        .iter()
+        .filter(|m| m.output_tokens != cfg.output_tokens)
+        .count();
+    Report {
+        schema: "ferrite-bench/run/v1",
+        provenance,
+        metrics,
+        throughput: json!({
+            "requests_per_s": completed as f64 / secs,
+            "output_tok_s": n_out as f64 / secs,
+            "total_tok_s": (n_in + n_out) as f64 / secs,
+            "duration_s": secs,
+        }),
+        requests: json!({
+            "completed": completed,
+            "failed": failed,
+            "attempts": attempts,
+            "retries": attempts - records.len(),
+            "error_rate": failed as f64 / records.len().max(1) as f64,
+            "attempt_success_rate": completed as f64 / attempts.max(1) as f64,
+            "errors": records.iter().filter(|r| r.metrics.is_none())
+                .filter_map(|r| r.attempts.last().and_then(|a| a.error.clone()))
+                .take(5).collect::<Vec<_>>(),
+        }),
+        workload: json!({
+            "kind": "synthetic unique prompts (chat), ignore_eos",
+            "input_tokens_requested": cfg.input_tokens,
+            "input_tokens_achieved": Stats::of(&achieved_in),
+            "prompt_words": words,
+            "template_overhead_tokens": overhead,
+            "output_tokens_requested": cfg.output_tokens,
+            "output_tokens_achieved": Stats::of(&achieved_out),
+            "output_length_mismatches": out_mismatch,
+            "token_source": source,
+        }),
+        formulas: serde_json::to_value(formulas()).unwrap_or(Value::Null),
+        config: cfg,
+        records,
+    }
+}
+
+async fn provenance(client: &reqwest::Client, cfg: &RunConfig) -> Value {
+    let models = async {
+        let mut r = client.get(format!("{}/v1/models", cfg.url.trim_end_matches('/')));
+        if let Some(k) = &cfg.api_key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.ok()?;
+        let server = r
+            .headers()
+            .get("server")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let v: Value = r.json().await.ok()?;
+        let ids: Vec<String> = v["data"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect();
+        Some((ids, server))
+    }
+    .await;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|m| m.trim().to_string())
+    });
+    json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "ferrite_version": env!("CARGO_PKG_VERSION"),
+        "ferrite_commit": option_env!("FERRITE_COMMIT"),
+        "endpoint": cfg.url,
+        "served_models": models.as_ref().map(|m| &m.0),
+        "server_header": models.as_ref().and_then(|m| m.1.clone()),
+        "client_cpu": cpu,
+        "client_threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+/// Fill in the `system_fingerprint` seen in the records.
+pub fn stamp_fingerprint(report: &mut Report) {
+    let fp = report
+        .records
+        .iter()
+        .flat_map(|r| r.attempts.iter())
+        .find_map(|a| a.system_fingerprint.clone());
+    if let Value::Object(p) = &mut report.provenance {
+        p.insert("system_fingerprint".into(), json!(fp));
+    }
+}

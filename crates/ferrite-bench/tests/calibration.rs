@@ -1,0 +1,228 @@
+//! Calibration against a scripted mock OpenAI server: the bench must report the scripted TTFT,
+//! TPOT, ITL, E2E and output speed within 5%, count retries and failures exactly, and take
+//! token counts from server usage.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferrite_bench::{run, RunConfig};
+use serde_json::{json, Value};
+
+#[derive(Clone)]
+struct Script {
+    ttft: Duration,
+    per_token: Duration,
+    tokens_per_chunk: usize,
+    /// The first `fail_first` generation requests (max_tokens > 1) get 429 + Retry-After: 0.
+    fail_first: usize,
+    /// Generation requests whose number is in here get an error object inside a 200 stream.
+    in_stream_error: Vec<usize>,
+    /// Prompt tokens = words + this (a fake chat template).
+    template: usize,
+    seen: Arc<AtomicUsize>,
+}
+
+async fn chat(State(s): State<Script>, Json(body): Json<Value>) -> Response {
+    let max_tokens = body["max_tokens"].as_u64().unwrap() as usize;
+    let words = body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .count();
+    let n = if max_tokens > 1 {
+        s.seen.fetch_add(1, Ordering::SeqCst)
+    } else {
+        usize::MAX
+    };
+    if n < s.fail_first {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "0")],
+            "{\"error\":{\"message\":\"slow down\"}}",
+        )
+            .into_response();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(16);
+    let fail = s.in_stream_error.contains(&n);
+    // Events are sent at absolute deadlines, so timer overshoot (≈1 ms per sleep) does not
+    // accumulate: what the bench sees is the script.
+    let t0 = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        let chunk = |delta: Value| {
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk", "system_fingerprint": "fp_mock", "choices": [{"index": 0, "delta": delta}]})
+            )
+        };
+        // Role-only first chunk and a keep-alive comment: neither is a token.
+        let _ = tx.send(Ok(chunk(json!({"role": "assistant"})))).await;
+        let _ = tx.send(Ok(": ping\n\n".into())).await;
+        tokio::time::sleep_until(t0 + s.ttft).await;
+        if fail {
+            let _ = tx
+                .send(Ok(
+                    "data: {\"error\": {\"message\": \"boom\"}}\n\ndata: [DONE]\n\n".into(),
+                ))
+                .await;
+            return;
+        }
+        let mut sent = 0;
+        while sent < max_tokens {
+            if sent > 0 {
+                tokio::time::sleep_until(t0 + s.ttft + s.per_token * sent as u32).await;
+            }
+            let k = s.tokens_per_chunk.min(max_tokens - sent);
+            let _ = tx.send(Ok(chunk(json!({"content": "x".repeat(k)})))).await;
+            sent += k;
+        }
+        let usage = json!({"choices": [], "usage": {"prompt_tokens": words + s.template, "completion_tokens": max_tokens, "total_tokens": words + s.template + max_tokens, "prompt_tokens_details": {"cached_tokens": 0}}});
+        let _ = tx
+            .send(Ok(format!("data:{usage}\n\ndata: [DONE]\n\n")))
+            .await;
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn start(s: Script) -> String {
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route(
+            "/v1/models",
+            get(|| async { Json(json!({"data": [{"id": "mock-model"}]})) }),
+        )
+        .with_state(s);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunConfig {
+    RunConfig {
+        url,
+        model: "mock-model".into(),
+        api_key: None,
+        input_tokens: 100,
+        output_tokens: 20,
+        concurrency,
+        requests,
+        warmup: 0,
+        retries,
+        retry_base: Duration::from_millis(10),
+        seed: 7,
+    }
+}
+
+fn within(got: f64, want: f64, tol: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= tol * want,
+        "{what}: got {got:.2}, want {want:.2} ± {:.0}%",
+        tol * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_the_scripted_latencies_within_5_percent() {
+    let s = Script {
+        ttft: Duration::from_millis(150),
+        per_token: Duration::from_millis(10),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 9,
+        seen: Arc::default(),
+    };
+    let url = start(s).await;
+    let r = run(cfg(url, 6, 2, 0)).await.unwrap();
+    let m = &r.metrics;
+    let p50 = |k: &str| m[k]["p50"].as_f64().unwrap();
+    within(p50("ttft_ms"), 150.0, 0.05, "TTFT");
+    within(p50("ttfo_ms"), 150.0, 0.05, "TTFO");
+    within(p50("tpot_ms"), 10.0, 0.05, "TPOT");
+    within(p50("itl_ms"), 10.0, 0.05, "ITL");
+    within(p50("e2e_ms"), 150.0 + 19.0 * 10.0, 0.05, "E2E");
+    within(p50("output_speed_tok_s"), 100.0, 0.05, "output speed");
+    assert_eq!(m["ttft_ms"]["n"], 6);
+    assert_eq!(r.requests["completed"], 6);
+    assert_eq!(r.requests["failed"], 0);
+    // Prompt sized through the measured template overhead: exactly the requested length.
+    assert_eq!(r.workload["template_overhead_tokens"], 9);
+    assert_eq!(r.workload["input_tokens_achieved"]["min"], 100.0);
+    assert_eq!(r.workload["input_tokens_achieved"]["max"], 100.0);
+    assert_eq!(r.workload["output_tokens_achieved"]["p50"], 20.0);
+    assert_eq!(r.workload["token_source"], "server_usage");
+    assert_eq!(r.provenance["served_models"][0], "mock-model");
+    // Two concurrent streams of 340 ms each: 6 requests take ~3 × 340 ms.
+    within(
+        r.throughput["output_tok_s"].as_f64().unwrap(),
+        120.0 / 1.02,
+        0.1,
+        "output throughput",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_token_chunks_keep_token_counts_from_usage() {
+    let s = Script {
+        ttft: Duration::from_millis(100),
+        per_token: Duration::from_millis(8),
+        tokens_per_chunk: 4,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 0,
+        seen: Arc::default(),
+    };
+    let r = run(cfg(start(s).await, 3, 1, 0)).await.unwrap();
+    let p50 = |k: &str| r.metrics[k]["p50"].as_f64().unwrap();
+    // 20 tokens in 5 chunks 32 ms apart: TPOT per token 8 ms (E2E − TTFT = 128 ms over 19),
+    // ITL per chunk 32 ms.
+    within(p50("tpot_ms"), 128.0 / 19.0, 0.05, "TPOT");
+    within(p50("itl_ms"), 32.0, 0.05, "ITL per chunk");
+    assert_eq!(r.workload["output_tokens_achieved"]["p50"], 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_and_failures_are_counted_exactly() {
+    let s = Script {
+        ttft: Duration::from_millis(5),
+        per_token: Duration::from_millis(1),
+        tokens_per_chunk: 1,
+        fail_first: 2,
+        in_stream_error: vec![3],
+        template: 0,
+        seen: Arc::default(),
+    };
+    // Sequential: request 0 gets two 429s then succeeds; generation request #3 (request 1)
+    // fails inside its 200 stream and is not retried (the server answered).
+    let r = run(cfg(start(s).await, 4, 1, 3)).await.unwrap();
+    assert_eq!(r.requests["completed"], 3, "{}", r.requests);
+    assert_eq!(r.requests["failed"], 1);
+    assert_eq!(r.requests["attempts"], 6);
+    assert_eq!(r.requests["retries"], 2);
+    assert!(r.requests["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("in-stream error: boom"));
+    assert_eq!(r.records[0].attempts[0].status, Some(429));
+    assert!(r.records[0].attempts[2].ok());
+    within(
+        r.requests["error_rate"].as_f64().unwrap(),
+        0.25,
+        1e-9,
+        "error rate",
+    );
+}
