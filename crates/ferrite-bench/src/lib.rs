@@ -9,6 +9,7 @@ pub mod client;
 pub mod metrics;
 pub mod run;
 pub mod sse;
+pub mod verify;
 
 pub use run::{run, stamp_fingerprint, Report, RunConfig};
 

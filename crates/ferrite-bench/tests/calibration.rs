@@ -226,3 +226,42 @@ async fn retries_and_failures_are_counted_exactly() {
         "error rate",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_passes_a_true_claim_and_fails_a_false_one() {
+    use ferrite_bench::verify::{evaluate, parse_claim};
+    let s = Script {
+        ttft: Duration::from_millis(120),
+        per_token: Duration::from_millis(10),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 0,
+        seen: Arc::default(),
+    };
+    let r = run(cfg(start(s).await, 8, 2, 0)).await.unwrap();
+    // Scripted: TTFT 120 ms, output speed 100 tok/s.
+    for (claim, want) in [
+        ("ttft_ms.p50<=200", true),
+        ("output_speed_tok_s.p50>=90", true),
+        ("output_speed_tok_s.mean >= 230", false),
+        ("ttft_ms.p99<100", false),
+        ("e2e_ms.max<=1000", true),
+    ] {
+        let res = evaluate(&r, &parse_claim(claim).unwrap());
+        assert_eq!(res.holds, want, "{claim}: {res:?}");
+        assert_eq!(res.n, 8);
+        if want {
+            assert!(res.holds_with_confidence, "{claim}: {res:?}");
+        }
+    }
+    for bad in [
+        "ttft_ms>=1",
+        "speed.p50>=1",
+        "ttft_ms.p42>=1",
+        "ttft_ms.p50>=fast",
+        "ttft_ms.p50",
+    ] {
+        assert!(parse_claim(bad).is_err(), "{bad}");
+    }
+}

@@ -15,6 +15,19 @@ pub enum BenchCommand {
     Model(ModelBenchArgs),
     /// Load an OpenAI-compatible endpoint and report latency and throughput with formulas.
     Run(RunBenchArgs),
+    /// Run a workload and check claims (`--claim "output_speed_tok_s.p50>=230"`); exit 1 if
+    /// any fails.
+    Verify(VerifyArgs),
+}
+
+/// `ferrite bench verify` options.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// A claim `metric.stat OP value` (repeatable), e.g. `ttft_ms.p50<=1000`.
+    #[arg(long = "claim", required = true)]
+    pub claims: Vec<String>,
+    #[command(flatten)]
+    pub run: RunBenchArgs,
 }
 
 /// `ferrite bench run` options.
@@ -77,7 +90,8 @@ pub struct ModelBenchArgs {
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Model(a) => model(a),
-        BenchCommand::Run(a) => endpoint(a),
+        BenchCommand::Run(a) => endpoint(a).map(|_| ()),
+        BenchCommand::Verify(a) => verify(a),
     }
 }
 
@@ -207,7 +221,46 @@ fn model(a: ModelBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn endpoint(a: RunBenchArgs) -> Result<()> {
+fn verify(a: VerifyArgs) -> Result<()> {
+    use ferrite_bench::verify::{evaluate, not_covered, parse_claim};
+    let claims = a
+        .claims
+        .iter()
+        .map(|c| parse_claim(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let report = endpoint(a.run)?;
+    println!();
+    println!("| claim | measured | 95% CI | n | verdict |");
+    println!("|---|---|---|---|---|");
+    let mut all = true;
+    for c in &claims {
+        let r = evaluate(&report, c);
+        all &= r.holds;
+        let verdict = match (r.holds, r.holds_with_confidence) {
+            (true, true) => "holds",
+            (true, false) => "holds (point estimate; the CI crosses the bound)",
+            (false, _) => "FAILS",
+        };
+        println!(
+            "| {} | {} | {} | {} | {verdict} |",
+            c.text,
+            r.measured.map_or("-".into(), |m| format!("{m:.1}")),
+            r.ci95
+                .map_or("-".into(), |(lo, hi)| format!("{lo:.1} – {hi:.1}")),
+            r.n
+        );
+    }
+    println!("not covered by this run:");
+    for item in not_covered(&report) {
+        println!("  - {item}");
+    }
+    if !all {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
     let cfg = ferrite_bench::RunConfig {
         url: a.url,
         model: a.model,
@@ -277,5 +330,5 @@ fn endpoint(a: RunBenchArgs) -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("report: {}", path.display());
     }
-    Ok(())
+    Ok(report)
 }
