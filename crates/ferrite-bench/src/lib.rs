@@ -11,7 +11,7 @@ pub mod run;
 pub mod sse;
 pub mod verify;
 
-pub use run::{run, stamp_fingerprint, Report, RunConfig};
+pub use run::{run, stamp_fingerprint, Prices, Report, RunConfig};
 
 /// Bench errors.
 #[derive(Debug, thiserror::Error)]

@@ -145,5 +145,7 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("throughput.total_tok_s", "Σ (N_in + N_out) / T"),
         ("throughput.requests_per_s", "completed / T"),
         ("error_rate", "failed logical requests / all logical requests"),
+        ("cost.total_usd", "Σ over attempts with usage: (prompt − cached)·input + cached·cached_input + completion·output (per Mtok) + per_request"),
+        ("cost.per_completed_request_usd", "cost.total_usd / completed requests (failed attempts that reported usage included)"),
     ])
 }

@@ -37,8 +37,38 @@ pub struct RunConfig {
     pub retries: usize,
     /// First backoff (doubles per retry; a `Retry-After` header overrides it).
     pub retry_base: Duration,
-    /// Seed of the synthetic prompts.
+    /// Seed of the synthetic prompts (and of Poisson arrivals).
     pub seed: u64,
+    /// Open loop: Poisson arrivals at this many requests per second (instead of the closed
+    /// loop of `concurrency` workers). Latency counts from each scheduled arrival.
+    pub rate: Option<f64>,
+    /// Prices for the cost report.
+    pub prices: Option<Prices>,
+}
+
+/// Prices in USD (`--prices FILE`, JSON with these keys; missing keys are 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Prices {
+    /// Per million uncached input tokens.
+    pub input_per_mtok: f64,
+    /// Per million cached input tokens (`usage.prompt_tokens_details.cached_tokens`).
+    pub cached_input_per_mtok: f64,
+    /// Per million output tokens.
+    pub output_per_mtok: f64,
+    /// Per request.
+    pub per_request: f64,
+}
+
+impl Prices {
+    /// Cost of one attempt that reported usage (attempts without usage are not billed here).
+    pub fn cost(&self, u: &crate::client::Usage) -> f64 {
+        let cached = u.cached_tokens.unwrap_or(0).min(u.prompt_tokens);
+        (u.prompt_tokens - cached) as f64 * self.input_per_mtok / 1e6
+            + cached as f64 * self.cached_input_per_mtok / 1e6
+            + u.completion_tokens as f64 * self.output_per_mtok / 1e6
+            + self.per_request
+    }
 }
 
 /// One logical request and its attempts.
@@ -71,6 +101,8 @@ pub struct Report {
     pub requests: Value,
     /// What the workload actually was.
     pub workload: Value,
+    /// Cost from server-reported usage (`null` without prices).
+    pub cost: Value,
     /// Formula of every metric.
     pub formulas: Value,
     /// Raw records (`--json` only).
@@ -147,7 +179,7 @@ async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<
 
 /// Run the benchmark.
 pub async fn run(cfg: RunConfig) -> Result<Report> {
-    if cfg.concurrency == 0 || cfg.requests == 0 {
+    if (cfg.concurrency == 0 && cfg.rate.is_none()) || cfg.requests == 0 {
         return Err(Error::Config("concurrency and requests must be > 0".into()));
     }
     let client = reqwest::Client::builder()
@@ -170,7 +202,42 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
     let next = Arc::new(Mutex::new(0usize));
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for _ in 0..cfg.concurrency.min(cfg.requests) {
+    if let Some(rate) = cfg.rate.filter(|r| r.is_finite() && *r > 0.0) {
+        // Open loop: exponential inter-arrival times from a seeded generator.
+        let mut x = cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B;
+        let mut at = 0f64;
+        for i in 0..cfg.requests {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            at += -u.ln() / rate;
+            let t0 = start + Duration::from_secs_f64(at);
+            let (records, client, cfg) = (records.clone(), client.clone(), cfg.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until(t0.into()).await;
+                let b = body(
+                    &cfg,
+                    &synthetic_prompt(cfg.seed, i, words),
+                    cfg.output_tokens,
+                );
+                let attempts = logical(&client, &cfg, &b, t0).await;
+                let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
+                records.lock().await.push(RequestRecord {
+                    index: i,
+                    scheduled_ms: (t0 - start).as_secs_f64() * 1e3,
+                    attempts,
+                    metrics,
+                });
+            }));
+        }
+    }
+    let closed_workers = if cfg.rate.is_some() {
+        0
+    } else {
+        cfg.concurrency.min(cfg.requests)
+    };
+    for _ in 0..closed_workers {
         let (next, records, client, cfg) =
             (next.clone(), records.clone(), client.clone(), cfg.clone());
         tasks.push(tokio::spawn(async move {
@@ -266,6 +333,21 @@ fn summarize(
         .iter()
         .filter(|m| m.output_tokens != cfg.output_tokens)
         .count();
+    let cost = cfg.prices.map(|p| {
+        let total: f64 = records
+            .iter()
+            .flat_map(|r| r.attempts.iter())
+            .filter_map(|a| a.usage())
+            .map(|u| p.cost(&u))
+            .sum();
+        json!({
+            "total_usd": total,
+            "per_request_usd": total / records.len().max(1) as f64,
+            "per_completed_request_usd": if completed > 0 { Some(total / completed as f64) } else { None },
+            "per_completed_task_usd": Value::Null,
+            "prices": p,
+        })
+    });
     Report {
         schema: "ferrite-bench/run/v1",
         provenance,
@@ -298,6 +380,7 @@ fn summarize(
             "output_length_mismatches": out_mismatch,
             "token_source": source,
         }),
+        cost: cost.unwrap_or(Value::Null),
         formulas: serde_json::to_value(formulas()).unwrap_or(Value::Null),
         config: cfg,
         records,

@@ -194,13 +194,15 @@ pub fn evaluate(report: &Report, claim: &Claim) -> ClaimResult {
 /// Reader's-checklist items this run did not cover.
 pub fn not_covered(report: &Report) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if report.config.concurrency <= 1 {
+    if report.config.concurrency <= 1 && report.config.rate.is_none() {
         out.push("load: only one request at a time (interactive); no concurrent load");
     }
     if report.config.retries == 0 {
         out.push("errors and retries: no retries allowed; failures end requests");
     }
-    out.push("cost: no prices given, cost per request or task not computed");
+    if report.cost.is_null() {
+        out.push("cost: no prices given, cost per request or task not computed");
+    }
     out.push("quality: output quality not compared (bench quality)");
     out.push("agent tasks: single-call requests only, no multi-call task time");
     out

@@ -124,6 +124,8 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         retries,
         retry_base: Duration::from_millis(10),
         seed: 7,
+        rate: None,
+        prices: None,
     }
 }
 
@@ -264,4 +266,47 @@ async fn verify_passes_a_true_claim_and_fails_a_false_one() {
     ] {
         assert!(parse_claim(bad).is_err(), "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cost_is_computed_exactly_from_usage_and_poisson_load_runs() {
+    let s = Script {
+        ttft: Duration::from_millis(5),
+        per_token: Duration::from_millis(1),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 0,
+        seen: Arc::default(),
+    };
+    let mut c = cfg(start(s).await, 5, 1, 0);
+    c.prices = Some(ferrite_bench::Prices {
+        input_per_mtok: 2.0,
+        cached_input_per_mtok: 0.5,
+        output_per_mtok: 8.0,
+        per_request: 0.001,
+    });
+    c.rate = Some(20.0);
+    let r = run(c).await.unwrap();
+    assert_eq!(r.requests["completed"], 5);
+    // Each request: 100 input tokens (0 cached) and 20 output tokens.
+    let per = 100.0 * 2.0 / 1e6 + 20.0 * 8.0 / 1e6 + 0.001;
+    within(
+        r.cost["total_usd"].as_f64().unwrap(),
+        5.0 * per,
+        1e-12,
+        "total cost",
+    );
+    within(
+        r.cost["per_completed_request_usd"].as_f64().unwrap(),
+        per,
+        1e-12,
+        "cost per request",
+    );
+    // Arrivals are scheduled in the open loop, not back to back.
+    let sched: Vec<f64> = r.records.iter().map(|x| x.scheduled_ms).collect();
+    assert!(
+        sched.windows(2).all(|w| w[1] > w[0]) && sched[0] > 0.0,
+        "{sched:?}"
+    );
 }

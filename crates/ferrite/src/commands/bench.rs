@@ -60,9 +60,15 @@ pub struct RunBenchArgs {
     /// Retries after connection errors, 429 and 5xx (exponential backoff, Retry-After honoured).
     #[arg(long, default_value_t = 0)]
     pub retries: usize,
-    /// Seed of the synthetic prompts.
+    /// Seed of the synthetic prompts and of Poisson arrivals.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Open loop: Poisson arrivals at this many requests per second (instead of --concurrency).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Prices JSON: {"input_per_mtok", "cached_input_per_mtok", "output_per_mtok", "per_request"} in USD.
+    #[arg(long)]
+    pub prices: Option<std::path::PathBuf>,
     /// Write the full report (schema ferrite-bench/run/v1, raw event logs included) here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -273,6 +279,14 @@ fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
         retries: a.retries,
         retry_base: std::time::Duration::from_millis(500),
         seed: a.seed,
+        rate: a.rate,
+        prices: match &a.prices {
+            Some(p) => Some(
+                serde_json::from_str(&std::fs::read_to_string(p)?)
+                    .map_err(|e| anyhow::anyhow!("--prices {}: {e}", p.display()))?,
+            ),
+            None => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -326,6 +340,14 @@ fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
         t["total_tok_s"].as_f64().unwrap_or(0.0), t["duration_s"].as_f64().unwrap_or(0.0),
         r["completed"], r["failed"], r["attempts"], r["retries"], r["error_rate"].as_f64().unwrap_or(0.0)
     );
+    if !report.cost.is_null() {
+        let c = &report.cost;
+        println!(
+            "cost: ${:.6} total, ${:.6} per completed request (server usage, cached tokens at the cached price)",
+            c["total_usd"].as_f64().unwrap_or(0.0),
+            c["per_completed_request_usd"].as_f64().unwrap_or(0.0)
+        );
+    }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         println!("report: {}", path.display());
