@@ -76,6 +76,21 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     crate::compat::swiglu(gate, up);
 }
 
+/// [`swiglu_inplace`] row by row (`width` elements each, as ggml applies it per row), rows
+/// spread over the pool.
+pub fn swiglu_rows(pool: &crate::ThreadPool, gate: &mut [f32], up: &[f32], width: usize) {
+    pool.par_chunks_mut(gate, width, |i, g| {
+        crate::compat::swiglu(g, &up[i * width..i * width + g.len()])
+    });
+}
+
+/// [`geglu_inplace`] row by row, rows spread over the pool.
+pub fn geglu_rows(pool: &crate::ThreadPool, gate: &mut [f32], up: &[f32], width: usize) {
+    pool.par_chunks_mut(gate, width, |i, g| {
+        crate::compat::geglu(g, &up[i * width..i * width + g.len()])
+    });
+}
+
 /// tanh-approximated GELU in f32.
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{
-    add_assign, geglu_inplace, rms_norm, rms_norm_inplace, scale_inplace, RopeStyle,
+    add_assign, geglu_rows, rms_norm, rms_norm_inplace, scale_inplace, RopeStyle,
 };
 
 use crate::config::ModelConfig;
@@ -202,7 +202,7 @@ impl Model for Gemma3 {
             cpu.linear_grouped(&l.up, &s.h, t, batch.kernel_groups, &mut s.up, &mut s.act)?;
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
-            geglu_inplace(&mut s.gate, &s.up);
+            geglu_rows(&cpu.pool, &mut s.gate, &s.up, c.ffn_dim);
             cpu.trace("ffn_geglu", il, &s.gate);
             cpu.linear_grouped(
                 &l.down,

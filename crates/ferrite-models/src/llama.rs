@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ferrite_gguf::GgufFile;
-use ferrite_kernels::ops::{add_assign, rms_norm, swiglu_inplace, RopeStyle};
+use ferrite_kernels::ops::{add_assign, rms_norm, swiglu_rows, RopeStyle};
 
 use crate::config::ModelConfig;
 use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
@@ -164,7 +164,7 @@ impl Model for Llama {
             cpu.linear_grouped(&l.up, &s.h, t, batch.kernel_groups, &mut s.up, &mut s.act)?;
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
-            swiglu_inplace(&mut s.gate, &s.up);
+            swiglu_rows(&cpu.pool, &mut s.gate, &s.up, c.ffn_dim);
             cpu.trace("ffn_swiglu", il, &s.gate);
             cpu.linear_grouped(
                 &l.down,

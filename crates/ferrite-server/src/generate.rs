@@ -25,7 +25,7 @@ use ferrite_protocol::{
 use ferrite_tokenizer::{ChatMessage, EncodeOptions, Tokenizer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use crate::routes::{error_response, not_loaded, too_large};
+use crate::routes::{error_response, not_loaded, read_body};
 use crate::state::{Admission, AppState};
 
 pub(crate) fn unix_now() -> u64 {
@@ -84,9 +84,7 @@ async fn start(
     endpoint: Endpoint,
     arrival: Instant,
 ) -> Result<Response, ApiError> {
-    let bytes = axum::body::to_bytes(body, s.options.max_body_bytes)
-        .await
-        .map_err(|_| too_large(s))?;
+    let bytes = read_body(s, body).await?;
     let req = parse_request(&bytes, endpoint)?;
     let loaded = s.loaded().ok_or_else(not_loaded)?.clone();
     if !s.is_ready() {

@@ -146,10 +146,35 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// Bodies over the limit are read to the end (discarded, up to this many bytes) before the 413
+/// goes out, so a client still sending gets the answer instead of a broken pipe.
+const DRAIN_LIMIT: usize = 64 << 20;
+
+/// The request body, at most `max_body_bytes` (413 past it).
+pub(crate) async fn read_body(s: &AppState, body: Body) -> Result<bytes::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let limit = s.options.max_body_bytes;
+    let mut stream = body.into_data_stream();
+    let (mut buf, mut total) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid("body", format!("reading the body failed: {e}")))?;
+        total += chunk.len();
+        if total > DRAIN_LIMIT {
+            break;
+        }
+        if total <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > limit {
+        return Err(too_large(s));
+    }
+    Ok(buf.into())
+}
+
 async fn read_json(s: &AppState, body: Body) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(body, s.options.max_body_bytes)
-        .await
-        .map_err(|_| too_large(s))?;
+    let bytes = read_body(s, body).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))
 }
