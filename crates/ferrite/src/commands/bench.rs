@@ -15,9 +15,21 @@ pub enum BenchCommand {
     Model(ModelBenchArgs),
     /// Load an OpenAI-compatible endpoint and report latency and throughput with formulas.
     Run(RunBenchArgs),
+    /// The run workload at several concurrencies (throughput vs latency), one row each.
+    Sweep(SweepArgs),
     /// Run a workload and check claims (`--claim "output_speed_tok_s.p50>=230"`); exit 1 if
     /// any fails.
     Verify(VerifyArgs),
+}
+
+/// `ferrite bench sweep` options.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Concurrency levels, comma-separated.
+    #[arg(long, default_value = "1,2,4,8")]
+    pub concurrencies: String,
+    #[command(flatten)]
+    pub run: RunBenchArgs,
 }
 
 /// `ferrite bench verify` options.
@@ -98,6 +110,7 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Model(a) => model(a),
         BenchCommand::Run(a) => endpoint(a).map(|_| ()),
         BenchCommand::Verify(a) => verify(a),
+        BenchCommand::Sweep(a) => sweep(a),
     }
 }
 
@@ -266,11 +279,11 @@ fn verify(a: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
-    let cfg = ferrite_bench::RunConfig {
-        url: a.url,
-        model: a.model,
-        api_key: a.api_key,
+fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
+    Ok(ferrite_bench::RunConfig {
+        url: a.url.clone(),
+        model: a.model.clone(),
+        api_key: a.api_key.clone(),
         input_tokens: a.input_tokens,
         output_tokens: a.output_tokens,
         concurrency: a.concurrency,
@@ -287,13 +300,62 @@ fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
             ),
             None => None,
         },
-    };
+    })
+}
+
+fn execute(cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let mut report = rt.block_on(ferrite_bench::run(cfg))?;
     ferrite_bench::stamp_fingerprint(&mut report);
+    Ok(report)
+}
+
+/// `ferrite bench sweep`: the same workload at several concurrencies, one row each.
+fn sweep(a: SweepArgs) -> Result<()> {
+    let levels: Vec<usize> = a
+        .concurrencies
+        .split(',')
+        .map(|c| c.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("--concurrencies {:?}: {e}", a.concurrencies))?;
+    if levels.is_empty() || levels.contains(&0) {
+        anyhow::bail!("--concurrencies needs positive integers, e.g. 1,2,4,8");
+    }
+    println!("| concurrency | requests | output tok/s | req/s | TTFT p50 (ms) | TTFT p99 (ms) | TPOT p50 (ms) | output speed p50 (tok/s) | error rate |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut reports = Vec::new();
+    for c in levels {
+        let mut cfg = run_config(&a.run)?;
+        cfg.concurrency = c;
+        cfg.rate = None;
+        cfg.requests = a.run.requests.max(2 * c);
+        let r = execute(cfg)?;
+        let m = |k: &str, s: &str| r.metrics[k][s].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {c} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.3} |",
+            r.requests["completed"],
+            r.throughput["output_tok_s"].as_f64().unwrap_or(0.0),
+            r.throughput["requests_per_s"].as_f64().unwrap_or(0.0),
+            m("ttft_ms", "p50"),
+            m("ttft_ms", "p99"),
+            m("tpot_ms", "p50"),
+            m("output_speed_tok_s", "p50"),
+            r.requests["error_rate"].as_f64().unwrap_or(0.0),
+        );
+        reports.push(r);
+    }
+    if let Some(path) = a.run.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+        println!("reports: {}", path.display());
+    }
+    Ok(())
+}
+
+fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
+    let report = execute(run_config(&a)?)?;
     let p = &report.provenance;
     println!(
         "{} · {} · model {} · fingerprint {} · client {}",
