@@ -538,11 +538,19 @@ async fn stream_task(
                 None => break,
             },
             _ = body.closed() => {
-                for c in choices.iter().filter(|c| c.finish.is_none()) {
-                    let _ = c;
+                let unfinished = choices.iter().filter(|c| c.finish.is_none()).count();
+                for _ in 0..unfinished {
                     s.metrics.finished("abort");
                 }
                 return;
+            }
+            // While a request waits (queue, long prefill), an SSE comment keeps proxies and
+            // clients from timing the connection out; clients ignore comment lines.
+            _ = tokio::time::sleep(s.options.sse_keep_alive) => {
+                if body.send(Bytes::from_static(b": ping\n\n")).await.is_err() {
+                    return;
+                }
+                continue;
             }
         };
         let first_of_choice = choices[i].last.is_none();

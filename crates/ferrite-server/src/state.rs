@@ -24,6 +24,8 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Idle time after which a stream gets a `: ping` comment.
+    pub sse_keep_alive: Duration,
 }
 
 /// The loaded engine and its tokenizer.

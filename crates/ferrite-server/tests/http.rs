@@ -458,3 +458,48 @@ async fn draining_refuses_new_requests_and_finishes_admitted_ones() {
     drain.await.unwrap();
     assert_eq!(s.state.inflight(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_streams_get_keep_alive_comments_before_their_first_token() {
+    let s = start(Opts {
+        engine: ferrite_engine::EngineConfig {
+            max_num_seqs: 1,
+            max_num_batched_tokens: 64,
+            kv_cache_bytes: 16 << 20,
+            ..Default::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    // One long request holds the only running slot; the next stream waits in the queue.
+    let (c, url) = (s.client.clone(), format!("{}/v1/chat/completions", s.url));
+    let long = tokio::spawn(async move {
+        c.post(url)
+            .json(&chat(
+                "hold",
+                json!({"max_tokens": 200, "ignore_eos": true}),
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    while s.state.inflight() < 1 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let r = s
+        .client
+        .post(format!("{}/v1/chat/completions", s.url))
+        .json(&chat("wait", json!({"max_tokens": 4, "stream": true})))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let ping = text
+        .find(": ping")
+        .expect("a keep-alive comment while queued");
+    let first_data = text.find("data: ").unwrap();
+    assert!(ping < first_data, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(long.await.unwrap(), 200);
+}

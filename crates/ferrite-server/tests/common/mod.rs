@@ -64,6 +64,7 @@ pub async fn start(opts: Opts) -> TestServer {
         max_inflight: opts.max_inflight,
         drain_timeout: Duration::from_secs(30),
         max_body_bytes: 1 << 20,
+        sse_keep_alive: Duration::from_millis(20),
     });
     state.install(Loaded {
         engine,

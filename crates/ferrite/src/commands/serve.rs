@@ -99,6 +99,7 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
         max_inflight: a.max_num_seqs + a.max_queue,
         drain_timeout: Duration::from_secs_f64(a.drain_timeout),
         max_body_bytes: 8 << 20,
+        sse_keep_alive: Duration::from_secs(10),
     });
     // The listener answers /health and /ready (503) while the model loads.
     eprintln!(
