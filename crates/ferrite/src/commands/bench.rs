@@ -100,6 +100,9 @@ pub struct ModelBenchArgs {
     /// Repetitions (after one warm-up run of each).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,
+    /// Tokens already in the KV cache before each test (llama-bench's `-d`), filled untimed.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub depth: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -130,12 +133,12 @@ fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 fn pp(
     m: &mut dyn Model,
     kv: &mut ContiguousKvCache,
-    n: usize,
+    (n, depth): (usize, usize),
     logits: &mut Vec<f32>,
 ) -> Result<f64> {
     let c = m.config().clone();
-    let toks = tokens(n, c.vocab_size, 42);
-    let pos: Vec<usize> = (0..n).collect();
+    let toks = tokens(n, c.vocab_size, 42 + depth as u64);
+    let pos: Vec<usize> = (depth..depth + n).collect();
     let slots = vec![0; n];
     let t = Instant::now();
     // One batch, as llama-bench with its default batch size of 2048 (ubatch 512) for pp512.
@@ -155,7 +158,7 @@ fn pp(
 fn tg(
     m: &mut dyn Model,
     kv: &mut ContiguousKvCache,
-    n: usize,
+    (n, depth): (usize, usize),
     logits: &mut Vec<f32>,
 ) -> Result<f64> {
     let toks = tokens(n, m.config().vocab_size, 7);
@@ -163,7 +166,7 @@ fn tg(
     for (p, tok) in toks.iter().enumerate() {
         let b = ForwardBatch {
             tokens: std::slice::from_ref(tok),
-            positions: &[p],
+            positions: &[depth + p],
             slots: &[0],
             logits_rows: &[0],
             kernel_groups: None,
@@ -184,24 +187,40 @@ fn model(a: ModelBenchArgs) -> Result<()> {
     let mut loaded = a.model.load()?;
     let m = loaded.model.as_mut();
     let c = m.config().clone();
-    let ctx = a.n_prompt.max(a.n_gen).max(1);
+    let d = a.depth;
+    let ctx = d + a.n_prompt.max(a.n_gen).max(1);
+    if ctx > c.context_length {
+        anyhow::bail!(
+            "depth {d} + test length exceeds the model's context of {} tokens",
+            c.context_length
+        );
+    }
     let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, ctx, 1)?;
     let mut logits = Vec::new();
+    if d > 0 {
+        // The context the tests run after; positions ≥ d are rewritten by every test.
+        pp(m, &mut kv, (d, 0), &mut logits)?;
+    }
+    let at = if d > 0 {
+        format!(" @ d{d}")
+    } else {
+        String::new()
+    };
     let reps = a.repetitions.max(1);
     let mut results = Vec::new();
     if a.n_prompt > 0 {
-        pp(m, &mut kv, a.n_prompt, &mut logits)?; // warm-up
+        pp(m, &mut kv, (a.n_prompt, d), &mut logits)?; // warm-up
         let v = (0..reps)
-            .map(|_| pp(m, &mut kv, a.n_prompt, &mut logits))
+            .map(|_| pp(m, &mut kv, (a.n_prompt, d), &mut logits))
             .collect::<Result<Vec<_>>>()?;
-        results.push((format!("pp{}", a.n_prompt), stats(&v)));
+        results.push((format!("pp{}{at}", a.n_prompt), stats(&v)));
     }
     if a.n_gen > 0 {
-        tg(m, &mut kv, a.n_gen.min(16), &mut logits)?; // warm-up
+        tg(m, &mut kv, (a.n_gen.min(16), d), &mut logits)?; // warm-up
         let v = (0..reps)
-            .map(|_| tg(m, &mut kv, a.n_gen, &mut logits))
+            .map(|_| tg(m, &mut kv, (a.n_gen, d), &mut logits))
             .collect::<Result<Vec<_>>>()?;
-        results.push((format!("tg{}", a.n_gen), stats(&v)));
+        results.push((format!("tg{}{at}", a.n_gen), stats(&v)));
     }
     let name = loaded
         .path
@@ -225,6 +244,7 @@ fn model(a: ModelBenchArgs) -> Result<()> {
                 "model": name,
                 "isa": m.cpu().kernels.isa().name(),
                 "repetitions": reps,
+                "depth": d,
             })
         );
     } else {
