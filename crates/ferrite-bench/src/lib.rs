@@ -6,11 +6,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod client;
+pub mod markdown;
 pub mod metrics;
 pub mod run;
 pub mod sse;
 pub mod verify;
 
+pub use markdown::render_markdown;
 pub use run::{run, stamp_fingerprint, Prices, Report, RunConfig};
 
 /// Bench errors.

@@ -168,6 +168,15 @@ async fn reports_the_scripted_latencies_within_5_percent() {
     assert_eq!(r.workload["output_tokens_achieved"]["p50"], 20.0);
     assert_eq!(r.workload["token_source"], "server_usage");
     assert_eq!(r.provenance["served_models"][0], "mock-model");
+    let md = ferrite_bench::render_markdown(&r);
+    assert!(
+        md.contains("| metric | p50 | p90 | p99 | mean | n | formula |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("(E2E − TTFT) / (N_out − 1)") && md.contains("6 completed, 0 failed"),
+        "{md}"
+    );
     // Two concurrent streams of 340 ms each: 6 requests take ~3 × 340 ms.
     within(
         r.throughput["output_tok_s"].as_f64().unwrap(),

@@ -84,6 +84,9 @@ pub struct RunBenchArgs {
     /// Write the full report (schema ferrite-bench/run/v1, raw event logs included) here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Write the printed report (Markdown) here too.
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
 }
 
 /// `ferrite bench model` options.
@@ -376,59 +379,11 @@ fn sweep(a: SweepArgs) -> Result<()> {
 
 fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
     let report = execute(run_config(&a)?)?;
-    let p = &report.provenance;
-    println!(
-        "{} · {} · model {} · fingerprint {} · client {}",
-        p["date"].as_str().unwrap_or("?"),
-        p["endpoint"].as_str().unwrap_or("?"),
-        report.config.model,
-        p["system_fingerprint"].as_str().unwrap_or("-"),
-        p["client_cpu"].as_str().unwrap_or("?"),
-    );
-    let w = &report.workload;
-    println!(
-        "workload: input {} tokens requested, achieved p50 {} (server usage); output {} requested, achieved p50 {}, {} mismatches; concurrency {}",
-        w["input_tokens_requested"], w["input_tokens_achieved"]["p50"], w["output_tokens_requested"],
-        w["output_tokens_achieved"]["p50"], w["output_length_mismatches"], report.config.concurrency
-    );
-    println!("| metric | p50 | p90 | p99 | mean | n | formula |");
-    println!("|---|---|---|---|---|---|---|");
-    for k in [
-        "ttft_ms",
-        "ttfo_ms",
-        "tpot_ms",
-        "itl_ms",
-        "e2e_ms",
-        "output_speed_tok_s",
-        "prefill_tok_s",
-    ] {
-        let m = &report.metrics[k];
-        let f = |x: &serde_json::Value| x.as_f64().map_or("-".into(), |v| format!("{v:.1}"));
-        println!(
-            "| {k} | {} | {} | {} | {} | {} | {} |",
-            f(&m["p50"]),
-            f(&m["p90"]),
-            f(&m["p99"]),
-            f(&m["mean"]),
-            m["n"],
-            report.formulas[k].as_str().unwrap_or("")
-        );
-    }
-    let t = &report.throughput;
-    let r = &report.requests;
-    println!(
-        "throughput: {:.2} req/s, {:.1} output tok/s, {:.1} total tok/s over {:.1} s · requests: {} completed, {} failed, {} attempts ({} retries), error rate {:.3}",
-        t["requests_per_s"].as_f64().unwrap_or(0.0), t["output_tok_s"].as_f64().unwrap_or(0.0),
-        t["total_tok_s"].as_f64().unwrap_or(0.0), t["duration_s"].as_f64().unwrap_or(0.0),
-        r["completed"], r["failed"], r["attempts"], r["retries"], r["error_rate"].as_f64().unwrap_or(0.0)
-    );
-    if !report.cost.is_null() {
-        let c = &report.cost;
-        println!(
-            "cost: ${:.6} total, ${:.6} per completed request (server usage, cached tokens at the cached price)",
-            c["total_usd"].as_f64().unwrap_or(0.0),
-            c["per_completed_request_usd"].as_f64().unwrap_or(0.0)
-        );
+    let text = ferrite_bench::render_markdown(&report);
+    print!("{text}");
+    if let Some(path) = &a.markdown {
+        std::fs::write(path, &text)?;
+        println!("markdown: {}", path.display());
     }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

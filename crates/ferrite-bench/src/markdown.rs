@@ -1,0 +1,93 @@
+//! The human-readable report: provenance line, workload actually achieved, every metric with its
+//! formula, throughput, request outcomes and cost (`ferrite bench run` prints it;
+//! `--markdown FILE` writes it).
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::run::Report;
+
+/// The metrics shown, in order.
+pub const METRICS: [&str; 7] = [
+    "ttft_ms",
+    "ttfo_ms",
+    "tpot_ms",
+    "itl_ms",
+    "e2e_ms",
+    "output_speed_tok_s",
+    "prefill_tok_s",
+];
+
+/// Render `report` as Markdown.
+pub fn render_markdown(report: &Report) -> String {
+    let mut o = String::new();
+    let p = &report.provenance;
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let _ = writeln!(
+        o,
+        "{} · {} · model {} · fingerprint {} · client {}",
+        s(&p["date"]),
+        s(&p["endpoint"]),
+        report.config.model,
+        s(&p["system_fingerprint"]),
+        s(&p["client_cpu"]),
+    );
+    let w = &report.workload;
+    let load = match report.config.rate {
+        Some(r) => format!("Poisson arrivals at {r} req/s"),
+        None => format!("concurrency {}", report.config.concurrency),
+    };
+    let _ = writeln!(
+        o,
+        "\nworkload: input {} tokens requested, achieved p50 {} ({}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
+        w["input_tokens_requested"],
+        w["input_tokens_achieved"]["p50"],
+        s(&w["token_source"]),
+        w["output_tokens_requested"],
+        w["output_tokens_achieved"]["p50"],
+        w["output_length_mismatches"],
+    );
+    let _ = writeln!(o, "| metric | p50 | p90 | p99 | mean | n | formula |");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    let f = |x: &Value| x.as_f64().map_or("-".into(), |v| format!("{v:.1}"));
+    for k in METRICS {
+        let m = &report.metrics[k];
+        let _ = writeln!(
+            o,
+            "| {k} | {} | {} | {} | {} | {} | {} |",
+            f(&m["p50"]),
+            f(&m["p90"]),
+            f(&m["p99"]),
+            f(&m["mean"]),
+            m["n"],
+            s(&report.formulas[k])
+        );
+    }
+    let t = &report.throughput;
+    let r = &report.requests;
+    let n = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let _ = writeln!(
+        o,
+        "\nthroughput: {:.2} req/s, {:.1} output tok/s, {:.1} total tok/s over {:.1} s\nrequests: {} completed, {} failed, {} attempts ({} retries), error rate {:.3}",
+        n(&t["requests_per_s"]),
+        n(&t["output_tok_s"]),
+        n(&t["total_tok_s"]),
+        n(&t["duration_s"]),
+        r["completed"],
+        r["failed"],
+        r["attempts"],
+        r["retries"],
+        n(&r["error_rate"]),
+    );
+    if !report.cost.is_null() {
+        let c = &report.cost;
+        let _ = writeln!(
+            o,
+            "cost: ${:.6} total, ${:.6} per completed request (server usage; cached tokens at the cached price)",
+            n(&c["total_usd"]),
+            n(&c["per_completed_request_usd"]),
+        );
+    }
+    o
+}
