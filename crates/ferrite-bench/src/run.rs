@@ -168,6 +168,30 @@ async fn logical(
     attempts
 }
 
+/// Send request `i` (scheduled at `t0`), with retries, and record it.
+async fn measure(
+    client: &reqwest::Client,
+    cfg: &RunConfig,
+    words: usize,
+    i: usize,
+    t0: Instant,
+    start: Instant,
+) -> RequestRecord {
+    let b = body(
+        cfg,
+        &synthetic_prompt(cfg.seed, i, words),
+        cfg.output_tokens,
+    );
+    let attempts = logical(client, cfg, &b, t0).await;
+    let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
+    RequestRecord {
+        index: i,
+        scheduled_ms: t0.saturating_duration_since(start).as_secs_f64() * 1e3,
+        attempts,
+        metrics,
+    }
+}
+
 /// Measure prompt-template overhead with one request, so prompts can be sized in tokens.
 async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<usize> {
     let words = 16;
@@ -181,6 +205,11 @@ async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<
 pub async fn run(cfg: RunConfig) -> Result<Report> {
     if (cfg.concurrency == 0 && cfg.rate.is_none()) || cfg.requests == 0 {
         return Err(Error::Config("concurrency and requests must be > 0".into()));
+    }
+    if let Some(r) = cfg.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(Error::Config(format!(
+            "rate must be a positive number of requests per second, got {r}"
+        )));
     }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
@@ -202,7 +231,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
     let next = Arc::new(Mutex::new(0usize));
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    if let Some(rate) = cfg.rate.filter(|r| r.is_finite() && *r > 0.0) {
+    if let Some(rate) = cfg.rate {
         // Open loop: exponential inter-arrival times from a seeded generator.
         let mut x = cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B;
         let mut at = 0f64;
@@ -216,19 +245,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
             let (records, client, cfg) = (records.clone(), client.clone(), cfg.clone());
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(t0.into()).await;
-                let b = body(
-                    &cfg,
-                    &synthetic_prompt(cfg.seed, i, words),
-                    cfg.output_tokens,
-                );
-                let attempts = logical(&client, &cfg, &b, t0).await;
-                let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
-                records.lock().await.push(RequestRecord {
-                    index: i,
-                    scheduled_ms: (t0 - start).as_secs_f64() * 1e3,
-                    attempts,
-                    metrics,
-                });
+                let rec = measure(&client, &cfg, words, i, t0, start).await;
+                records.lock().await.push(rec);
             }));
         }
     }
@@ -251,20 +269,8 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
                     *n - 1
                 };
                 // Closed loop: the request is scheduled when a worker is free.
-                let t0 = Instant::now();
-                let b = body(
-                    &cfg,
-                    &synthetic_prompt(cfg.seed, i, words),
-                    cfg.output_tokens,
-                );
-                let attempts = logical(&client, &cfg, &b, t0).await;
-                let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
-                records.lock().await.push(RequestRecord {
-                    index: i,
-                    scheduled_ms: (t0 - start).as_secs_f64() * 1e3,
-                    attempts,
-                    metrics,
-                });
+                let rec = measure(&client, &cfg, words, i, Instant::now(), start).await;
+                records.lock().await.push(rec);
             }
         }));
     }

@@ -153,17 +153,11 @@ pub fn evaluate(report: &Report, claim: &Claim) -> ClaimResult {
             "min" => (Some(stats.min), None),
             "max" => (Some(stats.max), None),
             p => {
-                let q = match p {
-                    "p50" => 0.5,
-                    "p90" => 0.9,
-                    "p95" => 0.95,
-                    _ => 0.99,
-                };
-                let x = match p {
-                    "p50" => stats.p50,
-                    "p90" => stats.p90,
-                    "p95" => stats.p95,
-                    _ => stats.p99,
+                let (q, x) = match p {
+                    "p50" => (0.5, stats.p50),
+                    "p90" => (0.9, stats.p90),
+                    "p95" => (0.95, stats.p95),
+                    _ => (0.99, stats.p99),
                 };
                 // Distribution-free interval: ranks n·q ± 1.96·sqrt(n·q·(1−q)).
                 let (c, h) = (n as f64 * q, 1.96 * (n as f64 * q * (1.0 - q)).sqrt());

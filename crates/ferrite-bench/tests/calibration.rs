@@ -319,3 +319,19 @@ async fn cost_is_computed_exactly_from_usage_and_poisson_load_runs() {
         "{sched:?}"
     );
 }
+
+#[tokio::test]
+async fn bad_rates_and_sizes_are_refused_before_any_request() {
+    for (rate, requests, concurrency) in [
+        (Some(0.0), 4, 1),
+        (Some(f64::NAN), 4, 1),
+        (Some(-2.0), 4, 1),
+        (None, 0, 1),
+        (None, 4, 0),
+    ] {
+        let mut c = cfg("http://127.0.0.1:9".into(), requests, concurrency, 0);
+        c.rate = rate;
+        let e = run(c).await.expect_err("must be refused");
+        assert!(e.to_string().contains("must be"), "{e}");
+    }
+}

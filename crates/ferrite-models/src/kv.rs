@@ -37,6 +37,14 @@ pub trait KvStore: Sync {
     fn capacity(&self) -> usize;
 }
 
+/// Write `src` as little-endian f16 into `dst` (`2 · src.len()` bytes): the cache row format
+/// every [`KvStore`] implementation stores.
+pub fn store_f16_row(dst: &mut [u8], src: &[f32]) {
+    for (b, &x) in dst.chunks_exact_mut(2).zip(src) {
+        b.copy_from_slice(&half::f16::from_f32(x).to_bits().to_le_bytes());
+    }
+}
+
 /// One contiguous f16 cache per sequence slot, laid out `[slot][layer][kv_head][pos][head_dim]`
 /// so each head's rows are contiguous.
 #[derive(Debug)]
@@ -109,12 +117,8 @@ impl KvStore for ContiguousKvCache {
         let d = self.head_dim;
         for h in 0..self.n_kv_heads {
             let o = self.row_offset(layer, seq, h, pos);
-            for i in 0..d {
-                let kb = half::f16::from_f32(k[h * d + i]).to_bits().to_le_bytes();
-                let vb = half::f16::from_f32(v[h * d + i]).to_bits().to_le_bytes();
-                self.k[o + 2 * i..o + 2 * i + 2].copy_from_slice(&kb);
-                self.v[o + 2 * i..o + 2 * i + 2].copy_from_slice(&vb);
-            }
+            store_f16_row(&mut self.k[o..o + 2 * d], &k[h * d..(h + 1) * d]);
+            store_f16_row(&mut self.v[o..o + 2 * d], &v[h * d..(h + 1) * d]);
         }
         Ok(())
     }

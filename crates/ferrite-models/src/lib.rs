@@ -38,7 +38,7 @@ pub use cpu::Cpu;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;
-pub use kv::{ContiguousKvCache, KvStore, KvVisitor, SeqSlot};
+pub use kv::{store_f16_row, ContiguousKvCache, KvStore, KvVisitor, SeqSlot};
 pub use llama::Llama;
 
 use ferrite_gguf::GgufFile;

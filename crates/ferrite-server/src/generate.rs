@@ -35,9 +35,9 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Engine events of choice `index`, into the request's one channel.
-struct ChannelSink {
-    index: usize,
-    tx: UnboundedSender<(usize, RequestEvent)>,
+pub(crate) struct ChannelSink {
+    pub(crate) index: usize,
+    pub(crate) tx: UnboundedSender<(usize, RequestEvent)>,
 }
 
 impl OutputSink for ChannelSink {

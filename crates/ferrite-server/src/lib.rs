@@ -49,15 +49,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> s
 pub async fn warm_up(state: &AppState) -> Result<(), String> {
     let l = state.loaded().ok_or("the engine is not installed")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    struct Sink(tokio::sync::mpsc::UnboundedSender<ferrite_engine::RequestEvent>);
-    impl ferrite_engine::OutputSink for Sink {
-        fn send(&mut self, ev: ferrite_engine::RequestEvent) -> bool {
-            self.0.send(ev).is_ok()
-        }
-        fn is_closed(&self) -> bool {
-            self.0.is_closed()
-        }
-    }
     let prompt = vec![l.tokenizer.bos().unwrap_or(0)];
     let req = ferrite_engine::NewRequest {
         prompt,
@@ -71,10 +62,11 @@ pub async fn warm_up(state: &AppState) -> Result<(), String> {
         arrival: std::time::Instant::now(),
         speculative: Some(None),
     };
+    let sink = generate::ChannelSink { index: 0, tx };
     l.engine
-        .add(req, Box::new(Sink(tx)))
+        .add(req, Box::new(sink))
         .map_err(|e| e.to_string())?;
-    while let Some(ev) = rx.recv().await {
+    while let Some((_, ev)) = rx.recv().await {
         match ev {
             ferrite_engine::RequestEvent::Finished(_) => {
                 state.set_ready();

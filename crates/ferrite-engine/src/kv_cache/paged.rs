@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use ferrite_models::{KvStore, KvVisitor, SeqSlot};
+use ferrite_models::{store_f16_row, KvStore, KvVisitor, SeqSlot};
 
 use super::block_pool::BlockId;
 
@@ -105,12 +105,8 @@ impl KvStore for PagedKvStore {
         let d = self.head_dim;
         for h in 0..self.n_kv_heads {
             let o = self.offset(block, layer, h, pos % self.block_size);
-            for i in 0..d {
-                let kb = half::f16::from_f32(k[h * d + i]).to_bits().to_le_bytes();
-                let vb = half::f16::from_f32(v[h * d + i]).to_bits().to_le_bytes();
-                self.k[o + 2 * i..o + 2 * i + 2].copy_from_slice(&kb);
-                self.v[o + 2 * i..o + 2 * i + 2].copy_from_slice(&vb);
-            }
+            store_f16_row(&mut self.k[o..o + 2 * d], &k[h * d..(h + 1) * d]);
+            store_f16_row(&mut self.v[o..o + 2 * d], &v[h * d..(h + 1) * d]);
         }
         Ok(())
     }
