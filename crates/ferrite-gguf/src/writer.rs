@@ -87,6 +87,25 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Replace the bytes of tensor `name` with `data` of the same length (tests that edit a
+    /// generated model).
+    pub fn replace_tensor_data(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        let t = self
+            .tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::Write(format!("no tensor {name:?} to replace")))?;
+        if t.data.len() != data.len() {
+            return Err(Error::Write(format!(
+                "tensor {name:?}: {} bytes given, it has {}",
+                data.len(),
+                t.data.len()
+            )));
+        }
+        t.data.copy_from_slice(data);
+        Ok(())
+    }
+
     fn alignment(&self) -> Result<u64> {
         match self.metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => Ok(DEFAULT_ALIGNMENT),

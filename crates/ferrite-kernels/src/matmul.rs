@@ -296,8 +296,8 @@ mod tests {
     #[test]
     fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
         // Odd sizes: 7 activation rows (one group of four plus three single rows), 19 weight
-        // rows (a partial tile), 96 columns (three blocks).
-        let (rows, cols, m) = (19, 96, 7);
+        // rows (a partial tile), 192 columns (six 32-blocks, three NVFP4 blocks).
+        let (rows, cols, m) = (19, 192, 7);
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut rnd = || {
             seed ^= seed << 13;
@@ -315,6 +315,8 @@ mod tests {
                 QuantType::Q5_0,
                 QuantType::Q5_1,
                 QuantType::Q8_0,
+                QuantType::MXFP4,
+                QuantType::NVFP4,
             ] {
                 let rb = ty.row_bytes(cols).unwrap();
                 let mut wq = vec![0u8; rb * rows];

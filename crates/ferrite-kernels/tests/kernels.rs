@@ -119,14 +119,14 @@ fn simd_equals_scalar_on_edge_sizes() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
-    fn simd_equals_scalar_on_random_rows(ti in 0usize..11, blocks in 1usize..12, seed in any::<u64>()) {
+    fn simd_equals_scalar_on_random_rows(ti in 0usize..QuantType::WEIGHTS.len(), blocks in 1usize..12, seed in any::<u64>()) {
         let t = QuantType::WEIGHTS[ti];
         let n = if t.block_size() == 1 { blocks * 37 } else { blocks * t.block_size() };
         check_simd_matches_scalar(t, n, seed);
     }
 
     #[test]
-    fn simd_equals_scalar_on_raw_random_blocks(ti in 3usize..11, blocks in 1usize..6, bytes in proptest::collection::vec(any::<u8>(), 0..8000), seed in any::<u64>()) {
+    fn simd_equals_scalar_on_raw_random_blocks(ti in 3usize..QuantType::WEIGHTS.len(), blocks in 1usize..6, bytes in proptest::collection::vec(any::<u8>(), 0..8000), seed in any::<u64>()) {
         // Arbitrary bit patterns (not produced by our quantizer), with finite scales.
         let t = QuantType::WEIGHTS[ti];
         let n = blocks * t.block_size();
@@ -158,6 +158,13 @@ fn sanitize_scales(t: QuantType, data: &mut [u8]) {
             (t.type_size(), &[0, 2])
         }
         QuantType::Q6_K => (210, &[208]),
+        QuantType::MXFP4 => {
+            // E8M0 exponents near 2^0, so products stay finite.
+            for block in data.chunks_exact_mut(17) {
+                block[0] = 110 + block[0] % 30;
+            }
+            return;
+        }
         _ => return,
     };
     for block in data.chunks_exact_mut(size) {
@@ -183,6 +190,8 @@ fn quantization_error_within_format_bounds() {
         (QuantType::Q4_0, 0.15),
         (QuantType::Q4_1, 0.10),
         (QuantType::Q4_K, 0.10),
+        (QuantType::MXFP4, 0.20),
+        (QuantType::NVFP4, 0.13),
     ];
     let n = 256 * 16;
     let x = values(7, n, 1.0);
@@ -343,6 +352,24 @@ fn llama_cpp_kernel_variants_agree_across_isas() {
                 .matrix_row_dot(t, shape, n, &wq, &xq)
                 .unwrap();
             assert_eq!(got, want, "{t} {isa} {shape:?}");
+        }
+    }
+}
+
+#[test]
+fn fp4_kernels_are_bit_identical_across_isas() {
+    // The FP4 kernels do the scalar reference's float operations in the same order.
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    for t in [QuantType::MXFP4, QuantType::NVFP4] {
+        for blocks in [1usize, 3, 10] {
+            let n = 64 * blocks;
+            let wq = quantized(t, &values(blocks as u64, n, 0.05));
+            let xq = activations(t, &values(blocks as u64 + 50, n, 3.0));
+            let want = scalar.dot(t, n, &wq, &xq).unwrap();
+            for isa in Isa::available() {
+                let got = Kernels::new(isa).unwrap().dot(t, n, &wq, &xq).unwrap();
+                assert_eq!(got.to_bits(), want.to_bits(), "{t} n={n} {isa}");
+            }
         }
     }
 }

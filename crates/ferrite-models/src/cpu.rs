@@ -89,7 +89,13 @@ impl Cpu {
             y,
             scratch,
         )
-        .map_err(Error::Kernel)
+        .map_err(Error::Kernel)?;
+        // The second-level scale multiplies the product, as llama.cpp's `ggml_mul` after the
+        // matmul does.
+        if let Some(s) = w.scale {
+            y.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
     }
 
     /// Rows of the embedding table for `tokens`, times `scale`.

@@ -27,6 +27,7 @@ pub mod cpu;
 mod gemma3;
 mod kv;
 mod llama;
+pub mod quantize;
 mod scratch;
 pub mod weights;
 
@@ -50,7 +51,7 @@ pub enum Error {
     #[error("unsupported architecture {0:?} (supported: llama, gemma3)")]
     UnsupportedArchitecture(String),
     /// A tensor is stored in a format the kernels cannot compute with.
-    #[error("tensor {tensor:?} has type {ggml_type}, which ferrite cannot compute with (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)")]
+    #[error("tensor {tensor:?} has type {ggml_type}, which ferrite cannot compute with (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4, NVFP4)")]
     UnsupportedTensorType {
         /// Tensor name.
         tensor: String,
@@ -84,6 +85,9 @@ pub enum Error {
         /// Positions available.
         capacity: usize,
     },
+    /// A requantization that cannot or should not be done.
+    #[error("quantize: {0}")]
+    Quantize(String),
     /// A kernel rejected its inputs.
     #[error(transparent)]
     Kernel(#[from] ferrite_kernels::Error),

@@ -23,6 +23,8 @@ pub fn quant_type(info: &TensorInfo) -> Result<QuantType> {
         GgmlType::Q4_K => QuantType::Q4_K,
         GgmlType::Q5_K => QuantType::Q5_K,
         GgmlType::Q6_K => QuantType::Q6_K,
+        GgmlType::MXFP4 => QuantType::MXFP4,
+        GgmlType::NVFP4 => QuantType::NVFP4,
         other => {
             return Err(Error::UnsupportedTensorType {
                 tensor: info.name.clone(),
@@ -43,6 +45,10 @@ pub struct Linear {
     pub rows: usize,
     /// Input features.
     pub cols: usize,
+    /// Per-tensor factor applied to the product (NVFP4's second-level scale, ModelOpt's
+    /// `weight_scale_2`), from the optional F32 tensor `<name>.scale` of shape {1}, as
+    /// llama.cpp stores it.
+    pub scale: Option<f32>,
 }
 
 impl Linear {
@@ -60,12 +66,17 @@ impl Linear {
             });
         }
         let ty = quant_type(&info)?;
+        let scale = match name.strip_suffix(".weight") {
+            Some(base) => load_scale(file, &format!("{base}.scale"))?,
+            None => None,
+        };
         Ok(Linear {
             file: Arc::clone(file),
             info,
             ty,
             rows,
             cols,
+            scale,
         })
     }
 
@@ -80,16 +91,37 @@ impl Linear {
         .expect("invariant: shape and size validated at load")
     }
 
-    /// Dequantize row `r` into `out` (`cols` elements): embedding lookups.
+    /// Dequantize row `r` into `out` (`cols` elements), times the tensor scale if any:
+    /// embedding lookups.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
         let m = self.matrix();
-        dequantize_row(self.ty, m.row(r), out).map_err(Error::Kernel)
+        dequantize_row(self.ty, m.row(r), out).map_err(Error::Kernel)?;
+        if let Some(s) = self.scale {
+            out.iter_mut().for_each(|v| *v *= s);
+        }
+        Ok(())
     }
 
     /// Tensor name.
     pub fn name(&self) -> &str {
         &self.info.name
     }
+}
+
+/// The optional per-tensor scale `name`: one finite f32 (shape {1}), or an error naming it.
+fn load_scale(file: &GgufFile, name: &str) -> Result<Option<f32>> {
+    let Some(info) = file.tensor(name) else {
+        return Ok(None);
+    };
+    let v = load_vector(file, name, 1)?[0];
+    if !v.is_finite() || info.ggml_type != GgmlType::F32 {
+        return Err(Error::TensorShape {
+            tensor: name.to_string(),
+            expected: "one finite F32 value".to_string(),
+            found: format!("{} value {v}", info.ggml_type),
+        });
+    }
+    Ok(Some(v))
 }
 
 /// Load a 1-D f32 (or f16/bf16) vector of `len` elements.

@@ -33,6 +33,13 @@ impl Mat {
             )
             .map_err(|e| e.to_string())?;
         }
+        // A second-level scale (`<name>.scale`, as llama.cpp stores NVFP4's) multiplies W.
+        if let Some(base) = name.strip_suffix(".weight") {
+            if let Ok((_, s)) = f.tensor_by_name(&format!("{base}.scale")) {
+                let s = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                w.iter_mut().for_each(|v| *v *= s);
+            }
+        }
         Ok(Mat { rows, cols, w })
     }
 

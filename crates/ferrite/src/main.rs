@@ -19,9 +19,11 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Chat with a model in the terminal.
     Chat(commands::chat::ChatArgs),
-    /// Evaluate a model (perplexity).
+    /// Evaluate a model (perplexity, comparison against a reference).
     #[command(subcommand)]
     Eval(commands::eval::EvalCommand),
+    /// Requantize a GGUF model (q8_0, q4_0, q4_k, mxfp4, nvfp4, nvfp4-2l, f16, f32).
+    Quantize(commands::quantize::QuantizeArgs),
     /// Fetch a known model into the cache and print its path.
     Pull(commands::pull::PullArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
@@ -51,6 +53,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => commands::chat::run(a),
         Command::Eval(c) => commands::eval::run(c),
         Command::Pull(a) => commands::pull::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
         Command::Bench(c) => commands::bench::run(c),
         Command::Serve(a) => commands::serve::run(a),
     }

@@ -43,7 +43,12 @@ impl ModelArgs {
 
     /// Resolve, open and load.
     pub fn load(&self) -> Result<Loaded> {
-        let path = crate::hub::resolve_model(&self.model)?;
+        self.load_spec(&self.model)
+    }
+
+    /// Resolve, open and load the model `spec` (same forms as `--model`) with these options.
+    pub fn load_spec(&self, spec: &str) -> Result<Loaded> {
+        let path = crate::hub::resolve_model(spec)?;
         let file = Arc::new(
             GgufFile::open(&path).with_context(|| format!("reading model {}", path.display()))?,
         );

@@ -277,3 +277,107 @@ fn pull_reports_a_missing_or_failing_python() {
         .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
         .exists());
 }
+
+#[test]
+fn quantize_then_compare_against_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny(&dir, TinyArch::Llama);
+    let p = |n: &str| dir.path().join(n).to_string_lossy().to_string();
+    let text = p("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(4),
+    )
+    .unwrap();
+
+    let o = ferrite(&[
+        "quantize",
+        "-i",
+        &src,
+        "-o",
+        &p("q.gguf"),
+        "--type",
+        "nvfp4-2l",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("F32 -> NVFP4 +scale"), "{}", stderr(&o));
+    // Existing output, unknown type, lossy-to-lossy: clear refusals, nothing overwritten.
+    let o = ferrite(&["quantize", "-i", &src, "-o", &p("q.gguf"), "--type", "q8_0"]);
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    let o = ferrite(&["quantize", "-i", &src, "-o", &p("x.gguf"), "--type", "q2_k"]);
+    assert!(stderr(&o).contains("expected one of"), "{}", stderr(&o));
+    let o = ferrite(&[
+        "quantize",
+        "-i",
+        &p("q.gguf"),
+        "-o",
+        &p("y.gguf"),
+        "--type",
+        "q4_0",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--allow-requantize"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("y.gguf").exists() && !dir.path().join("y.gguf.partial").exists());
+
+    // A model against itself: zero divergence, full agreement.
+    let (json, md) = (p("same.json"), p("same.md"));
+    let o = ferrite(&[
+        "eval",
+        "compare",
+        "-m",
+        &src,
+        "--reference",
+        &src,
+        "--file",
+        &text,
+        "--ctx",
+        "32",
+        "--report-json",
+        &json,
+        "--report-md",
+        &md,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        r["results"]["kl_mean"].as_f64().unwrap().abs() < 1e-9,
+        "{r}"
+    );
+    assert_eq!(r["results"]["top1_agreement"], 1.0);
+    assert_eq!(r["model"]["sha256"], r["reference"]["sha256"]);
+    assert!(std::fs::read_to_string(&md)
+        .unwrap()
+        .contains("| mean KL |"));
+
+    // The quantized model against its source: some divergence, both perplexities reported.
+    let o = ferrite(&[
+        "eval",
+        "compare",
+        "-m",
+        &p("q.gguf"),
+        "--reference",
+        &src,
+        "--file",
+        &text,
+        "--ctx",
+        "32",
+        "--report-json",
+        &json,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let res = &r["results"];
+    assert!(res["kl_mean"].as_f64().unwrap() > 1e-6, "{r}");
+    assert!(res["kl_p99"].as_f64().unwrap() >= res["kl_median"].as_f64().unwrap());
+    assert!(res["ppl"].as_f64().unwrap() > 1.0 && res["ppl_reference"].as_f64().unwrap() > 1.0);
+    // 2 layers × 7 matrices with scales, plus the (tied) embedding without one.
+    assert_eq!(r["model"]["tensor_types"]["nvfp4"], 15, "{r}");
+    assert_eq!(r["model"]["scale_tensors"], 14);
+    assert!(r["model"]["scale_tensors"].as_u64().unwrap() > 0);
+    assert!(r["date"].as_str().unwrap().starts_with("20"));
+}

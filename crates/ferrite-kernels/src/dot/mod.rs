@@ -46,9 +46,9 @@ pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 #[derive(Clone, Copy)]
 pub struct Kernels {
     isa: Isa,
-    dots: [Option<DotFn>; 13],
+    dots: [Option<DotFn>; QuantType::ALL.len()],
     /// Four-row kernels, for the formats whose row arithmetic never depends on the batch shape.
-    quads: [Option<Dot4Fn>; 13],
+    quads: [Option<Dot4Fn>; QuantType::ALL.len()],
     /// Q4_K with the arithmetic llama.cpp uses for repacked matrices (rows % 8 == 0): its GEMV
     /// (single activation rows) and its GEMM (activation rows in groups of four).
     q4_k_rp: DotFn,
@@ -84,8 +84,8 @@ impl Kernels {
         isa.require()?;
         let mut k = Kernels {
             isa,
-            dots: [None; 13],
-            quads: [None; 13],
+            dots: [None; QuantType::ALL.len()],
+            quads: [None; QuantType::ALL.len()],
             q4_k_rp: scalar::q4_k_q8_k_rp,
             q4_k_rp4: scalar::q4_k_q8_k_rp4,
             q4_k_tl: scalar::q4_k_q8_k_tl,
@@ -107,6 +107,8 @@ impl Kernels {
         k.set(QuantType::Q4_K, scalar::q4_k_q8_k);
         k.set(QuantType::Q5_K, scalar::q5_k_q8_k);
         k.set(QuantType::Q6_K, scalar::q6_k_q8_k);
+        k.set(QuantType::MXFP4, scalar::mxfp4_q8_0);
+        k.set(QuantType::NVFP4, scalar::nvfp4_q8_0);
         #[cfg(target_arch = "x86_64")]
         x86::install(&mut k);
         Ok(k)
@@ -136,6 +138,8 @@ impl Kernels {
                     | QuantType::Q5_0
                     | QuantType::Q5_1
                     | QuantType::Q8_0
+                    | QuantType::MXFP4
+                    | QuantType::NVFP4
             ),
             "four-row kernels only for shape-independent formats"
         );
@@ -337,6 +341,48 @@ mod x86 {
         };
     }
 
+    macro_rules! entry4t {
+        // Four-row kernels checked by format: weight type `$t`, Q8_0 activations.
+        ($name:ident, $kernel:path, $t:expr) => {
+            pub(super) fn $name(n: usize, w: &[u8], a: [&[u8]; 4], sc: &[f32]) -> [f32; 4] {
+                assert!(
+                    a.iter().all(|a| crate::dot::check_row($t, n, w, a).is_ok())
+                        && sc.len() == 8 * (n / 32),
+                    "invariant: row lengths checked by the caller"
+                );
+                // SAFETY: lengths were just checked for all four rows, and this entry is only
+                // reachable through a `Kernels` table whose ISA was confirmed on this CPU.
+                unsafe {
+                    $kernel(
+                        n,
+                        w.as_ptr(),
+                        [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()],
+                        sc.as_ptr(),
+                    )
+                }
+            }
+        };
+    }
+
+    macro_rules! fp4_entries {
+        ($modname:ident, $m:ident) => {
+            mod $modname {
+                use crate::arch::x86_64::fp4dot;
+                use crate::quant::QuantType;
+                entry!(mxfp4, fp4dot::$m::mxfp4_q8_0, QuantType::MXFP4);
+                entry!(nvfp4, fp4dot::$m::nvfp4_q8_0, QuantType::NVFP4);
+                entry4t!(mxfp4_x4, fp4dot::$m::mxfp4_q8_0_x4, QuantType::MXFP4);
+                entry4t!(nvfp4_x4, fp4dot::$m::nvfp4_q8_0_x4, QuantType::NVFP4);
+                pub(super) const TABLE: [(QuantType, super::DotFn, super::Dot4Fn); 2] = [
+                    (QuantType::MXFP4, mxfp4, mxfp4_x4),
+                    (QuantType::NVFP4, nvfp4, nvfp4_x4),
+                ];
+            }
+        };
+    }
+    fp4_entries!(fp4_avx2, avx2);
+    fp4_entries!(fp4_vnni, vnni);
+
     entry!(f32_avx2, fdot::f32_avx2, QuantType::F32);
     entry!(f16_avx2, fdot::f16_avx2, QuantType::F16);
     entry!(bf16_avx2, fdot::bf16_avx2, QuantType::BF16);
@@ -422,6 +468,10 @@ mod x86 {
                 for (t, f) in avx2::QUADS {
                     k.set_quad(t, f);
                 }
+                for (t, f, f4) in fp4_avx2::TABLE {
+                    k.set(t, f);
+                    k.set_quad(t, f4);
+                }
                 k.q4_k_rp4_x4 = Some(avx2::q4_k_rp4_x4);
                 k.q6_k_tl_x4 = Some(avx2::q6_k_tl_x4);
                 k.q4_k_rp = avx2::q4_k_rp;
@@ -439,6 +489,10 @@ mod x86 {
                 }
                 for (t, f) in vnni::QUADS {
                     k.set_quad(t, f);
+                }
+                for (t, f, f4) in fp4_vnni::TABLE {
+                    k.set(t, f);
+                    k.set_quad(t, f4);
                 }
                 k.q4_k_rp4_x4 = Some(vnni::q4_k_rp4_x4);
                 k.q6_k_tl_x4 = Some(vnni::q6_k_tl_x4);

@@ -5,6 +5,7 @@
 use half::{bf16, f16};
 
 use crate::quant::blocks::*;
+use crate::quant::fp4::{e8m0_half, nvfp4_code, KVALUES_FP4, QK_NVFP4, UE4M3_HALF};
 
 fn blocks<T: bytemuck::Pod>(b: &[u8]) -> &[T] {
     bytemuck::cast_slice(b)
@@ -127,6 +128,46 @@ pub(crate) fn q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     for (x, y) in w.iter().zip(a).take(n / QK) {
         let l = lanes(|e| i32::from(x.qs[e]) * i32::from(y.qs[e]));
         acc_lanes(&mut acc, f16_le(x.d) * f16_le(y.d), &l);
+    }
+    hsum8(&acc)
+}
+
+/// MXFP4 × Q8_0: doubled E2M1 ints, scale `e8m0_half(e)·d_a` (ggml's convention).
+pub(crate) fn mxfp4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (blocks::<BlockMxfp4>(w), blocks::<BlockQ8_0>(a));
+    let mut acc = [0f32; 8];
+    for (x, y) in w.iter().zip(a).take(n / QK) {
+        let l = lanes(|e| {
+            let code = if e < 16 {
+                x.qs[e] & 15
+            } else {
+                x.qs[e - 16] >> 4
+            };
+            i32::from(KVALUES_FP4[usize::from(code)]) * i32::from(y.qs[e])
+        });
+        acc_lanes(&mut acc, e8m0_half(x.e) * f16_le(y.d), &l);
+    }
+    hsum8(&acc)
+}
+
+/// NVFP4 × Q8_0: each 32-element half of a block meets one Q8_0 block; lanes 0–3 take the
+/// first sub-block's scale, lanes 4–7 the second's.
+pub(crate) fn nvfp4_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (blocks::<BlockNvfp4>(w), blocks::<BlockQ8_0>(a));
+    let mut acc = [0f32; 8];
+    for (i, x) in w.iter().enumerate().take(n / QK_NVFP4) {
+        for h in 0..2 {
+            let y = &a[2 * i + h];
+            let l = lanes(|e| i32::from(KVALUES_FP4[nvfp4_code(x, h, e)]) * i32::from(y.qs[e]));
+            let da = f16_le(y.d);
+            let (d0, d1) = (
+                UE4M3_HALF[usize::from(x.d[2 * h])] * da,
+                UE4M3_HALF[usize::from(x.d[2 * h + 1])] * da,
+            );
+            for k in 0..8 {
+                acc[k] = fma(if k < 4 { d0 } else { d1 }, l[k] as f32, acc[k]);
+            }
+        }
     }
     hsum8(&acc)
 }

@@ -74,6 +74,16 @@ block!(
     BlockQ8K, 292, { d: [u8; 4], qs: [i8; 256], bsums: [[u8; 2]; 16] }
 );
 
+block!(
+    /// MXFP4: E8M0 exponent `e`; low nibble of `qs[j]` is element j, high nibble element j+16.
+    BlockMxfp4, 17, { e: u8, qs: [u8; 16] }
+);
+block!(
+    /// NVFP4 (ggml): four 16-element sub-blocks, UE4M3 scale `d[s]` each; in sub-block s, byte
+    /// `qs[8s + j]` holds element j (low nibble) and j+8 (high nibble).
+    BlockNvfp4, 36, { d: [u8; 4], qs: [u8; 32] }
+);
+
 impl BlockQ8K {
     /// The block scale.
     #[inline(always)]

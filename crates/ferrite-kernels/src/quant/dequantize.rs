@@ -3,6 +3,7 @@
 use half::{bf16, f16};
 
 use super::blocks::*;
+use super::fp4;
 use super::QuantType;
 use crate::{Error, Result};
 
@@ -166,6 +167,8 @@ pub fn dequantize_row(t: QuantType, data: &[u8], out: &mut [f32]) -> Result<()> 
                 }
             }
         }
+        QuantType::MXFP4 => fp4::dequantize_mxfp4(cast(data), out),
+        QuantType::NVFP4 => fp4::dequantize_nvfp4(cast(data), out),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod blocks;
 mod dequantize;
+pub mod fp4;
 mod quantize;
 
 pub use blocks::*;
@@ -44,11 +45,15 @@ pub enum QuantType {
     Q6_K,
     /// 8-bit K activations (pairs with K-quants).
     Q8_K,
+    /// OCP MXFP4: 32 E2M1 values with one E8M0 scale (GGUF type 39).
+    MXFP4,
+    /// NVFP4 as ggml stores it: 64 E2M1 values, one UE4M3 scale per 16 (GGUF type 40).
+    NVFP4,
 }
 
 impl QuantType {
     /// Every type, for tests that sweep formats.
-    pub const ALL: [QuantType; 13] = [
+    pub const ALL: [QuantType; 15] = [
         QuantType::F32,
         QuantType::F16,
         QuantType::BF16,
@@ -62,10 +67,12 @@ impl QuantType {
         QuantType::Q5_K,
         QuantType::Q6_K,
         QuantType::Q8_K,
+        QuantType::MXFP4,
+        QuantType::NVFP4,
     ];
 
     /// Types that weights are stored in (everything but the activation-only Q8_1 and Q8_K).
-    pub const WEIGHTS: [QuantType; 11] = [
+    pub const WEIGHTS: [QuantType; 13] = [
         QuantType::F32,
         QuantType::F16,
         QuantType::BF16,
@@ -77,6 +84,8 @@ impl QuantType {
         QuantType::Q4_K,
         QuantType::Q5_K,
         QuantType::Q6_K,
+        QuantType::MXFP4,
+        QuantType::NVFP4,
     ];
 
     /// Elements per block.
@@ -84,6 +93,7 @@ impl QuantType {
         match self {
             QuantType::F32 | QuantType::F16 | QuantType::BF16 => 1,
             QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::Q8_K => QK_K,
+            QuantType::NVFP4 => fp4::QK_NVFP4,
             _ => QK,
         }
     }
@@ -103,6 +113,8 @@ impl QuantType {
             QuantType::Q5_K => 176,
             QuantType::Q6_K => 210,
             QuantType::Q8_K => 292,
+            QuantType::MXFP4 => 17,
+            QuantType::NVFP4 => 36,
         }
     }
 
@@ -122,6 +134,8 @@ impl QuantType {
             QuantType::Q5_K => "q5_k",
             QuantType::Q6_K => "q6_k",
             QuantType::Q8_K => "q8_k",
+            QuantType::MXFP4 => "mxfp4",
+            QuantType::NVFP4 => "nvfp4",
         }
     }
 
@@ -132,7 +146,11 @@ impl QuantType {
             QuantType::F32 => QuantType::F32,
             QuantType::F16 => QuantType::F16,
             QuantType::BF16 => QuantType::BF16,
-            QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => QuantType::Q8_0,
+            QuantType::Q4_0
+            | QuantType::Q5_0
+            | QuantType::Q8_0
+            | QuantType::MXFP4
+            | QuantType::NVFP4 => QuantType::Q8_0,
             QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q8_1 => QuantType::Q8_1,
             QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K | QuantType::Q8_K => {
                 QuantType::Q8_K

@@ -4,6 +4,7 @@
 use half::{bf16, f16};
 
 use super::blocks::*;
+use super::fp4;
 use super::QuantType;
 use crate::{Error, Result};
 
@@ -117,6 +118,8 @@ pub fn quantize_row(t: QuantType, x: &[f32], out: &mut [u8]) -> Result<()> {
         QuantType::Q5_K => q5_k(x, bytemuck::cast_slice_mut(out)),
         QuantType::Q6_K => q6_k(x, bytemuck::cast_slice_mut(out)),
         QuantType::Q8_K => quantize_row_q8_k(x, bytemuck::cast_slice_mut(out)),
+        QuantType::MXFP4 => fp4::quantize_mxfp4(x, bytemuck::cast_slice_mut(out)),
+        QuantType::NVFP4 => fp4::quantize_nvfp4(x, bytemuck::cast_slice_mut(out)),
     }
     Ok(())
 }

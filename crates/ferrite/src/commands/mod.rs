@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod eval;
 pub mod pull;
+pub mod quantize;
 pub mod run;
 pub mod sampling;
 pub mod serve;

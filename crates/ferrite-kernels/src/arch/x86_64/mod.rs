@@ -2,4 +2,5 @@
 
 pub(crate) mod common;
 pub(crate) mod fdot;
+pub(crate) mod fp4dot;
 pub(crate) mod qdot;
