@@ -8,6 +8,7 @@
 pub mod client;
 pub mod markdown;
 pub mod metrics;
+pub mod quality;
 pub mod run;
 pub mod sse;
 pub mod verify;

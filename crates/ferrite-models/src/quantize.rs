@@ -261,10 +261,13 @@ fn plan_tensor(
     let mut note = None;
     let cols = info.dims[0] as usize;
     if !cols.is_multiple_of(want.block_size()) {
-        let fallback = if cols.is_multiple_of(32) {
-            QuantType::Q8_0
-        } else {
+        // llama.cpp's fallbacks where they exist (Q4_K → Q5_0), else the 8-bit or 16-bit format.
+        let fallback = if !cols.is_multiple_of(32) {
             QuantType::F16
+        } else if want == QuantType::Q4_K {
+            QuantType::Q5_0
+        } else {
+            QuantType::Q8_0
         };
         note = Some(format!(
             "rows of {cols} are not whole {want} blocks of {}: {fallback} instead",

@@ -238,3 +238,37 @@ fn keep_output_and_metadata() {
         f.metadata_array("tokenizer.ggml.tokens").unwrap().len()
     );
 }
+
+#[test]
+fn rows_that_are_not_whole_blocks_fall_back_like_llama_cpp() {
+    let mut tiny = TinyModel::new(TinyArch::Llama);
+    tiny.dim = 320; // not a multiple of 256 (Q4_K) nor 64 (NVFP4): 5 × 64 is, 320 % 256 isn't
+    tiny.head_dim = 80;
+    let src = tiny.to_bytes();
+    let q = requantized(&src, &opts(Target::Plain(QuantType::Q4_K)));
+    let ty = |n: &str| q.tensor(n).unwrap().ggml_type;
+    assert_eq!(
+        ty("blk.0.attn_q.weight"),
+        GgmlType::Q5_0,
+        "320 columns: Q5_0 as llama.cpp"
+    );
+    assert_eq!(
+        ty("blk.0.ffn_down.weight"),
+        GgmlType::Q4_K,
+        "512 columns fit"
+    );
+    let src = GgufFile::from_bytes(src).unwrap();
+    let plan = quantize_model(
+        &src,
+        &opts(Target::Plain(QuantType::Q4_K)),
+        &mut |_, _, _| {},
+    )
+    .unwrap()
+    .plan;
+    let p = plan
+        .iter()
+        .find(|p| p.name == "blk.0.attn_q.weight")
+        .unwrap();
+    assert!(p.note.as_deref().unwrap().contains("Q5_0 instead"), "{p:?}");
+    let _ = logits(q); // and it still loads and runs
+}

@@ -381,3 +381,85 @@ fn quantize_then_compare_against_the_source() {
     assert!(r["model"]["scale_tensors"].as_u64().unwrap() > 0);
     assert!(r["date"].as_str().unwrap().starts_with("20"));
 }
+
+#[test]
+fn greedy_agreement_against_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = tiny(&dir, TinyArch::Llama);
+    let p = |n: &str| dir.path().join(n).to_string_lossy().to_string();
+    std::fs::write(
+        p("prompts.jsonl"),
+        "{\"prompt\": \"hello\", \"expect\": \".\"}\n\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"expect\": \"^will never match$\"}\n{\"prompt\": \"abc\"}\n",
+    )
+    .unwrap();
+    let o = ferrite(&[
+        "quantize",
+        "-i",
+        &src,
+        "-o",
+        &p("q.gguf"),
+        "--type",
+        "mxfp4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let greedy = |model: &str| {
+        let o = ferrite(&[
+            "eval",
+            "greedy",
+            "-m",
+            model,
+            "--reference",
+            &src,
+            "--prompts",
+            &p("prompts.jsonl"),
+            "--max-tokens",
+            "12",
+            "--report-json",
+            &p("g.json"),
+            "--report-md",
+            &p("g.md"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p("g.json")).unwrap()).unwrap();
+        r
+    };
+    let same = greedy(&src);
+    let res = &same["quality"];
+    assert_eq!(res["prompts"], 3);
+    assert_eq!(res["exact_match_rate"], 1.0);
+    assert_eq!(res["common_prefix_unit"], "tokens");
+    assert_eq!(res["prompts_with_expect"], 2);
+    // "." matches any non-empty answer; the second regex never matches.
+    assert_eq!(res["a_success_rate"], res["b_success_rate"]);
+    assert!(res["a_success_rate"].as_f64().unwrap() <= 0.5);
+    assert_eq!(same["per_prompt"][0]["line"], 1);
+    assert_eq!(
+        same["per_prompt"][1]["line"], 3,
+        "blank lines are skipped, numbering kept"
+    );
+    assert!(std::fs::read_to_string(p("g.md"))
+        .unwrap()
+        .contains("| exact match |"));
+    let q = greedy(&p("q.gguf"));
+    let pre = q["quality"]["mean_common_prefix"].as_f64().unwrap();
+    assert!((0.0..=12.0).contains(&pre), "{q}");
+    assert_ne!(q["model"]["sha256"], q["reference"]["sha256"]);
+
+    std::fs::write(p("bad.jsonl"), "{\"prompt\": \"a\", \"messages\": []}\n").unwrap();
+    let o = ferrite(&[
+        "eval",
+        "greedy",
+        "-m",
+        &src,
+        "--reference",
+        &src,
+        "--prompts",
+        &p("bad.jsonl"),
+    ]);
+    assert!(
+        stderr(&o).contains("bad.jsonl:1: give exactly one of"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -247,3 +247,50 @@ fn sigterm_under_load_finishes_admitted_requests_and_refuses_new_ones() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "exit status after drain: {status}");
 }
+
+#[test]
+fn bench_quality_finds_speculation_left_greedy_answers_unchanged() {
+    // The same model with and without n-gram speculation must answer greedily alike, and
+    // `ferrite bench quality` must say so from the answers' tokens.
+    let model = smollm2();
+    let plain = serve(&model, &[]);
+    let spec = serve(&model, &["--speculative", "ngram:k=4,min_n=1,max_n=3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"The capital of France is\", \"expect\": \"Paris\"}\n\
+         {\"prompt\": \"1, 2, 3, 4, 5, 6,\"}\n\
+         {\"messages\": [{\"role\": \"user\", \"content\": \"Repeat: red green blue red green blue\"}]}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("q.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args([
+            "bench",
+            "quality",
+            "--url",
+            &spec.url,
+            "--model",
+            "smollm2",
+            "--against",
+        ])
+        .arg(&plain.url)
+        .args(["--model-b", "smollm2", "--max-tokens", "24", "--prompts"])
+        .arg(&prompts)
+        .arg("--json")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let q = &r["quality"];
+    assert_eq!(q["prompts"], 3, "{r}");
+    assert_eq!(q["common_prefix_unit"], "tokens", "{r}");
+    assert_eq!(q["exact_match_rate"], 1.0, "{r}");
+    assert_eq!(q["a_success_rate"], q["b_success_rate"]);
+    assert!(
+        r["per_prompt"][1]["common_prefix"].as_u64().unwrap() > 5,
+        "{r}"
+    );
+}

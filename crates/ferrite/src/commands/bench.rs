@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferrite::setup::ModelArgs;
 use ferrite_models::{ContiguousKvCache, ForwardBatch, Model};
 
@@ -20,6 +20,39 @@ pub enum BenchCommand {
     /// Run a workload and check claims (`--claim "output_speed_tok_s.p50>=230"`); exit 1 if
     /// any fails.
     Verify(VerifyArgs),
+    /// Send the same prompts greedily to two endpoints and compare the answers: exact-match
+    /// rate, mean common prefix, task success on prompts with an `expect` regex.
+    Quality(QualityArgs),
+}
+
+/// `ferrite bench quality` options.
+#[derive(Debug, clap::Args)]
+pub struct QualityArgs {
+    /// Endpoint A (base URL, e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    pub url: String,
+    /// `model` for endpoint A.
+    #[arg(long)]
+    pub model: String,
+    /// Endpoint B, the reference.
+    #[arg(long)]
+    pub against: String,
+    /// `model` for endpoint B.
+    #[arg(long)]
+    pub model_b: String,
+    /// Bearer token for both endpoints.
+    #[arg(long, env = "FERRITE_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+    /// JSONL prompts: `{"prompt": "..."}` or `{"messages": [...]}` per line, optional
+    /// `"expect": "regex"`.
+    #[arg(long)]
+    pub prompts: std::path::PathBuf,
+    /// Tokens per answer.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Write the report (comparison under `quality`) to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 /// `ferrite bench sweep` options.
@@ -117,7 +150,49 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Run(a) => endpoint(a).map(|_| ()),
         BenchCommand::Verify(a) => verify(a),
         BenchCommand::Sweep(a) => sweep(a),
+        BenchCommand::Quality(a) => quality(a),
     }
+}
+
+/// `ferrite bench quality`.
+fn quality(a: QualityArgs) -> Result<()> {
+    use ferrite_bench::quality::{parse_prompts, run_quality, Endpoint};
+    let text = std::fs::read_to_string(&a.prompts)
+        .with_context(|| format!("reading {}", a.prompts.display()))?;
+    let prompts = parse_prompts(&text, &a.prompts.display().to_string())?;
+    let ep = |url: &str, model: &str| Endpoint {
+        url: url.to_string(),
+        model: model.to_string(),
+        api_key: a.api_key.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run_quality(
+        &ep(&a.url, &a.model),
+        &ep(&a.against, &a.model_b),
+        &prompts,
+        a.max_tokens,
+    ))?;
+    let q = &report["quality"];
+    let pct = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("n/a".into(), |v| format!("{:.1}%", 100.0 * v))
+    };
+    println!(
+        "{} prompts: exact match {}, mean common prefix {:.1} {}, success A {} / B {}",
+        q["prompts"],
+        pct(&q["exact_match_rate"]),
+        q["mean_common_prefix"].as_f64().unwrap_or(0.0),
+        q["common_prefix_unit"].as_str().unwrap_or(""),
+        pct(&q["a_success_rate"]),
+        pct(&q["b_success_rate"]),
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// A deterministic token stream (llama-bench draws random tokens too; values do not matter).

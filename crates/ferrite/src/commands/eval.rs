@@ -18,6 +18,9 @@ pub enum EvalCommand {
     /// KL divergence, top-1 agreement and perplexity of a model against a reference model on
     /// the same tokens (`llama-perplexity --kl-divergence`'s protocol).
     Compare(CompareArgs),
+    /// Greedy continuations of a prompt set from a model and a reference: exact-match rate,
+    /// mean common prefix, and task success where prompts carry an `expect` regex.
+    Greedy(super::eval_greedy::GreedyArgs),
 }
 
 /// Where to write reports.
@@ -76,6 +79,7 @@ pub fn run(c: EvalCommand) -> Result<()> {
     match c {
         EvalCommand::Perplexity(a) => run_perplexity(a),
         EvalCommand::Compare(a) => run_compare(a),
+        EvalCommand::Greedy(a) => super::eval_greedy::run(a),
     }
 }
 
@@ -210,12 +214,12 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
-fn text_info(path: &Path) -> Result<Value> {
+pub(super) fn text_info(path: &Path) -> Result<Value> {
     Ok(json!({"path": path.display().to_string(), "sha256": ferrite::hub::sha256_file(path)?}))
 }
 
 /// Path, size, sha256, `general.file_type` and the count of tensors per format.
-fn model_info(path: &Path) -> Result<Value> {
+pub(super) fn model_info(path: &Path) -> Result<Value> {
     let f = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut types = std::collections::BTreeMap::<&str, usize>::new();
     for t in f.tensors() {
@@ -236,15 +240,17 @@ fn model_info(path: &Path) -> Result<Value> {
     }))
 }
 
-fn markdown_header(report: &Value, title: &str) -> String {
+pub(super) fn markdown_header(report: &Value, title: &str) -> String {
     let mut s = format!(
-        "## {title}\n\n- date: {}\n- ferrite {}\n- text: `{}` (sha256 {})\n- ctx: {}\n",
+        "## {title}\n\n- date: {}\n- ferrite {}\n- text: `{}` (sha256 {})\n",
         report["date"].as_str().unwrap_or(""),
         report["ferrite_version"].as_str().unwrap_or(""),
         report["text"]["path"].as_str().unwrap_or(""),
         report["text"]["sha256"].as_str().unwrap_or(""),
-        report["ctx"],
     );
+    if !report["ctx"].is_null() {
+        s.push_str(&format!("- ctx: {}\n", report["ctx"]));
+    }
     for key in ["model", "reference"] {
         let m = &report[key];
         if m.is_null() {
@@ -266,7 +272,7 @@ fn markdown_header(report: &Value, title: &str) -> String {
     s
 }
 
-fn write_reports(r: &ReportArgs, report: &Value, md: &str) -> Result<()> {
+pub(super) fn write_reports(r: &ReportArgs, report: &Value, md: &str) -> Result<()> {
     if let Some(p) = &r.report_json {
         std::fs::write(p, serde_json::to_string_pretty(report)? + "\n")
             .with_context(|| format!("writing {}", p.display()))?;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod chat;
 pub mod eval;
+pub mod eval_greedy;
 pub mod pull;
 pub mod quantize;
 pub mod run;
