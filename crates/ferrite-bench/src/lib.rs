@@ -14,7 +14,7 @@ pub mod sse;
 pub mod verify;
 
 pub use markdown::render_markdown;
-pub use run::{run, stamp_fingerprint, Prices, Report, RunConfig};
+pub use run::{preset, run, stamp_fingerprint, Preset, Prices, Report, RunConfig, PRESETS};
 
 /// Bench errors.
 #[derive(Debug, thiserror::Error)]

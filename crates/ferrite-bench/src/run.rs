@@ -44,6 +44,92 @@ pub struct RunConfig {
     pub rate: Option<f64>,
     /// Prices for the cost report.
     pub prices: Option<Prices>,
+    /// The named workload these settings came from (`--preset`), recorded in the report.
+    pub preset: Option<String>,
+}
+
+/// A named workload shape: prompt and output tokens, and the concurrency it is defined at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    /// Name as given to `--preset`.
+    pub name: &'static str,
+    /// Prompt tokens per request.
+    pub input_tokens: usize,
+    /// Output tokens per request.
+    pub output_tokens: usize,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
+/// Workload presets: the reader's "10K input / 1,500 output" claim shape and Artificial
+/// Analysis's four single-stream workloads plus its 10-way parallel one (benchmarking.md §6).
+pub const PRESETS: [Preset; 6] = [
+    Preset {
+        name: "10k-1500",
+        input_tokens: 10_000,
+        output_tokens: 1_500,
+        concurrency: 1,
+    },
+    Preset {
+        name: "aa-100",
+        input_tokens: 100,
+        output_tokens: 300,
+        concurrency: 1,
+    },
+    Preset {
+        name: "aa-1k",
+        input_tokens: 1_000,
+        output_tokens: 1_000,
+        concurrency: 1,
+    },
+    Preset {
+        name: "aa-10k",
+        input_tokens: 10_000,
+        output_tokens: 1_500,
+        concurrency: 1,
+    },
+    Preset {
+        name: "aa-100k",
+        input_tokens: 100_000,
+        output_tokens: 2_000,
+        concurrency: 1,
+    },
+    Preset {
+        name: "aa-parallel",
+        input_tokens: 1_000,
+        output_tokens: 1_000,
+        concurrency: 10,
+    },
+];
+
+/// The preset called `name`, or an error listing them.
+pub fn preset(name: &str) -> Result<Preset> {
+    PRESETS
+        .iter()
+        .copied()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            Error::Config(format!(
+                "unknown preset {name:?} (expected one of {})",
+                names.join(", ")
+            ))
+        })
+}
+
+#[cfg(test)]
+mod preset_tests {
+    #[test]
+    fn presets_are_the_documented_shapes() {
+        let p = super::preset("aa-10k").unwrap();
+        assert_eq!(
+            (p.input_tokens, p.output_tokens, p.concurrency),
+            (10_000, 1_500, 1)
+        );
+        assert_eq!(super::preset("aa-parallel").unwrap().concurrency, 10);
+        let e = super::preset("aa-1m").unwrap_err().to_string();
+        assert!(e.contains("expected one of 10k-1500, aa-100"), "{e}");
+    }
 }
 
 /// Prices in USD (`--prices FILE`, JSON with these keys; missing keys are 0).
@@ -377,6 +463,7 @@ fn summarize(
         }),
         workload: json!({
             "kind": "synthetic unique prompts (chat), ignore_eos",
+            "preset": cfg.preset,
             "input_tokens_requested": cfg.input_tokens,
             "input_tokens_achieved": Stats::of(&achieved_in),
             "prompt_words": words,

@@ -126,6 +126,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         seed: 7,
         rate: None,
         prices: None,
+        preset: None,
     }
 }
 

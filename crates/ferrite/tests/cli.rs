@@ -463,3 +463,27 @@ fn greedy_agreement_against_a_reference() {
         stderr(&o)
     );
 }
+
+#[test]
+fn bench_presets_are_checked_before_any_request() {
+    let base = [
+        "bench",
+        "run",
+        "--url",
+        "http://127.0.0.1:9",
+        "--model",
+        "m",
+    ];
+    let o = ferrite(&[&base[..], &["--preset", "aa-1m"]].concat());
+    assert!(
+        !o.status.success() && stderr(&o).contains("expected one of 10k-1500, aa-100"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ferrite(&[&base[..], &["--preset", "aa-1k", "--input-tokens", "5"]].concat());
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot be used with"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -87,6 +87,11 @@ pub struct RunBenchArgs {
     /// Bearer API key.
     #[arg(long, env = "FERRITE_BENCH_API_KEY")]
     pub api_key: Option<String>,
+    /// A named workload: 10k-1500, aa-100, aa-1k, aa-10k, aa-100k (Artificial Analysis's
+    /// single-stream shapes) or aa-parallel (its 1k/1k at 10 in flight). Sets the token counts
+    /// (and concurrency for aa-parallel), so it excludes those flags.
+    #[arg(long, conflicts_with_all = ["input_tokens", "output_tokens"])]
+    pub preset: Option<String>,
     /// Prompt tokens per request (synthetic, unique per request).
     #[arg(long, default_value_t = 256)]
     pub input_tokens: usize,
@@ -378,13 +383,22 @@ fn verify(a: VerifyArgs) -> Result<()> {
 }
 
 fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
+    let preset = a.preset.as_deref().map(ferrite_bench::preset).transpose()?;
+    let (input_tokens, output_tokens) = preset.map_or((a.input_tokens, a.output_tokens), |p| {
+        (p.input_tokens, p.output_tokens)
+    });
+    // A preset's concurrency applies unless --concurrency was raised explicitly.
+    let concurrency = match preset {
+        Some(p) if a.concurrency == 1 => p.concurrency,
+        _ => a.concurrency,
+    };
     Ok(ferrite_bench::RunConfig {
         url: a.url.clone(),
         model: a.model.clone(),
         api_key: a.api_key.clone(),
-        input_tokens: a.input_tokens,
-        output_tokens: a.output_tokens,
-        concurrency: a.concurrency,
+        input_tokens,
+        output_tokens,
+        concurrency,
         requests: a.requests,
         warmup: a.warmup,
         retries: a.retries,
@@ -398,6 +412,7 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             ),
             None => None,
         },
+        preset: preset.map(|p| p.name.to_string()),
     })
 }
 
