@@ -14,7 +14,9 @@ pub mod sse;
 pub mod verify;
 
 pub use markdown::render_markdown;
-pub use run::{preset, run, stamp_fingerprint, Preset, Prices, Report, RunConfig, PRESETS};
+pub use run::{
+    preset, run, stamp_fingerprint, Preset, Prices, PromptFile, Report, RunConfig, PRESETS,
+};
 
 /// Bench errors.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,38 @@ pub struct RunConfig {
     pub prices: Option<Prices>,
     /// The named workload these settings came from (`--preset`), recorded in the report.
     pub preset: Option<String>,
+    /// Prompts from a file (`--prompt-file`, the JSONL format of `bench quality`): request i
+    /// sends prompt i mod n instead of a synthetic one, and the input length is whatever the
+    /// file's prompts are. `None`: synthetic prompts of `input_tokens`.
+    #[serde(skip)]
+    pub prompt_file: Option<PromptFile>,
+}
+
+/// A prompt file loaded for `run`: its path (for the report) and the chat messages per prompt.
+#[derive(Debug, Clone)]
+pub struct PromptFile {
+    /// Where it came from.
+    pub path: String,
+    /// One `messages` array per prompt (a raw `prompt` becomes one user message).
+    pub messages: Arc<Vec<Value>>,
+}
+
+impl PromptFile {
+    /// Read `text` (from `path`) in the `bench quality` format.
+    pub fn parse(text: &str, path: &str) -> Result<PromptFile> {
+        let prompts = crate::quality::parse_prompts(text, path)?;
+        let messages = prompts
+            .into_iter()
+            .map(|p| match (p.prompt, p.messages) {
+                (Some(t), _) => json!([{"role": "user", "content": t}]),
+                (None, m) => Value::Array(m.unwrap_or_default()),
+            })
+            .collect();
+        Ok(PromptFile {
+            path: path.to_string(),
+            messages: Arc::new(messages),
+        })
+    }
 }
 
 /// A named workload shape: prompt and output tokens, and the concurrency it is defined at.
@@ -221,9 +253,17 @@ pub fn synthetic_prompt(seed: u64, index: usize, words: usize) -> String {
 }
 
 fn body(cfg: &RunConfig, prompt: &str, max_tokens: usize) -> Value {
+    body_with(
+        cfg,
+        json!([{"role": "user", "content": prompt}]),
+        max_tokens,
+    )
+}
+
+fn body_with(cfg: &RunConfig, messages: Value, max_tokens: usize) -> Value {
     json!({
         "model": cfg.model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages,
         "max_tokens": max_tokens,
         "ignore_eos": true,
         "temperature": 0,
@@ -263,11 +303,18 @@ async fn measure(
     t0: Instant,
     start: Instant,
 ) -> RequestRecord {
-    let b = body(
-        cfg,
-        &synthetic_prompt(cfg.seed, i, words),
-        cfg.output_tokens,
-    );
+    let b = match &cfg.prompt_file {
+        Some(f) => body_with(
+            cfg,
+            f.messages[i % f.messages.len()].clone(),
+            cfg.output_tokens,
+        ),
+        None => body(
+            cfg,
+            &synthetic_prompt(cfg.seed, i, words),
+            cfg.output_tokens,
+        ),
+    };
     let attempts = logical(client, cfg, &b, t0).await;
     let metrics = attempts.last().filter(|a| a.ok()).and_then(request_metrics);
     RequestRecord {
@@ -462,9 +509,21 @@ fn summarize(
                 .take(5).collect::<Vec<_>>(),
         }),
         workload: json!({
-            "kind": "synthetic unique prompts (chat), ignore_eos",
+            "kind": match &cfg.prompt_file {
+                Some(f) => format!(
+                    "prompt file {} ({} prompts{}), ignore_eos",
+                    f.path,
+                    f.messages.len(),
+                    if cfg.requests > f.messages.len() {
+                        ", cycled: repeats may be served from prefix caches"
+                    } else {
+                        ""
+                    }
+                ),
+                None => "synthetic unique prompts (chat), ignore_eos".to_string(),
+            },
             "preset": cfg.preset,
-            "input_tokens_requested": cfg.input_tokens,
+            "input_tokens_requested": if cfg.prompt_file.is_some() { None } else { Some(cfg.input_tokens) },
             "input_tokens_achieved": Stats::of(&achieved_in),
             "prompt_words": words,
             "template_overhead_tokens": overhead,

@@ -127,6 +127,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         rate: None,
         prices: None,
         preset: None,
+        prompt_file: None,
     }
 }
 
@@ -335,4 +336,37 @@ async fn bad_rates_and_sizes_are_refused_before_any_request() {
         let e = run(c).await.expect_err("must be refused");
         assert!(e.to_string().contains("must be"), "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prompt_files_are_sent_in_order_and_cycled() {
+    let s = Script {
+        ttft: Duration::from_millis(5),
+        per_token: Duration::from_millis(1),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 4,
+        seen: Arc::default(),
+    };
+    let mut c = cfg(start(s).await, 4, 1, 0);
+    c.prompt_file = Some(
+        ferrite_bench::PromptFile::parse(
+            "{\"prompt\": \"one two three\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a b c d e f g\"}]}\n",
+            "p.jsonl",
+        )
+        .unwrap(),
+    );
+    let r = run(c).await.unwrap();
+    // Mock prompt tokens = words + 4: the two prompts give 7 and 11, each sent twice.
+    let inp = &r.workload["input_tokens_achieved"];
+    assert_eq!(
+        (inp["min"].as_f64(), inp["max"].as_f64()),
+        (Some(7.0), Some(11.0)),
+        "{inp}"
+    );
+    assert_eq!(inp["n"], 4);
+    assert!(r.workload["input_tokens_requested"].is_null());
+    let kind = r.workload["kind"].as_str().unwrap();
+    assert!(kind.contains("p.jsonl (2 prompts, cycled"), "{kind}");
 }

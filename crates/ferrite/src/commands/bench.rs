@@ -92,6 +92,10 @@ pub struct RunBenchArgs {
     /// (and concurrency for aa-parallel), so it excludes those flags.
     #[arg(long, conflicts_with_all = ["input_tokens", "output_tokens"])]
     pub preset: Option<String>,
+    /// Send the prompts of this JSONL file (`{"prompt": ...}` or `{"messages": [...]}` per
+    /// line, as for `bench quality`), request i taking prompt i mod n, instead of synthetic ones.
+    #[arg(long, conflicts_with_all = ["preset", "input_tokens"])]
+    pub prompt_file: Option<std::path::PathBuf>,
     /// Prompt tokens per request (synthetic, unique per request).
     #[arg(long, default_value_t = 256)]
     pub input_tokens: usize,
@@ -413,6 +417,13 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             None => None,
         },
         preset: preset.map(|p| p.name.to_string()),
+        prompt_file: match &a.prompt_file {
+            Some(p) => Some(ferrite_bench::PromptFile::parse(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                &p.display().to_string(),
+            )?),
+            None => None,
+        },
     })
 }
 
