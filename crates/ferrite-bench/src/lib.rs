@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod client;
+pub mod goodput;
 pub mod markdown;
 pub mod metrics;
 pub mod quality;

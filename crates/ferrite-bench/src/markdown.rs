@@ -80,6 +80,26 @@ pub fn render_markdown(report: &Report) -> String {
         r["retries"],
         n(&r["error_rate"]),
     );
+    let g = &t["goodput"];
+    if !g.is_null() {
+        let slos: Vec<String> = g["slos"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{} {} {}", s(&x["metric"]), s(&x["op"]), x["value"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "goodput ({}): {} requests met every SLO ({:.1}%), {:.2} req/s, {:.1} output tok/s",
+            slos.join(", "),
+            g["requests_meeting_all"],
+            100.0 * n(&g["share_of_requests"]),
+            n(&g["requests_per_s"]),
+            n(&g["output_tok_s"]),
+        );
+    }
     if !report.cost.is_null() {
         let c = &report.cost;
         let _ = writeln!(

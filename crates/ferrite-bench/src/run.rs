@@ -51,6 +51,8 @@ pub struct RunConfig {
     /// file's prompts are. `None`: synthetic prompts of `input_tokens`.
     #[serde(skip)]
     pub prompt_file: Option<PromptFile>,
+    /// Per-request service-level objectives for the goodput report (`--slo`).
+    pub slos: Vec<crate::goodput::Slo>,
 }
 
 /// A prompt file loaded for `run`: its path (for the report) and the chat messages per prompt.
@@ -496,6 +498,11 @@ fn summarize(
             "output_tok_s": n_out as f64 / secs,
             "total_tok_s": (n_in + n_out) as f64 / secs,
             "duration_s": secs,
+            "goodput": crate::goodput::goodput(
+                &cfg.slos,
+                &records.iter().map(|r| r.metrics.as_ref()).collect::<Vec<_>>(),
+                secs,
+            ),
         }),
         requests: json!({
             "completed": completed,

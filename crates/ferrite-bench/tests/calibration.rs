@@ -128,6 +128,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         prices: None,
         preset: None,
         prompt_file: None,
+        slos: vec![],
     }
 }
 
@@ -369,4 +370,40 @@ async fn prompt_files_are_sent_in_order_and_cycled() {
     assert!(r.workload["input_tokens_requested"].is_null());
     let kind = r.workload["kind"].as_str().unwrap();
     assert!(kind.contains("p.jsonl (2 prompts, cycled"), "{kind}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn goodput_counts_requests_meeting_every_slo() {
+    let script = || Script {
+        ttft: Duration::from_millis(40),
+        per_token: Duration::from_millis(2),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![1],
+        template: 0,
+        seen: Arc::default(),
+    };
+    let slo = |s: &str| ferrite_bench::goodput::Slo::parse(s).unwrap();
+    let mut c = cfg(start(script()).await, 4, 1, 0);
+    c.slos = vec![slo("ttft_ms<=1000"), slo("tpot_ms<=50")];
+    let r = run(c).await.unwrap();
+    let g = &r.throughput["goodput"];
+    // One request fails inside its stream: 3 of 4 meet both objectives.
+    assert_eq!(g["requests_meeting_all"], 3, "{g}");
+    assert_eq!(g["share_of_requests"], 0.75);
+    let secs = r.throughput["duration_s"].as_f64().unwrap();
+    within(
+        g["requests_per_s"].as_f64().unwrap(),
+        3.0 / secs,
+        1e-9,
+        "goodput rate",
+    );
+    // A 40 ms TTFT cannot meet a 10 ms objective.
+    let mut c = cfg(start(script()).await, 4, 1, 0);
+    c.slos = vec![slo("ttft_ms<=10")];
+    let r = run(c).await.unwrap();
+    assert_eq!(r.throughput["goodput"]["requests_meeting_all"], 0);
+    // Without SLOs there is no goodput entry.
+    let r = run(cfg(start(script()).await, 2, 1, 0)).await.unwrap();
+    assert!(r.throughput["goodput"].is_null());
 }

@@ -92,6 +92,10 @@ pub struct RunBenchArgs {
     /// (and concurrency for aa-parallel), so it excludes those flags.
     #[arg(long, conflicts_with_all = ["input_tokens", "output_tokens"])]
     pub preset: Option<String>,
+    /// A per-request service-level objective for the goodput report (repeatable):
+    /// `ttft_ms<=500`, `tpot_ms<=50`, `e2e_ms<=`, `itl_max_ms<=`, `output_speed_tok_s>=`, ...
+    #[arg(long = "slo")]
+    pub slos: Vec<String>,
     /// Send the prompts of this JSONL file (`{"prompt": ...}` or `{"messages": [...]}` per
     /// line, as for `bench quality`), request i taking prompt i mod n, instead of synthetic ones.
     #[arg(long, conflicts_with_all = ["preset", "input_tokens"])]
@@ -417,6 +421,11 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             None => None,
         },
         preset: preset.map(|p| p.name.to_string()),
+        slos: a
+            .slos
+            .iter()
+            .map(|s| ferrite_bench::goodput::Slo::parse(s))
+            .collect::<std::result::Result<_, _>>()?,
         prompt_file: match &a.prompt_file {
             Some(p) => Some(ferrite_bench::PromptFile::parse(
                 &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
