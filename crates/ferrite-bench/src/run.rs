@@ -53,6 +53,70 @@ pub struct RunConfig {
     pub prompt_file: Option<PromptFile>,
     /// Per-request service-level objectives for the goodput report (`--slo`).
     pub slos: Vec<crate::goodput::Slo>,
+    /// Open loop only: gamma-distributed inter-arrival times with this shape (vLLM's
+    /// `--burstiness`): 1 is Poisson, below 1 burstier, large values near-constant rate.
+    pub burstiness: f64,
+    /// Stop starting new measured requests after this long (the run ends when those in flight
+    /// finish); `requests` stays the upper bound.
+    pub duration: Option<Duration>,
+}
+
+/// xorshift64 step: the run's one seeded generator (prompts, arrivals).
+fn next_u64(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Uniform in (0, 1).
+fn uniform(x: &mut u64) -> f64 {
+    ((next_u64(x) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+/// Gamma(shape, 1) by Marsaglia and Tsang (shape < 1 via the boost `U^(1/shape)`).
+fn gamma(x: &mut u64, shape: f64) -> f64 {
+    if shape < 1.0 {
+        return gamma(x, shape + 1.0) * uniform(x).powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        // Standard normal by Box-Muller.
+        let z = (-2.0 * uniform(x).ln()).sqrt() * (std::f64::consts::TAU * uniform(x)).cos();
+        let v = (1.0 + c * z).powi(3);
+        if v > 0.0 && uniform(x).ln() < 0.5 * z * z + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+/// Seconds between arrivals at `rate` per second with gamma shape `burstiness` (mean 1/rate).
+fn interarrival(x: &mut u64, rate: f64, burstiness: f64) -> f64 {
+    gamma(x, burstiness) / (burstiness * rate)
+}
+
+#[cfg(test)]
+mod arrival_tests {
+    #[test]
+    fn interarrival_times_have_the_asked_mean_and_spread() {
+        for b in [0.5, 1.0, 4.0] {
+            let mut x = 12345u64;
+            let n = 40_000;
+            let v: Vec<f64> = (0..n)
+                .map(|_| super::interarrival(&mut x, 10.0, b))
+                .collect();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / n as f64;
+            // Gamma(b) / (10 b): mean 0.1, squared coefficient of variation 1/b.
+            assert!((mean - 0.1).abs() < 0.003, "burstiness {b}: mean {mean}");
+            let cv2 = var / (mean * mean);
+            assert!(
+                (cv2 - 1.0 / b).abs() < 0.06 / b.min(1.0),
+                "burstiness {b}: cv² {cv2}"
+            );
+        }
+    }
 }
 
 /// A prompt file loaded for `run`: its path (for the report) and the chat messages per prompt.
@@ -341,6 +405,12 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
     if (cfg.concurrency == 0 && cfg.rate.is_none()) || cfg.requests == 0 {
         return Err(Error::Config("concurrency and requests must be > 0".into()));
     }
+    if !(cfg.burstiness.is_finite() && cfg.burstiness > 0.0) {
+        return Err(Error::Config(format!(
+            "burstiness must be a positive number, got {}",
+            cfg.burstiness
+        )));
+    }
     if let Some(r) = cfg.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         return Err(Error::Config(format!(
             "rate must be a positive number of requests per second, got {r}"
@@ -371,11 +441,10 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
         let mut x = cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B;
         let mut at = 0f64;
         for i in 0..cfg.requests {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            at += -u.ln() / rate;
+            at += interarrival(&mut x, rate, cfg.burstiness);
+            if cfg.duration.is_some_and(|d| at > d.as_secs_f64()) {
+                break;
+            }
             let t0 = start + Duration::from_secs_f64(at);
             let (records, client, cfg) = (records.clone(), client.clone(), cfg.clone());
             tasks.push(tokio::spawn(async move {
@@ -397,7 +466,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
             loop {
                 let i = {
                     let mut n = next.lock().await;
-                    if *n >= cfg.requests {
+                    if *n >= cfg.requests || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
                         return;
                     }
                     *n += 1;

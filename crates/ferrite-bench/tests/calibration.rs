@@ -129,6 +129,8 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         preset: None,
         prompt_file: None,
         slos: vec![],
+        burstiness: 1.0,
+        duration: None,
     }
 }
 
@@ -337,6 +339,10 @@ async fn bad_rates_and_sizes_are_refused_before_any_request() {
         let e = run(c).await.expect_err("must be refused");
         assert!(e.to_string().contains("must be"), "{e}");
     }
+    let mut c = cfg("http://127.0.0.1:9".into(), 4, 1, 0);
+    c.burstiness = 0.0;
+    let e = run(c).await.expect_err("must be refused");
+    assert!(e.to_string().contains("burstiness must be"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -406,4 +412,33 @@ async fn goodput_counts_requests_meeting_every_slo() {
     // Without SLOs there is no goodput entry.
     let r = run(cfg(start(script()).await, 2, 1, 0)).await.unwrap();
     assert!(r.throughput["goodput"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duration_limits_stop_new_requests_in_both_loops() {
+    let script = || Script {
+        ttft: Duration::from_millis(20),
+        per_token: Duration::from_millis(2),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 0,
+        seen: Arc::default(),
+    };
+    // Closed loop: every request takes at least its scripted 58 ms, so at most 6 start within
+    // 0.3 s (fewer on a slow machine), of the 1000 allowed.
+    let mut c = cfg(start(script()).await, 1000, 1, 0);
+    c.duration = Some(Duration::from_millis(300));
+    let r = run(c).await.unwrap();
+    let done = r.requests["completed"].as_u64().unwrap();
+    assert!((1..=6).contains(&done), "closed loop completed {done}");
+    // Open loop at 50 req/s, near-constant spacing (burstiness 50): the seeded arrival times
+    // put about 15 in 0.3 s, however slow the machine.
+    let mut c = cfg(start(script()).await, 1000, 1, 0);
+    c.rate = Some(50.0);
+    c.burstiness = 50.0;
+    c.duration = Some(Duration::from_millis(300));
+    let r = run(c).await.unwrap();
+    let done = r.requests["completed"].as_u64().unwrap();
+    assert!((11..=19).contains(&done), "open loop completed {done}");
 }

@@ -124,6 +124,13 @@ pub struct RunBenchArgs {
     /// Open loop: Poisson arrivals at this many requests per second (instead of --concurrency).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// With --rate: gamma shape of the inter-arrival times (1 = Poisson, < 1 burstier, large =
+    /// near-constant rate).
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Stop starting measured requests after this many seconds (--requests stays the cap).
+    #[arg(long)]
+    pub duration: Option<f64>,
     /// Prices JSON: {"input_per_mtok", "cached_input_per_mtok", "output_per_mtok", "per_request"} in USD.
     #[arg(long)]
     pub prices: Option<std::path::PathBuf>,
@@ -421,6 +428,12 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             None => None,
         },
         preset: preset.map(|p| p.name.to_string()),
+        burstiness: a.burstiness,
+        duration: match a.duration {
+            Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+            Some(d) => anyhow::bail!("--duration must be a positive number of seconds, got {d}"),
+            None => None,
+        },
         slos: a
             .slos
             .iter()
