@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod quality;
 pub mod run;
 pub mod sse;
+pub mod steady;
 pub mod verify;
 
 pub use markdown::render_markdown;

@@ -80,6 +80,18 @@ pub fn render_markdown(report: &Report) -> String {
         r["retries"],
         n(&r["error_rate"]),
     );
+    let st = &t["steady_state"];
+    if st["output_tok_s"].is_number() {
+        let _ = writeln!(
+            o,
+            "steady state (ramp-up and drain excluded): {:.1} output tok/s, {:.2} req/s over {:.1} s",
+            n(&st["output_tok_s"]),
+            n(&st["requests_per_s"]),
+            n(&st["duration_s"]),
+        );
+    } else if let Some(why) = st["why"].as_str() {
+        let _ = writeln!(o, "steady state: none ({why})");
+    }
     let g = &t["goodput"];
     if !g.is_null() {
         let slos: Vec<String> = g["slos"]

@@ -567,6 +567,11 @@ fn summarize(
             "output_tok_s": n_out as f64 / secs,
             "total_tok_s": (n_in + n_out) as f64 / secs,
             "duration_s": secs,
+            "steady_state": crate::steady::steady_state(
+                &records,
+                if cfg.rate.is_some() { 1 } else { cfg.concurrency },
+                0.5,
+            ),
             "goodput": crate::goodput::goodput(
                 &cfg.slos,
                 &records.iter().map(|r| r.metrics.as_ref()).collect::<Vec<_>>(),

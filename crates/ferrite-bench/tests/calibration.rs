@@ -442,3 +442,37 @@ async fn duration_limits_stop_new_requests_in_both_loops() {
     let done = r.requests["completed"].as_u64().unwrap();
     assert!((11..=19).contains(&done), "open loop completed {done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steady_state_throughput_leaves_out_ramp_up_and_drain() {
+    let script = || Script {
+        ttft: Duration::from_millis(20),
+        per_token: Duration::from_millis(5),
+        tokens_per_chunk: 1,
+        fail_first: 0,
+        in_stream_error: vec![],
+        template: 0,
+        seen: Arc::default(),
+    };
+    // 11 requests on 2 workers: the 11th runs alone for a whole cycle at the end.
+    let r = run(cfg(start(script()).await, 11, 2, 0)).await.unwrap();
+    let st = &r.throughput["steady_state"];
+    let e2e = r.metrics["e2e_ms"]["p50"].as_f64().unwrap() / 1e3;
+    // Two streams, each 20 tokens per request cycle of about one E2E.
+    within(
+        st["output_tok_s"].as_f64().unwrap(),
+        2.0 * 20.0 / e2e,
+        0.15,
+        "steady output tok/s",
+    );
+    // The whole-run figure includes that drain (about 220 tokens over 6 cycles, vs 40 per
+    // cycle in the steady window).
+    assert!(r.throughput["output_tok_s"].as_f64().unwrap() < st["output_tok_s"].as_f64().unwrap());
+    // Too short a run has no steady window, and says why.
+    let r = run(cfg(start(script()).await, 2, 2, 0)).await.unwrap();
+    let st = &r.throughput["steady_state"];
+    assert!(
+        st["window"].is_null() && st["why"].as_str().unwrap().contains("shorter"),
+        "{st}"
+    );
+}
