@@ -272,3 +272,22 @@ fn rows_that_are_not_whole_blocks_fall_back_like_llama_cpp() {
     assert!(p.note.as_deref().unwrap().contains("Q5_0 instead"), "{p:?}");
     let _ = logits(q); // and it still loads and runs
 }
+
+#[test]
+fn bad_second_level_scales_are_named() {
+    for (dims, value, want) in [
+        (vec![1u64], f32::NAN, "one finite F32 value"),
+        (vec![2u64], 1.0, "expected [1]"),
+    ] {
+        let mut w = TinyModel::new(TinyArch::Llama).writer();
+        let data: Vec<u8> = (0..dims[0]).flat_map(|_| value.to_le_bytes()).collect();
+        w.add_tensor("blk.0.attn_q.scale", &dims, GgmlType::F32, &data)
+            .unwrap();
+        let f = Arc::new(GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap());
+        let e = load_model_from(&f, &LoadOptions::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("blk.0.attn_q.scale") && e.contains(want), "{e}");
+    }
+}
