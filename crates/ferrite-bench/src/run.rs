@@ -59,6 +59,9 @@ pub struct RunConfig {
     /// Stop starting new measured requests after this long (the run ends when those in flight
     /// finish); `requests` stays the upper bound.
     pub duration: Option<Duration>,
+    /// Incremented as each measured request finishes (a progress display reads it).
+    #[serde(skip)]
+    pub progress: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// xorshift64 step: the run's one seeded generator (prompts, arrivals).
@@ -450,6 +453,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(t0.into()).await;
                 let rec = measure(&client, &cfg, words, i, t0, start).await;
+                if let Some(p) = &cfg.progress {
+                    p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 records.lock().await.push(rec);
             }));
         }
@@ -474,6 +480,9 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
                 };
                 // Closed loop: the request is scheduled when a worker is free.
                 let rec = measure(&client, &cfg, words, i, Instant::now(), start).await;
+                if let Some(p) = &cfg.progress {
+                    p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 records.lock().await.push(rec);
             }
         }));

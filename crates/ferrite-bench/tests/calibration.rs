@@ -131,6 +131,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         slos: vec![],
         burstiness: 1.0,
         duration: None,
+        progress: None,
     }
 }
 
@@ -364,7 +365,14 @@ async fn prompt_files_are_sent_in_order_and_cycled() {
         )
         .unwrap(),
     );
+    let counter = Arc::new(AtomicUsize::new(0));
+    c.progress = Some(counter.clone());
     let r = run(c).await.unwrap();
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        4,
+        "progress counts every measured request"
+    );
     // Mock prompt tokens = words + 4: the two prompts give 7 and 11, each sent twice.
     let inp = &r.workload["input_tokens_achieved"];
     assert_eq!(

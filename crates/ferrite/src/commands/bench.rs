@@ -428,6 +428,7 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             None => None,
         },
         preset: preset.map(|p| p.name.to_string()),
+        progress: None,
         burstiness: a.burstiness,
         duration: match a.duration {
             Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
@@ -449,12 +450,33 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
     })
 }
 
-fn execute(cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
+fn execute(mut cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let mut report = rt.block_on(ferrite_bench::run(cfg))?;
+    // A progress bar on stderr (hidden when stderr is not a terminal), fed by a counter the
+    // run increments; it never touches the measurement.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    cfg.progress = Some(done.clone());
+    let bar = indicatif::ProgressBar::new(cfg.requests as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} requests {elapsed}")
+            .expect("invariant: static template"),
+    );
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        rt.spawn(async move {
+            loop {
+                bar.set_position(done.load(std::sync::atomic::Ordering::Relaxed) as u64);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let result = rt.block_on(ferrite_bench::run(cfg));
+    ticker.abort();
+    bar.finish_and_clear();
+    let mut report = result?;
     ferrite_bench::stamp_fingerprint(&mut report);
     Ok(report)
 }
