@@ -341,29 +341,6 @@ mod x86 {
         };
     }
 
-    macro_rules! entry4t {
-        // Four-row kernels checked by format: weight type `$t`, Q8_0 activations.
-        ($name:ident, $kernel:path, $t:expr) => {
-            pub(super) fn $name(n: usize, w: &[u8], a: [&[u8]; 4], sc: &[f32]) -> [f32; 4] {
-                assert!(
-                    a.iter().all(|a| crate::dot::check_row($t, n, w, a).is_ok())
-                        && sc.len() == 8 * (n / 32),
-                    "invariant: row lengths checked by the caller"
-                );
-                // SAFETY: lengths were just checked for all four rows, and this entry is only
-                // reachable through a `Kernels` table whose ISA was confirmed on this CPU.
-                unsafe {
-                    $kernel(
-                        n,
-                        w.as_ptr(),
-                        [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()],
-                        sc.as_ptr(),
-                    )
-                }
-            }
-        };
-    }
-
     macro_rules! fp4_entries {
         ($modname:ident, $m:ident) => {
             mod $modname {
@@ -371,8 +348,10 @@ mod x86 {
                 use crate::quant::QuantType;
                 entry!(mxfp4, fp4dot::$m::mxfp4_q8_0, QuantType::MXFP4);
                 entry!(nvfp4, fp4dot::$m::nvfp4_q8_0, QuantType::NVFP4);
-                entry4t!(mxfp4_x4, fp4dot::$m::mxfp4_q8_0_x4, QuantType::MXFP4);
-                entry4t!(nvfp4_x4, fp4dot::$m::nvfp4_q8_0_x4, QuantType::NVFP4);
+                entry4!(mxfp4_x4, fp4dot::$m::mxfp4_q8_0_x4, 17, 34);
+                // NVFP4: 36 bytes per 64 elements, i.e. 18 per 32. The kernel reads only whole
+                // 64-element blocks (n / 64 of them), which lie within the checked lengths.
+                entry4!(nvfp4_x4, fp4dot::$m::nvfp4_q8_0_x4, 18, 34);
                 pub(super) const TABLE: [(QuantType, super::DotFn, super::Dot4Fn); 2] = [
                     (QuantType::MXFP4, mxfp4, mxfp4_x4),
                     (QuantType::NVFP4, nvfp4, nvfp4_x4),

@@ -59,18 +59,23 @@ macro_rules! fp4_kernels {
                 _mm256_shuffle_epi8(lut, _mm256_permute4x64_epi64(split, 0b11_01_10_00))
             }
 
-            /// Scale vector for an NVFP4 half: lanes 0–3 the first sub-block, 4–7 the second.
+            /// The two sub-block scales of an NVFP4 half (ggml's halved UE4M3 values).
             ///
             /// # Safety
             /// `x` points at a whole NVFP4 block.
             #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn nvfp4_scales(x: *const u8, h: usize, da: f32) -> __m256 {
+            unsafe fn nvfp4_weight_scales(x: *const u8, h: usize) -> (f32, f32) {
                 // SAFETY: the 4 scale bytes lead the block.
                 let (s0, s1) = unsafe { (*x.add(2 * h), *x.add(2 * h + 1)) };
-                let d0 = UE4M3_HALF[usize::from(s0)] * da;
-                let d1 = UE4M3_HALF[usize::from(s1)] * da;
-                _mm256_set_m128(_mm_set1_ps(d1), _mm_set1_ps(d0))
+                (UE4M3_HALF[usize::from(s0)], UE4M3_HALF[usize::from(s1)])
+            }
+
+            /// Scale vector for an NVFP4 half: lanes 0–3 the first sub-block's weight scale
+            /// times the activation scale `da`, lanes 4–7 the second's.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nvfp4_scales((d0, d1): (f32, f32), da: f32) -> __m256 {
+                _mm256_set_m128(_mm_set1_ps(d1 * da), _mm_set1_ps(d0 * da))
             }
 
             #[target_feature(enable = $features)]
@@ -98,7 +103,7 @@ macro_rules! fp4_kernels {
                         // SAFETY: module contract: block i and activation block 2i+h exist.
                         unsafe {
                             let (x, y) = (w.add(i * 36), a.add((2 * i + h) * 34));
-                            let d = nvfp4_scales(x, h, f16_at(y));
+                            let d = nvfp4_scales(nvfp4_weight_scales(x, h), f16_at(y));
                             let p = products(nvfp4_ints(x, h, lut), load256(y.add(2)));
                             acc = _mm256_fmadd_ps(d, p, acc);
                         }
@@ -157,8 +162,9 @@ macro_rules! fp4_kernels {
                         unsafe {
                             let x = w.add(i * 36);
                             let qx = nvfp4_ints(x, h, lut);
+                            let dw = nvfp4_weight_scales(x, h);
                             for r in 0..4 {
-                                let d = nvfp4_scales(x, h, *sc.add(8 * b + r));
+                                let d = nvfp4_scales(dw, *sc.add(8 * b + r));
                                 let p = products(qx, load256(a[r].add(b * 34 + 2)));
                                 acc[r] = _mm256_fmadd_ps(d, p, acc[r]);
                             }
