@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use ferrite_gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
 use ferrite_kernels::quant::{dequantize_row, quantize_row, QuantType};
 
-use crate::weights::quant_type;
+use crate::weights::{ggml_type, quant_type};
 use crate::{Error, Result};
 
 /// What `ferrite quantize --type` can write.
@@ -101,7 +101,9 @@ pub struct TensorPlan {
     pub from: GgmlType,
     /// Written format.
     pub to: GgmlType,
-    /// Second-level scale written beside it.
+    /// Whether a second-level scale is computed for it and written beside it.
+    pub second_level: bool,
+    /// That scale, once computed (`None` before quantizing, or for an all-zero tensor).
     pub scale: Option<f32>,
     /// Why the format differs from the target, if it does.
     pub note: Option<String>,
@@ -114,26 +116,6 @@ pub struct Quantized {
     pub writer: GgufWriter,
     /// One entry per weight tensor of the source.
     pub plan: Vec<TensorPlan>,
-}
-
-fn ggml_type(t: QuantType) -> GgmlType {
-    match t {
-        QuantType::F32 => GgmlType::F32,
-        QuantType::F16 => GgmlType::F16,
-        QuantType::BF16 => GgmlType::BF16,
-        QuantType::Q4_0 => GgmlType::Q4_0,
-        QuantType::Q4_1 => GgmlType::Q4_1,
-        QuantType::Q5_0 => GgmlType::Q5_0,
-        QuantType::Q5_1 => GgmlType::Q5_1,
-        QuantType::Q8_0 => GgmlType::Q8_0,
-        QuantType::Q8_1 => GgmlType::Q8_1,
-        QuantType::Q4_K => GgmlType::Q4_K,
-        QuantType::Q5_K => GgmlType::Q5_K,
-        QuantType::Q6_K => GgmlType::Q6_K,
-        QuantType::Q8_K => GgmlType::Q8_K,
-        QuantType::MXFP4 => GgmlType::MXFP4,
-        QuantType::NVFP4 => GgmlType::NVFP4,
-    }
 }
 
 fn is_lossy(t: QuantType) -> bool {
@@ -204,7 +186,7 @@ pub fn quantize_model(
             Some(s) => Some(scale_value(src, s)?),
             None => None,
         };
-        if p.from == p.to && src_scale.is_none() && p.scale.is_none() {
+        if p.from == p.to && src_scale.is_none() && !p.second_level {
             w.add_tensor(&p.name, &info.dims, info.ggml_type, data)?;
         } else {
             let (bytes, s2) = requantize(info, data, src_scale, p, opts)?;
@@ -246,6 +228,7 @@ fn plan_tensor(
         name: info.name.clone(),
         from: info.ggml_type,
         to,
+        second_level: false,
         scale: None,
         note,
     };
@@ -285,14 +268,14 @@ fn plan_tensor(
             info.name, info.ggml_type
         )));
     }
-    if two_level && !scale_applies(arch, &info.name) {
+    let second_level = two_level && scale_applies(arch, &info.name);
+    if two_level && !second_level {
         note = Some("single-level NVFP4: llama.cpp applies no .scale to this tensor".into());
     }
-    let mut p = keep(ggml_type(want), note);
-    if two_level && scale_applies(arch, &info.name) {
-        p.scale = Some(f32::NAN); // decided from the data in `requantize`
-    }
-    Ok(p)
+    Ok(TensorPlan {
+        second_level,
+        ..keep(ggml_type(want), note)
+    })
 }
 
 /// Dequantize (times the source scale), optionally divide by a fresh second-level scale, and
@@ -305,10 +288,7 @@ fn requantize(
     opts: &QuantizeOptions,
 ) -> Result<(Vec<u8>, Option<f32>)> {
     let from = quant_type(info)?;
-    let to = quant_type(&TensorInfo {
-        ggml_type: p.to,
-        ..info.clone()
-    })?;
+    let to = QuantType::from_name(p.to.name()).expect("invariant: planned from a kernel format");
     let cols = info.dims[0] as usize;
     let rows = info.dims[1] as usize;
     let in_row = from.row_bytes(cols)?;
@@ -319,7 +299,7 @@ fn requantize(
     }
     let mut mul = src_scale.unwrap_or(1.0);
     let mut s2 = None;
-    if p.scale.is_some() {
+    if p.second_level {
         let amax = f.iter().fold(0f32, |m, v| m.max(v.abs())) * mul.abs();
         if amax > 0.0 {
             let s = amax / (6.0 * 448.0);

@@ -11,27 +11,17 @@ use crate::{Error, Result};
 
 /// The kernels' format for a GGUF tensor type, or an error naming the tensor.
 pub fn quant_type(info: &TensorInfo) -> Result<QuantType> {
-    Ok(match info.ggml_type {
-        GgmlType::F32 => QuantType::F32,
-        GgmlType::F16 => QuantType::F16,
-        GgmlType::BF16 => QuantType::BF16,
-        GgmlType::Q4_0 => QuantType::Q4_0,
-        GgmlType::Q4_1 => QuantType::Q4_1,
-        GgmlType::Q5_0 => QuantType::Q5_0,
-        GgmlType::Q5_1 => QuantType::Q5_1,
-        GgmlType::Q8_0 => QuantType::Q8_0,
-        GgmlType::Q4_K => QuantType::Q4_K,
-        GgmlType::Q5_K => QuantType::Q5_K,
-        GgmlType::Q6_K => QuantType::Q6_K,
-        GgmlType::MXFP4 => QuantType::MXFP4,
-        GgmlType::NVFP4 => QuantType::NVFP4,
-        other => {
-            return Err(Error::UnsupportedTensorType {
-                tensor: info.name.clone(),
-                ggml_type: other.to_string(),
-            })
-        }
-    })
+    QuantType::from_name(info.ggml_type.name())
+        .filter(|t| QuantType::WEIGHTS.contains(t))
+        .ok_or_else(|| Error::UnsupportedTensorType {
+            tensor: info.name.clone(),
+            ggml_type: info.ggml_type.to_string(),
+        })
+}
+
+/// The GGUF type of a kernel format (their names are ggml's).
+pub fn ggml_type(t: QuantType) -> GgmlType {
+    GgmlType::from_name(t.name()).expect("invariant: every kernel format is a ggml type")
 }
 
 /// A `rows × cols` weight matrix (ggml dims `[cols, rows]`) in the mapped file.

@@ -116,10 +116,7 @@ fn every_target_computes_what_its_file_says() {
 fn weight_error(q: &GgufFile, orig: &GgufFile, name: &str) -> f64 {
     let dequant = |f: &GgufFile| {
         let t = f.tensor(name).unwrap();
-        let ty = QuantType::ALL
-            .into_iter()
-            .find(|x| x.name() == t.ggml_type.name())
-            .unwrap();
+        let ty = QuantType::from_name(t.ggml_type.name()).unwrap();
         let mut out = vec![0f32; t.n_elements() as usize];
         let cols = t.dims[0] as usize;
         let rb = ty.row_bytes(cols).unwrap();

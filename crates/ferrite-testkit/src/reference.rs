@@ -17,9 +17,7 @@ struct Mat {
 impl Mat {
     fn load(f: &GgufFile, name: &str) -> Result<Mat> {
         let (info, data) = f.tensor_by_name(name).map_err(|e| e.to_string())?;
-        let t = QuantType::ALL
-            .into_iter()
-            .find(|q| q.name() == info.ggml_type.name())
+        let t = QuantType::from_name(info.ggml_type.name())
             .ok_or_else(|| format!("{name}: unsupported type {}", info.ggml_type))?;
         let cols = info.dims[0] as usize;
         let rows = info.dims.get(1).copied().unwrap_or(1) as usize;

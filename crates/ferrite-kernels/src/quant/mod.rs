@@ -139,6 +139,11 @@ impl QuantType {
         }
     }
 
+    /// The format called `name` (ggml's lower-case name, as [`name`](Self::name) gives it).
+    pub fn from_name(name: &str) -> Option<QuantType> {
+        QuantType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// The format activations are converted to before a dot product with this weight type
     /// (ggml's `vec_dot_type`).
     pub const fn activation_type(self) -> QuantType {
