@@ -68,6 +68,13 @@ pub fn parse_prompts(text: &str, source: &str) -> Result<Vec<QualityPrompt>> {
     Ok(out)
 }
 
+/// Read and parse the prompt file at `path`.
+pub fn read_prompts(path: &std::path::Path) -> Result<Vec<QualityPrompt>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    parse_prompts(&text, &path.display().to_string())
+}
+
 /// One side's greedy answer: its tokens (ids, or token strings over HTTP) and text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer<T> {

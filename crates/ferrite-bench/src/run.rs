@@ -134,7 +134,19 @@ pub struct PromptFile {
 impl PromptFile {
     /// Read `text` (from `path`) in the `bench quality` format.
     pub fn parse(text: &str, path: &str) -> Result<PromptFile> {
-        let prompts = crate::quality::parse_prompts(text, path)?;
+        Ok(Self::from_prompts(
+            crate::quality::parse_prompts(text, path)?,
+            path,
+        ))
+    }
+
+    /// Read the prompt file at `path`.
+    pub fn read(path: &std::path::Path) -> Result<PromptFile> {
+        let prompts = crate::quality::read_prompts(path)?;
+        Ok(Self::from_prompts(prompts, &path.display().to_string()))
+    }
+
+    fn from_prompts(prompts: Vec<crate::quality::QualityPrompt>, path: &str) -> PromptFile {
         let messages = prompts
             .into_iter()
             .map(|p| match (p.prompt, p.messages) {
@@ -142,10 +154,10 @@ impl PromptFile {
                 (None, m) => Value::Array(m.unwrap_or_default()),
             })
             .collect();
-        Ok(PromptFile {
+        PromptFile {
             path: path.to_string(),
             messages: Arc::new(messages),
-        })
+        }
     }
 }
 

@@ -176,10 +176,8 @@ pub fn run(c: BenchCommand) -> Result<()> {
 
 /// `ferrite bench quality`.
 fn quality(a: QualityArgs) -> Result<()> {
-    use ferrite_bench::quality::{parse_prompts, run_quality, Endpoint};
-    let text = std::fs::read_to_string(&a.prompts)
-        .with_context(|| format!("reading {}", a.prompts.display()))?;
-    let prompts = parse_prompts(&text, &a.prompts.display().to_string())?;
+    use ferrite_bench::quality::{read_prompts, run_quality, Endpoint};
+    let prompts = read_prompts(&a.prompts)?;
     let ep = |url: &str, model: &str| Endpoint {
         url: url.to_string(),
         model: model.to_string(),
@@ -440,13 +438,11 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             .iter()
             .map(|s| ferrite_bench::goodput::Slo::parse(s))
             .collect::<std::result::Result<_, _>>()?,
-        prompt_file: match &a.prompt_file {
-            Some(p) => Some(ferrite_bench::PromptFile::parse(
-                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-                &p.display().to_string(),
-            )?),
-            None => None,
-        },
+        prompt_file: a
+            .prompt_file
+            .as_deref()
+            .map(ferrite_bench::PromptFile::read)
+            .transpose()?,
     })
 }
 

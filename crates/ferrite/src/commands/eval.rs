@@ -83,12 +83,14 @@ pub fn run(c: EvalCommand) -> Result<()> {
     }
 }
 
-/// The file's tokens as llama.cpp's perplexity tool makes them (whole file, BOS when the model
+fn read_text(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+/// The text's tokens as llama.cpp's perplexity tool makes them (whole file, BOS when the model
 /// adds it, special tokens parsed), and the BOS to put at each chunk's start.
-fn tokens_of(loaded: &Loaded, file: &Path) -> Result<(Vec<u32>, Option<u32>)> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let tokens = loaded.tokenizer.encode(&text, EncodeOptions::default())?;
+fn tokens_of(loaded: &Loaded, text: &str) -> Result<(Vec<u32>, Option<u32>)> {
+    let tokens = loaded.tokenizer.encode(text, EncodeOptions::default())?;
     let bos = loaded
         .tokenizer
         .adds_bos()
@@ -99,7 +101,7 @@ fn tokens_of(loaded: &Loaded, file: &Path) -> Result<(Vec<u32>, Option<u32>)> {
 
 fn run_perplexity(a: PerplexityArgs) -> Result<()> {
     let mut loaded = a.model.load()?;
-    let (tokens, bos) = tokens_of(&loaded, &a.file)?;
+    let (tokens, bos) = tokens_of(&loaded, &read_text(&a.file)?)?;
     let start = std::time::Instant::now();
     let r = perplexity(
         loaded.model.as_mut(),
@@ -153,8 +155,9 @@ fn run_perplexity(a: PerplexityArgs) -> Result<()> {
 fn run_compare(a: CompareArgs) -> Result<()> {
     let mut model = a.model.load()?;
     let mut reference = a.model.load_spec(&a.reference)?;
-    let (mut tokens, bos) = tokens_of(&model, &a.file)?;
-    let (ref_tokens, _) = tokens_of(&reference, &a.file)?;
+    let text = read_text(&a.file)?;
+    let (mut tokens, bos) = tokens_of(&model, &text)?;
+    let (ref_tokens, _) = tokens_of(&reference, &text)?;
     anyhow::ensure!(
         tokens == ref_tokens,
         "the two models tokenize {} differently; KL divergence needs the same vocabulary",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferrite::setup::{Loaded, ModelArgs};
-use ferrite_bench::quality::{compare_answers, parse_prompts, Answer, QualityPrompt};
+use ferrite_bench::quality::{compare_answers, read_prompts, Answer, QualityPrompt};
 use ferrite_engine::generate::{GenerateRequest, Generator};
 use ferrite_engine::sampling::SamplingParams;
 use ferrite_tokenizer::{ChatMessage, EncodeOptions};
@@ -87,9 +87,7 @@ fn continuations(
 pub fn run(a: GreedyArgs) -> Result<()> {
     let model = a.model.load()?;
     let reference = a.model.load_spec(&a.reference)?;
-    let text = std::fs::read_to_string(&a.prompts)
-        .with_context(|| format!("reading {}", a.prompts.display()))?;
-    let prompts = parse_prompts(&text, &a.prompts.display().to_string())?;
+    let prompts = read_prompts(&a.prompts)?;
     let ids: Vec<Vec<u32>> = prompts
         .iter()
         .map(|p| prompt_tokens(&model, p))
