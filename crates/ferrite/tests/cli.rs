@@ -462,6 +462,22 @@ fn greedy_agreement_against_a_reference() {
         "{}",
         stderr(&o)
     );
+    assert!(!o.status.success());
+    let o = ferrite(&[
+        "eval",
+        "greedy",
+        "-m",
+        &src,
+        "--reference",
+        &src,
+        "--prompts",
+        &p("missing.jsonl"),
+    ]);
+    let err = stderr(&o);
+    assert!(
+        !o.status.success() && err.contains("reading ") && err.contains("missing.jsonl"),
+        "{err}"
+    );
 }
 
 #[test]
