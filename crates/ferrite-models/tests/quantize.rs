@@ -7,8 +7,11 @@ use std::sync::Arc;
 use ferrite_gguf::{GgmlType, GgufFile};
 use ferrite_kernels::quant::{dequantize_row, QuantType};
 use ferrite_models::quantize::{quantize_model, scale_applies, QuantizeOptions, Target};
-use ferrite_models::{load_model_from, ContiguousKvCache, ForwardBatch, LoadOptions};
+use ferrite_models::{load_model_from, LoadOptions};
 use ferrite_testkit::{reference, TinyArch, TinyModel};
+
+mod common;
+use common::{prefill_all, rel_err};
 
 const PROMPT: [u32; 10] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108];
 
@@ -28,33 +31,8 @@ fn requantized(src: &[u8], o: &QuantizeOptions) -> GgufFile {
 }
 
 fn logits(f: GgufFile) -> Vec<Vec<f32>> {
-    let f = Arc::new(f);
-    let mut m = load_model_from(&f, &LoadOptions::default()).unwrap();
-    let c = m.config().clone();
-    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
-    let pos: Vec<usize> = (0..PROMPT.len()).collect();
-    let rows = pos.clone();
-    let mut out = Vec::new();
-    let b = ForwardBatch {
-        tokens: &PROMPT,
-        positions: &pos,
-        slots: &vec![0; PROMPT.len()],
-        logits_rows: &rows,
-        kernel_groups: None,
-    };
-    m.forward(&b, &mut kv, &mut out).unwrap();
-    out.chunks(c.vocab_size).map(|r| r.to_vec()).collect()
-}
-
-fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        for (p, q) in x.iter().zip(y) {
-            num += f64::from(p - q).powi(2);
-            den += f64::from(*q).powi(2);
-        }
-    }
-    (num / den).sqrt()
+    let mut m = load_model_from(&Arc::new(f), &LoadOptions::default()).unwrap();
+    prefill_all(m.as_mut(), &PROMPT)
 }
 
 #[test]

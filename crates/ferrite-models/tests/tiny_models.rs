@@ -10,6 +10,9 @@ use ferrite_models::{
 };
 use ferrite_testkit::{reference, TinyArch, TinyModel};
 
+mod common;
+use common::{prefill_all, rel_err};
+
 const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33];
 
 fn load(bytes: Vec<u8>, isa: Option<Isa>, threads: usize) -> Result<Box<dyn Model>, Error> {
@@ -22,25 +25,6 @@ fn load(bytes: Vec<u8>, isa: Option<Isa>, threads: usize) -> Result<Box<dyn Mode
             ..Default::default()
         },
     )
-}
-
-/// Logits at every prompt position, as one prefill batch.
-fn prefill_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let c = m.config().clone();
-    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
-    let pos: Vec<usize> = (0..tokens.len()).collect();
-    let slots = vec![0; tokens.len()];
-    let rows: Vec<usize> = (0..tokens.len()).collect();
-    let mut out = Vec::new();
-    let b = ForwardBatch {
-        tokens,
-        positions: &pos,
-        slots: &slots,
-        logits_rows: &rows,
-        kernel_groups: None,
-    };
-    m.forward(&b, &mut kv, &mut out).unwrap();
-    out.chunks(c.vocab_size).map(|r| r.to_vec()).collect()
 }
 
 /// Logits at every position, one token per forward call (the decode path).
@@ -61,17 +45,6 @@ fn decode_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
         all.push(out);
     }
     all
-}
-
-fn rel_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        for (p, q) in x.iter().zip(y) {
-            num += f64::from(p - q).powi(2);
-            den += f64::from(*q).powi(2);
-        }
-    }
-    (num / den).sqrt()
 }
 
 /// Relative L2 error allowed against the f32 reference. Float weights only see the f16 KV cache
