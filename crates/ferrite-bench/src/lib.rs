@@ -5,20 +5,27 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agent;
+pub mod arrivals;
 pub mod client;
 pub mod goodput;
+pub mod html;
 pub mod markdown;
 pub mod metrics;
 pub mod quality;
+pub mod report;
 pub mod run;
 pub mod sse;
 pub mod steady;
 pub mod verify;
+pub mod workload;
 
+pub use agent::AgentWorkload;
 pub use markdown::render_markdown;
-pub use run::{
-    preset, run, stamp_fingerprint, Preset, Prices, PromptFile, Report, RunConfig, PRESETS,
-};
+pub use metrics::TokenCounter;
+pub use report::{stamp_fingerprint, Report};
+pub use run::{run, Prices, RunConfig};
+pub use workload::{preset, Preset, PromptFile, Workload, PRESETS};
 
 /// Bench errors.
 #[derive(Debug, thiserror::Error)]

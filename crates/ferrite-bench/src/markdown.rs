@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use crate::run::Report;
+use crate::report::Report;
 
 /// The metrics shown, in order.
 pub const METRICS: [&str; 7] = [
@@ -40,8 +40,12 @@ pub fn render_markdown(report: &Report) -> String {
     };
     let _ = writeln!(
         o,
-        "\nworkload: input {} tokens requested, achieved p50 {} ({}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
-        w["input_tokens_requested"],
+        "\nworkload: {}; input {}, achieved p50 {} ({}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
+        s(&w["kind"]),
+        match w["input_tokens_requested"].as_u64() {
+            Some(n) => format!("{n} tokens requested"),
+            None => "as the prompts are".to_string(),
+        },
         w["input_tokens_achieved"]["p50"],
         s(&w["token_source"]),
         w["output_tokens_requested"],
@@ -80,6 +84,22 @@ pub fn render_markdown(report: &Report) -> String {
         r["retries"],
         n(&r["error_rate"]),
     );
+    let tk = &report.tasks;
+    if report.config.workload.is_agent() {
+        let w = &tk["wall_clock_ms"];
+        let _ = writeln!(
+            o,
+            "tasks: {} completed, {} failed; wall-clock p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, mean {:.0} ms ({:.1} calls, {:.0} ms think time per task)",
+            tk["completed"],
+            tk["failed"],
+            n(&w["p50"]),
+            n(&w["p90"]),
+            n(&w["p99"]),
+            n(&w["mean"]),
+            n(&tk["calls_per_task"]["mean"]),
+            n(&tk["think_ms"]["mean"]),
+        );
+    }
     let st = &t["steady_state"];
     if st["output_tok_s"].is_number() {
         let _ = writeln!(
@@ -116,9 +136,10 @@ pub fn render_markdown(report: &Report) -> String {
         let c = &report.cost;
         let _ = writeln!(
             o,
-            "cost: ${:.6} total, ${:.6} per completed request (server usage; cached tokens at the cached price)",
+            "cost: ${:.6} total, ${:.6} per completed request, ${:.6} per completed task (server usage; cached tokens at the cached price)",
             n(&c["total_usd"]),
             n(&c["per_completed_request_usd"]),
+            n(&c["per_completed_task_usd"]),
         );
     }
     o

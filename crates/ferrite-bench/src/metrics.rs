@@ -62,8 +62,45 @@ impl Stats {
 pub enum TokenSource {
     /// `usage.completion_tokens` of the response.
     ServerUsage,
-    /// One token per text-carrying event (no usage reported).
+    /// Usage on every chunk (vLLM's `continuous_usage_stats`): the total from the last one, and
+    /// the first text chunk's own count for output speed.
+    PerChunkUsage,
+    /// No usage: the answer and reasoning text counted with a client tokenizer (`--tokenizer`).
+    ClientTokenizer,
+    /// No usage and no tokenizer: one token per text-carrying event.
     ChunkCount,
+}
+
+/// Counts the tokens of a text (a client-side tokenizer, for servers that report no usage).
+#[derive(Clone)]
+pub struct TokenCounter {
+    /// What it is (a tokenizer.json or GGUF path), for the report.
+    pub name: String,
+    count: std::sync::Arc<dyn Fn(&str) -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenCounter({})", self.name)
+    }
+}
+
+impl TokenCounter {
+    /// A counter called `name` that counts with `count`.
+    pub fn new(
+        name: impl Into<String>,
+        count: impl Fn(&str) -> usize + Send + Sync + 'static,
+    ) -> Self {
+        TokenCounter {
+            name: name.into(),
+            count: std::sync::Arc::new(count),
+        }
+    }
+
+    /// Tokens of `text`.
+    pub fn count(&self, text: &str) -> usize {
+        (self.count)(text)
+    }
 }
 
 /// Per-request values derived from a successful attempt.
@@ -79,7 +116,8 @@ pub struct RequestMetrics {
     pub tpot_ms: Option<f64>,
     /// Gaps between successive text-carrying events.
     pub itl_ms: Vec<f64>,
-    /// `(N_out − n_1) / (t_K − t_1)` (Artificial Analysis "output speed"), n_1 = 1.
+    /// `(N_out − n_1) / (t_K − t_1)` (Artificial Analysis "output speed"); n_1 is the first
+    /// chunk's token count with per-chunk usage, else 1.
     pub output_speed_tok_s: Option<f64>,
     /// `N_in / TTFT`.
     pub prefill_tok_s: Option<f64>,
@@ -97,16 +135,30 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Metrics of one successful attempt; `None` if no text arrived.
-pub fn request_metrics(at: &Attempt) -> Option<RequestMetrics> {
+/// Metrics of one successful attempt; `None` if no text arrived. Output tokens come from the
+/// server's usage, else from `tokenizer` over the generated text, else one per text event.
+pub fn request_metrics(at: &Attempt, tokenizer: Option<&TokenCounter>) -> Option<RequestMetrics> {
     let text: Vec<_> = at.events.iter().filter(|e| e.has_text()).collect();
     let first = text.first()?;
     let last = text.last()?;
     let usage = at.usage();
-    let (n_out, source) = match usage {
-        Some(u) if u.completion_tokens > 0 => (u.completion_tokens, TokenSource::ServerUsage),
+    // Per-chunk usage: the first text event itself says how many tokens it carried.
+    let first_chunk = first.usage.map(|u| u.completion_tokens).filter(|&n| n > 0);
+    let (n_out, source) = match (usage, tokenizer) {
+        (Some(u), _) if u.completion_tokens > 0 => match first_chunk {
+            Some(_) => (u.completion_tokens, TokenSource::PerChunkUsage),
+            None => (u.completion_tokens, TokenSource::ServerUsage),
+        },
+        (_, Some(t)) => {
+            let all: String = text
+                .iter()
+                .flat_map(|e| [e.reasoning.as_str(), e.content.as_str()])
+                .collect();
+            (t.count(&all), TokenSource::ClientTokenizer)
+        }
         _ => (text.len(), TokenSource::ChunkCount),
     };
+    let n_first = first_chunk.unwrap_or(1).min(n_out);
     let ttft = ms(first.t);
     let e2e = ms(at.end);
     let span = ms(last.t) - ttft;
@@ -120,7 +172,8 @@ pub fn request_metrics(at: &Attempt) -> Option<RequestMetrics> {
         e2e_ms: e2e,
         tpot_ms: (n_out > 1).then(|| (e2e - ttft) / (n_out - 1) as f64),
         itl_ms: text.windows(2).map(|w| ms(w[1].t) - ms(w[0].t)).collect(),
-        output_speed_tok_s: (n_out > 1 && span > 0.0).then(|| (n_out - 1) as f64 / (span / 1e3)),
+        output_speed_tok_s: (n_out > n_first && span > 0.0)
+            .then(|| (n_out - n_first) as f64 / (span / 1e3)),
         prefill_tok_s: usage
             .filter(|u| u.prompt_tokens > 0 && ttft > 0.0)
             .map(|u| u.prompt_tokens as f64 / (ttft / 1e3)),
@@ -139,7 +192,7 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("e2e_ms", "t(end of stream: [DONE] or close) − t(scheduled send)"),
         ("tpot_ms", "(E2E − TTFT) / (N_out − 1), requests with N_out > 1 (vLLM sense)"),
         ("itl_ms", "gaps between successive text-carrying events, pooled over requests (per chunk)"),
-        ("output_speed_tok_s", "(N_out − 1) / (t_last_text − t_first_text), per request (Artificial Analysis output speed, first chunk = 1 token)"),
+        ("output_speed_tok_s", "(N_out − n_1) / (t_last_text − t_first_text), per request (Artificial Analysis output speed; n_1 = the first chunk's tokens with per-chunk usage, else 1)"),
         ("prefill_tok_s", "N_in (server usage) / TTFT"),
         ("throughput.output_tok_s", "Σ N_out / T, T = last end − first scheduled send of measured requests"),
         ("throughput.total_tok_s", "Σ (N_in + N_out) / T"),
@@ -150,5 +203,8 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("error_rate", "failed logical requests / all logical requests"),
         ("cost.total_usd", "Σ over attempts with usage: (prompt − cached)·input + cached·cached_input + completion·output (per Mtok) + per_request"),
         ("cost.per_completed_request_usd", "cost.total_usd / completed requests (failed attempts that reported usage included)"),
+        ("cost.per_completed_task_usd", "cost.total_usd / completed tasks (every call and failed attempt of every task included)"),
+        ("tasks.wall_clock_ms", "end of the task's last call − the task's scheduled start, completed tasks (think time and client-side waits included)"),
+        ("tasks.think_ms", "client-side pauses between calls inside the wall-clock (tool execution, user think time)"),
     ])
 }

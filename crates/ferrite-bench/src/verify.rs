@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::metrics::RequestMetrics;
-use crate::run::Report;
+use crate::report::Report;
 use crate::{Error, Result};
 
 /// Comparison of a claim.
@@ -198,6 +198,8 @@ pub fn not_covered(report: &Report) -> Vec<&'static str> {
         out.push("cost: no prices given, cost per request or task not computed");
     }
     out.push("quality: output quality not compared (bench quality)");
-    out.push("agent tasks: single-call requests only, no multi-call task time");
+    if !report.config.workload.is_agent() {
+        out.push("agent tasks: single-call requests only, no multi-call task time");
+    }
     out
 }

@@ -2,113 +2,24 @@
 //! TPOT, ITL, E2E and output speed within 5%, count retries and failures exactly, and take
 //! token counts from server usage.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use ferrite_bench::{run, RunConfig};
-use serde_json::{json, Value};
+use ferrite_bench::{run, RunConfig, Workload};
+use ferrite_testkit::mock_openai::{Failure, MockServer, Script};
 
-#[derive(Clone)]
-struct Script {
-    ttft: Duration,
-    per_token: Duration,
-    tokens_per_chunk: usize,
-    /// The first `fail_first` generation requests (max_tokens > 1) get 429 + Retry-After: 0.
-    fail_first: usize,
-    /// Generation requests whose number is in here get an error object inside a 200 stream.
-    in_stream_error: Vec<usize>,
-    /// Prompt tokens = words + this (a fake chat template).
-    template: usize,
-    seen: Arc<AtomicUsize>,
-}
-
-async fn chat(State(s): State<Script>, Json(body): Json<Value>) -> Response {
-    let max_tokens = body["max_tokens"].as_u64().unwrap() as usize;
-    let words = body["messages"][0]["content"]
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .count();
-    let n = if max_tokens > 1 {
-        s.seen.fetch_add(1, Ordering::SeqCst)
-    } else {
-        usize::MAX
-    };
-    if n < s.fail_first {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "0")],
-            "{\"error\":{\"message\":\"slow down\"}}",
-        )
-            .into_response();
+/// A mock with the given first-token delay and per-token time; other fields default.
+fn script(ttft_ms: u64, per_token_ms: u64) -> Script {
+    Script {
+        ttft: Duration::from_millis(ttft_ms),
+        per_token: Duration::from_millis(per_token_ms),
+        ..Script::default()
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(16);
-    let fail = s.in_stream_error.contains(&n);
-    // Events are sent at absolute deadlines, so timer overshoot (≈1 ms per sleep) does not
-    // accumulate: what the bench sees is the script.
-    let t0 = tokio::time::Instant::now();
-    tokio::spawn(async move {
-        let chunk = |delta: Value| {
-            format!(
-                "data: {}\n\n",
-                json!({"object": "chat.completion.chunk", "system_fingerprint": "fp_mock", "choices": [{"index": 0, "delta": delta}]})
-            )
-        };
-        // Role-only first chunk and a keep-alive comment: neither is a token.
-        let _ = tx.send(Ok(chunk(json!({"role": "assistant"})))).await;
-        let _ = tx.send(Ok(": ping\n\n".into())).await;
-        tokio::time::sleep_until(t0 + s.ttft).await;
-        if fail {
-            let _ = tx
-                .send(Ok(
-                    "data: {\"error\": {\"message\": \"boom\"}}\n\ndata: [DONE]\n\n".into(),
-                ))
-                .await;
-            return;
-        }
-        let mut sent = 0;
-        while sent < max_tokens {
-            if sent > 0 {
-                tokio::time::sleep_until(t0 + s.ttft + s.per_token * sent as u32).await;
-            }
-            let k = s.tokens_per_chunk.min(max_tokens - sent);
-            let _ = tx.send(Ok(chunk(json!({"content": "x".repeat(k)})))).await;
-            sent += k;
-        }
-        let usage = json!({"choices": [], "usage": {"prompt_tokens": words + s.template, "completion_tokens": max_tokens, "total_tokens": words + s.template + max_tokens, "prompt_tokens_details": {"cached_tokens": 0}}});
-        let _ = tx
-            .send(Ok(format!("data:{usage}\n\ndata: [DONE]\n\n")))
-            .await;
-    });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        Body::from_stream(stream),
-    )
-        .into_response()
 }
 
 async fn start(s: Script) -> String {
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route(
-            "/v1/models",
-            get(|| async { Json(json!({"data": [{"id": "mock-model"}]})) }),
-        )
-        .with_state(s);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    url
+    MockServer::start(s).await.url
 }
 
 fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunConfig {
@@ -127,7 +38,8 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         rate: None,
         prices: None,
         preset: None,
-        prompt_file: None,
+        workload: Workload::Synthetic,
+        tokenizer: None,
         slos: vec![],
         burstiness: 1.0,
         duration: None,
@@ -146,13 +58,8 @@ fn within(got: f64, want: f64, tol: f64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reports_the_scripted_latencies_within_5_percent() {
     let s = Script {
-        ttft: Duration::from_millis(150),
-        per_token: Duration::from_millis(10),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 9,
-        seen: Arc::default(),
+        template_tokens: 9,
+        ..script(150, 10)
     };
     let url = start(s).await;
     let r = run(cfg(url, 6, 2, 0)).await.unwrap();
@@ -195,13 +102,8 @@ async fn reports_the_scripted_latencies_within_5_percent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multi_token_chunks_keep_token_counts_from_usage() {
     let s = Script {
-        ttft: Duration::from_millis(100),
-        per_token: Duration::from_millis(8),
         tokens_per_chunk: 4,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 0,
-        seen: Arc::default(),
+        ..script(100, 8)
     };
     let r = run(cfg(start(s).await, 3, 1, 0)).await.unwrap();
     let p50 = |k: &str| r.metrics[k]["p50"].as_f64().unwrap();
@@ -215,16 +117,16 @@ async fn multi_token_chunks_keep_token_counts_from_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_and_failures_are_counted_exactly() {
     let s = Script {
-        ttft: Duration::from_millis(5),
-        per_token: Duration::from_millis(1),
-        tokens_per_chunk: 1,
-        fail_first: 2,
-        in_stream_error: vec![3],
-        template: 0,
-        seen: Arc::default(),
+        failures: vec![
+            (0, Failure::RateLimited { retry_after_s: 1 }),
+            (1, Failure::ServerError),
+            (3, Failure::InStream),
+        ],
+        ..script(5, 1)
     };
-    // Sequential: request 0 gets two 429s then succeeds; generation request #3 (request 1)
-    // fails inside its 200 stream and is not retried (the server answered).
+    // Sequential: request 0 gets a 429 (Retry-After: 1) and a 500, then succeeds; generation
+    // request #3 (request 1) fails inside its 200 stream and is not retried (the server
+    // answered).
     let r = run(cfg(start(s).await, 4, 1, 3)).await.unwrap();
     assert_eq!(r.requests["completed"], 3, "{}", r.requests);
     assert_eq!(r.requests["failed"], 1);
@@ -234,8 +136,13 @@ async fn retries_and_failures_are_counted_exactly() {
         .as_str()
         .unwrap()
         .contains("in-stream error: boom"));
-    assert_eq!(r.records[0].attempts[0].status, Some(429));
-    assert!(r.records[0].attempts[2].ok());
+    let a = &r.records[0].attempts;
+    assert_eq!((a[0].status, a[1].status), (Some(429), Some(500)));
+    assert!(a[2].ok());
+    // The 429's Retry-After (1 s) replaced the 10 ms backoff; the 500 waited 2 × 10 ms.
+    let gap = |k: usize| (a[k + 1].start - a[k].end).as_secs_f64();
+    assert!(gap(0) >= 1.0 && gap(0) < 1.5, "Retry-After wait {}", gap(0));
+    assert!(gap(1) >= 0.02 && gap(1) < 0.5, "backoff {}", gap(1));
     within(
         r.requests["error_rate"].as_f64().unwrap(),
         0.25,
@@ -247,15 +154,7 @@ async fn retries_and_failures_are_counted_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_passes_a_true_claim_and_fails_a_false_one() {
     use ferrite_bench::verify::{evaluate, parse_claim};
-    let s = Script {
-        ttft: Duration::from_millis(120),
-        per_token: Duration::from_millis(10),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 0,
-        seen: Arc::default(),
-    };
+    let s = script(120, 10);
     let r = run(cfg(start(s).await, 8, 2, 0)).await.unwrap();
     // Scripted: TTFT 120 ms, output speed 100 tok/s.
     for (claim, want) in [
@@ -285,15 +184,7 @@ async fn verify_passes_a_true_claim_and_fails_a_false_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cost_is_computed_exactly_from_usage_and_poisson_load_runs() {
-    let s = Script {
-        ttft: Duration::from_millis(5),
-        per_token: Duration::from_millis(1),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 0,
-        seen: Arc::default(),
-    };
+    let s = script(5, 1);
     let mut c = cfg(start(s).await, 5, 1, 0);
     c.prices = Some(ferrite_bench::Prices {
         input_per_mtok: 2.0,
@@ -349,16 +240,11 @@ async fn bad_rates_and_sizes_are_refused_before_any_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prompt_files_are_sent_in_order_and_cycled() {
     let s = Script {
-        ttft: Duration::from_millis(5),
-        per_token: Duration::from_millis(1),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 4,
-        seen: Arc::default(),
+        template_tokens: 4,
+        ..script(5, 1)
     };
     let mut c = cfg(start(s).await, 4, 1, 0);
-    c.prompt_file = Some(
+    c.workload = Workload::File(
         ferrite_bench::PromptFile::parse(
             "{\"prompt\": \"one two three\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a b c d e f g\"}]}\n",
             "p.jsonl",
@@ -389,13 +275,8 @@ async fn prompt_files_are_sent_in_order_and_cycled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn goodput_counts_requests_meeting_every_slo() {
     let script = || Script {
-        ttft: Duration::from_millis(40),
-        per_token: Duration::from_millis(2),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![1],
-        template: 0,
-        seen: Arc::default(),
+        failures: vec![(1, Failure::InStream)],
+        ..script(40, 2)
     };
     let slo = |s: &str| ferrite_bench::goodput::Slo::parse(s).unwrap();
     let mut c = cfg(start(script()).await, 4, 1, 0);
@@ -424,15 +305,7 @@ async fn goodput_counts_requests_meeting_every_slo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duration_limits_stop_new_requests_in_both_loops() {
-    let script = || Script {
-        ttft: Duration::from_millis(20),
-        per_token: Duration::from_millis(2),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 0,
-        seen: Arc::default(),
-    };
+    let script = || script(20, 2);
     // Closed loop: every request takes at least its scripted 58 ms, so at most 6 start within
     // 0.3 s (fewer on a slow machine), of the 1000 allowed.
     let mut c = cfg(start(script()).await, 1000, 1, 0);
@@ -453,15 +326,7 @@ async fn duration_limits_stop_new_requests_in_both_loops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn steady_state_throughput_leaves_out_ramp_up_and_drain() {
-    let script = || Script {
-        ttft: Duration::from_millis(20),
-        per_token: Duration::from_millis(5),
-        tokens_per_chunk: 1,
-        fail_first: 0,
-        in_stream_error: vec![],
-        template: 0,
-        seen: Arc::default(),
-    };
+    let script = || script(20, 5);
     // 11 requests on 2 workers: the 11th runs alone for a whole cycle at the end.
     let r = run(cfg(start(script()).await, 11, 2, 0)).await.unwrap();
     let st = &r.throughput["steady_state"];

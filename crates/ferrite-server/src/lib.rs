@@ -36,6 +36,15 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> s
         wait_for_signal().await;
         drain(&st, drain_timeout).await;
     };
+    // TCP_NODELAY: each SSE event is a small write; with Nagle's algorithm a token waits for
+    // the ACK of the previous one (up to the peer's delayed-ACK timeout), which adds latency to
+    // streamed tokens and makes inter-token gaps lumpy.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY not set: {e}");
+        }
+    });
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown);
     server.await?;
     if let Some(l) = state.loaded() {

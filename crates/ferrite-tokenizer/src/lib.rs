@@ -14,10 +14,12 @@
 #![forbid(unsafe_code)]
 
 mod chat;
+mod count;
 mod stream;
 mod vocab;
 
 pub use chat::{ChatMessage, ChatTemplate, TemplateSource};
+pub use count::TextTokenizer;
 pub use stream::DecodeStream;
 pub use vocab::{TokenType, VocabKind};
 

@@ -13,6 +13,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; the size of the bench options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate text from a prompt (text to stdout, timing to stderr).

@@ -96,10 +96,30 @@ pub struct RunBenchArgs {
     /// `ttft_ms<=500`, `tpot_ms<=50`, `e2e_ms<=`, `itl_max_ms<=`, `output_speed_tok_s>=`, ...
     #[arg(long = "slo")]
     pub slos: Vec<String>,
-    /// Send the prompts of this JSONL file (`{"prompt": ...}` or `{"messages": [...]}` per
-    /// line, as for `bench quality`), request i taking prompt i mod n, instead of synthetic ones.
-    #[arg(long, conflicts_with_all = ["preset", "input_tokens"])]
-    pub prompt_file: Option<std::path::PathBuf>,
+    /// What to send: `synthetic` (unique prompts of --input-tokens), `shared-prefix` (the
+    /// same first --shared-prefix-tokens words, then unique), `file:PATH` (JSONL prompts,
+    /// `{"prompt": ...}` or `{"messages": [...]}` per line, cycled) or `agent:PATH` (agent
+    /// tasks, schema ferrite-bench/agent-tasks/v1; see the ferrite-bench agent module docs).
+    #[arg(long, conflicts_with = "preset")]
+    pub workload: Option<String>,
+    /// With `--workload shared-prefix`: words every prompt shares (default: half the prompt).
+    #[arg(long)]
+    pub shared_prefix_tokens: Option<usize>,
+    /// Synthetic agent tasks of this many calls (each resending the conversation so far plus
+    /// a tool result); --requests and --concurrency then count tasks.
+    #[arg(long, conflicts_with_all = ["workload", "preset"])]
+    pub agent_calls: Option<usize>,
+    /// With --agent-calls: words of each synthetic tool result appended between calls.
+    #[arg(long, default_value_t = 256, requires = "agent_calls")]
+    pub agent_tool_tokens: usize,
+    /// With --agent-calls: client pause between calls in ms (tool execution), counted in the
+    /// task's wall-clock.
+    #[arg(long, default_value_t = 0.0, requires = "agent_calls")]
+    pub agent_think_ms: f64,
+    /// Count output tokens with this tokenizer (a GGUF file or a tokenizer.json) when the
+    /// server reports no usage (otherwise one token per streamed chunk is assumed).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
     /// Prompt tokens per request (synthetic, unique per request).
     #[arg(long, default_value_t = 256)]
     pub input_tokens: usize,
@@ -140,6 +160,10 @@ pub struct RunBenchArgs {
     /// Write the printed report (Markdown) here too.
     #[arg(long)]
     pub markdown: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML report with charts (latency CDFs, TTFT vs input length,
+    /// task wall-clock; throughput vs concurrency for `bench sweep`).
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
 }
 
 /// `ferrite bench model` options.
@@ -438,12 +462,39 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             .iter()
             .map(|s| ferrite_bench::goodput::Slo::parse(s))
             .collect::<std::result::Result<_, _>>()?,
-        prompt_file: a
-            .prompt_file
-            .as_deref()
-            .map(ferrite_bench::PromptFile::read)
-            .transpose()?,
+        workload: workload(a, input_tokens)?,
+        tokenizer: a.tokenizer.as_deref().map(tokenizer).transpose()?,
     })
+}
+
+/// `--workload` / `--agent-calls` → what each task sends.
+fn workload(a: &RunBenchArgs, input_tokens: usize) -> Result<ferrite_bench::Workload> {
+    if let Some(calls) = a.agent_calls {
+        let w =
+            ferrite_bench::AgentWorkload::synthetic(calls, a.agent_tool_tokens, a.agent_think_ms)?;
+        return Ok(ferrite_bench::Workload::Agent(w));
+    }
+    let spec = a.workload.as_deref().unwrap_or("synthetic");
+    if a.shared_prefix_tokens.is_some() && spec != "shared-prefix" {
+        anyhow::bail!("--shared-prefix-tokens needs --workload shared-prefix");
+    }
+    Ok(ferrite_bench::Workload::parse(
+        spec,
+        input_tokens,
+        a.shared_prefix_tokens,
+    )?)
+}
+
+/// `--tokenizer PATH` → a token counter (a GGUF file's vocabulary or a tokenizer.json).
+fn tokenizer(path: &std::path::Path) -> Result<ferrite_bench::TokenCounter> {
+    let t = ferrite_tokenizer::TextTokenizer::open(path)
+        .with_context(|| format!("--tokenizer {}", path.display()))?;
+    let name = path.display().to_string();
+    // A text the tokenizer cannot encode counts as 0 tokens; the report then shows a
+    // length mismatch rather than the run failing halfway.
+    Ok(ferrite_bench::TokenCounter::new(name, move |s| {
+        t.count(s).unwrap_or(0)
+    }))
 }
 
 fn execute(mut cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
@@ -511,9 +562,14 @@ fn sweep(a: SweepArgs) -> Result<()> {
         );
         reports.push(r);
     }
-    if let Some(path) = a.run.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&reports)?)?;
+    if let Some(path) = &a.run.json {
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)?;
         println!("reports: {}", path.display());
+    }
+    if let Some(path) = &a.run.html {
+        std::fs::write(path, ferrite_bench::html::render_html(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("html: {}", path.display());
     }
     Ok(())
 }
@@ -525,6 +581,11 @@ fn endpoint(a: RunBenchArgs) -> Result<ferrite_bench::Report> {
     if let Some(path) = &a.markdown {
         std::fs::write(path, &text)?;
         println!("markdown: {}", path.display());
+    }
+    if let Some(path) = &a.html {
+        let html = ferrite_bench::html::render_html(std::slice::from_ref(&report));
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+        println!("html: {}", path.display());
     }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

