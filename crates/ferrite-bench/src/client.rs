@@ -62,6 +62,11 @@ pub struct Attempt {
     pub retry_after: Option<Duration>,
     /// `system_fingerprint` of the response.
     pub system_fingerprint: Option<String>,
+    /// The request went out on a pooled keep-alive connection that the server had already
+    /// closed, and no response byte came back: the server never saw it. Some servers
+    /// (llama-server) close every connection after a streamed response without saying
+    /// `Connection: close`, so a client that reuses connections races their FIN.
+    pub stale_connection: bool,
 }
 
 impl Attempt {
@@ -104,7 +109,10 @@ pub async fn send(
     let mut resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            at.error = Some(format!("connection: {e}"));
+            let msg = chain(&e);
+            // hyper's IncompleteMessage: the connection closed before any response byte.
+            at.stale_connection = msg.contains("connection closed before message completed");
+            at.error = Some(format!("connection: {msg}"));
             at.end = t0.elapsed();
             return at;
         }
@@ -135,7 +143,7 @@ pub async fn send(
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                at.error = Some(format!("stream: {e}"));
+                at.error = Some(format!("stream: {}", chain(&e)));
                 break;
             }
         };
@@ -156,6 +164,14 @@ pub async fn send(
     at.end = t0.elapsed();
     if !done && at.error.is_none() {
         at.error = Some("stream ended without [DONE]".into());
+    }
+    if done {
+        // Read the rest of the body (the chunked terminator usually follows [DONE]) so the
+        // connection goes back to the pool; dropping it half-read closes it and sends the next
+        // request onto an older idle connection the server may already have closed ("connection
+        // closed before message completed"). Bounded, for servers that hold the stream open.
+        let rest = async { while let Ok(Some(_)) = resp.chunk().await {} };
+        let _ = tokio::time::timeout(Duration::from_millis(500), rest).await;
     }
     at
 }
@@ -211,6 +227,18 @@ fn record(at: &mut Attempt, ev: SseEvent, t: Duration) -> bool {
     }
     at.events.push(e);
     false
+}
+
+/// An error with its causes (reqwest's own message rarely says what happened on the socket).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -52,6 +52,14 @@ pub fn render_markdown(report: &Report) -> String {
         w["output_tokens_achieved"]["p50"],
         w["output_length_mismatches"],
     );
+    let cached = &w["input_cached_tokens"];
+    if cached["max"].as_f64().unwrap_or(0.0) > 0.0 {
+        let _ = writeln!(
+            o,
+            "prompt tokens served from the server's cache (usage.cached_tokens): p50 {}, max {} of {} prompts reporting it; more than the chat template's shared start means the prompts were not all new to the server\n",
+            cached["p50"], cached["max"], cached["n"],
+        );
+    }
     let _ = writeln!(o, "| metric | p50 | p90 | p99 | mean | n | formula |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|");
     let f = |x: &Value| x.as_f64().map_or("-".into(), |v| format!("{v:.1}"));
@@ -73,7 +81,7 @@ pub fn render_markdown(report: &Report) -> String {
     let n = |v: &Value| v.as_f64().unwrap_or(0.0);
     let _ = writeln!(
         o,
-        "\nthroughput: {:.2} req/s, {:.1} output tok/s, {:.1} total tok/s over {:.1} s\nrequests: {} completed, {} failed, {} attempts ({} retries), error rate {:.3}",
+        "\nthroughput: {:.2} req/s, {:.1} output tok/s, {:.1} total tok/s over {:.1} s\nrequests: {} completed, {} failed, {} attempts ({} retries, {} re-sent after the server closed a pooled connection), error rate {:.3}",
         n(&t["requests_per_s"]),
         n(&t["output_tok_s"]),
         n(&t["total_tok_s"]),
@@ -82,6 +90,7 @@ pub fn render_markdown(report: &Report) -> String {
         r["failed"],
         r["attempts"],
         r["retries"],
+        r["stale_connection_resends"],
         n(&r["error_rate"]),
     );
     let tk = &report.tasks;

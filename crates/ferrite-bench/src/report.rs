@@ -104,6 +104,15 @@ pub(crate) fn summarize(
     let n_out: usize = ok.iter().map(|m| m.output_tokens).sum();
     let n_in: usize = ok.iter().filter_map(|m| m.input_tokens).sum();
     let attempts: usize = records.iter().map(|r| r.attempts.len()).sum();
+    // Attempts lost on a stale pooled connection and sent again (the last attempt of a record
+    // was not re-sent, whatever it was).
+    let stale: usize = records
+        .iter()
+        .map(|r| {
+            let n = r.attempts.len().saturating_sub(1);
+            r.attempts[..n].iter().filter(|a| a.stale_connection).count()
+        })
+        .sum();
     let completed = ok.len();
     let failed = records.len() - completed;
     let achieved_in = col(&|m| m.input_tokens.map(|x| x as f64));
@@ -158,7 +167,8 @@ pub(crate) fn summarize(
             "completed": completed,
             "failed": failed,
             "attempts": attempts,
-            "retries": attempts - records.len(),
+            "retries": attempts - records.len() - stale,
+            "stale_connection_resends": stale,
             "error_rate": failed as f64 / records.len().max(1) as f64,
             "attempt_success_rate": completed as f64 / attempts.max(1) as f64,
             "errors": records.iter().filter(|r| r.metrics.is_none())
@@ -176,6 +186,7 @@ pub(crate) fn summarize(
             "tokenizer": cfg.tokenizer.as_ref().map(|t| t.name.clone()),
             "output_tokens_achieved": Stats::of(&achieved_out),
             "output_length_mismatches": out_mismatch,
+            "input_cached_tokens": Stats::of(&col(&|m| m.cached_tokens.map(|x| x as f64))),
             "token_source": source,
         }),
         tasks: task_summary(&tasks),

@@ -148,6 +148,9 @@ fn body(cfg: &RunConfig, messages: &[Value], max_tokens: usize) -> Value {
     })
 }
 
+/// Re-sends allowed per logical request after stale-connection losses.
+const MAX_STALE_RESENDS: usize = 3;
+
 /// One logical request with retries.
 async fn logical(
     client: &reqwest::Client,
@@ -157,15 +160,24 @@ async fn logical(
 ) -> Vec<Attempt> {
     let url = format!("{}/v1/chat/completions", cfg.url.trim_end_matches('/'));
     let mut attempts = Vec::new();
-    for k in 0..=cfg.retries {
+    let (mut k, mut resends) = (0, 0);
+    loop {
         let at = send(client, &url, cfg.api_key.as_deref(), body, t0).await;
-        let (ok, retry, wait) = (at.ok(), at.retryable(), at.retry_after);
+        let (ok, retry, wait, stale) = (at.ok(), at.retryable(), at.retry_after, at.stale_connection);
         attempts.push(at);
+        // A request lost on a stale pooled connection never reached the server: send it again
+        // at once on a fresh one (bounded), without using up a retry. The raw log keeps the
+        // lost attempt and the report counts these separately.
+        if stale && resends < MAX_STALE_RESENDS {
+            resends += 1;
+            continue;
+        }
         if ok || !retry || k == cfg.retries {
             break;
         }
         let backoff = wait.unwrap_or(cfg.retry_base * 2u32.saturating_pow(k as u32));
         tokio::time::sleep(backoff).await;
+        k += 1;
     }
     attempts
 }
@@ -311,8 +323,11 @@ async fn run_one(
 /// Run the benchmark.
 pub async fn run(cfg: RunConfig) -> Result<Report> {
     check(&cfg)?;
+    // Idle connections are dropped after 4 s, before common server keep-alive timeouts
+    // (llama-server / cpp-httplib: 5 s), so a request is never sent on one the server closed.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()
         .map_err(|e| Error::Http(e.to_string()))?;
     let provenance = provenance(&client, &cfg).await;

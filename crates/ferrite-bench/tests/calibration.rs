@@ -349,3 +349,81 @@ async fn steady_state_throughput_leaves_out_ramp_up_and_drain() {
         "{st}"
     );
 }
+
+/// A server that answers one request per connection and then, like llama-server after a
+/// streamed response, closes it without `Connection: close`: it waits for the next request on
+/// the same connection, reads it, and closes without answering.
+async fn one_shot_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Read one request: headers, then Content-Length bytes of body.
+                let (head_end, len) = loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..p]).to_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                        break (p + 4, len);
+                    }
+                };
+                while got.len() < head_end + len {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let is_get = got.starts_with(b"GET");
+                let body = if is_get {
+                    "{\"data\": [{\"id\": \"m\"}]}".to_string()
+                } else {
+                    let max = if String::from_utf8_lossy(&got).contains("\"max_tokens\":1,") { 1 } else { 3 };
+                    let mut b = String::new();
+                    for _ in 0..max {
+                        b.push_str("data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"w \"}}]}\n\n");
+                    }
+                    b.push_str(&format!("data: {{\"choices\": [], \"usage\": {{\"prompt_tokens\": 5, \"completion_tokens\": {max}}}}}\n\ndata: [DONE]\n\n"));
+                    b
+                };
+                let ctype = if is_get { "application/json" } else { "text/event-stream" };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                // Wait for the next request on this connection, then close unanswered.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_lost_on_a_closed_pooled_connection_are_resent_not_failed() {
+    let url = one_shot_server().await;
+    let r = run(cfg(url, 4, 1, 0)).await.unwrap();
+    assert_eq!(r.requests["completed"], 4, "{}", r.requests);
+    assert_eq!(r.requests["failed"], 0);
+    // Every measured request first went out on the connection its predecessor used.
+    assert_eq!(r.requests["stale_connection_resends"], 4, "{}", r.requests);
+    assert_eq!(r.requests["retries"], 0);
+    assert_eq!(r.requests["attempts"], 8);
+    let lost = &r.records[1].attempts[0];
+    assert!(lost.stale_connection && lost.status.is_none(), "{lost:?}");
+}

@@ -138,9 +138,11 @@ pub struct RunBenchArgs {
     /// Retries after connection errors, 429 and 5xx (exponential backoff, Retry-After honoured).
     #[arg(long, default_value_t = 0)]
     pub retries: usize,
-    /// Seed of the synthetic prompts and of Poisson arrivals.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the synthetic prompts and arrival times. Default: a fresh one per run (recorded
+    /// in the report), because a server with a cross-request prompt cache (llama-server's RAM
+    /// cache) serves a repeated run's prompts from cache; give the recorded one to reproduce.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Open loop: Poisson arrivals at this many requests per second (instead of --concurrency).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -440,7 +442,7 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
         warmup: a.warmup,
         retries: a.retries,
         retry_base: std::time::Duration::from_millis(500),
-        seed: a.seed,
+        seed: a.seed.unwrap_or_else(fresh_seed),
         rate: a.rate,
         prices: match &a.prices {
             Some(p) => Some(
@@ -465,6 +467,14 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
         workload: workload(a, input_tokens)?,
         tokenizer: a.tokenizer.as_deref().map(tokenizer).transpose()?,
     })
+}
+
+/// A seed that differs between runs: clock nanoseconds mixed with the process id.
+fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (t ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// `--workload` / `--agent-calls` → what each task sends.
