@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serving throughput, ferrite serve vs llama-server, same model, same threads, same run:
-# closed-loop streams at 1, 4 and 16 concurrency, unique 256-token prompts, 128 output tokens.
+# closed-loop streams at 1, 4 and 16 concurrency, unique 256-token chat prompts (sized through the
+# measured template overhead), 128 output tokens, measured with `ferrite bench run`.
 # Prints a Markdown table for BENCHMARKS.md. Run on an idle machine, never during a build.
 #
 #   scripts/bench-serve-vs-llamacpp.sh                 # smollm2, 2 threads
@@ -35,14 +36,17 @@ for c in $conc; do
   r=$(( c < 4 ? 4 : 2 * c ))
   for s in llama-server ferrite; do
     port=$([[ $s == ferrite ]] && echo $fport || echo $lport)
-    j=$(python3 "$root/scripts/serve-bench.py" --url "http://127.0.0.1:$port" --model "$model" \
-        -c "$c" -r "$r" -p 256 -n 128 --seed "$c")
-    tput[$s]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["output_tok_s"])' "$j")
-    python3 - "$s" "$c" "$j" <<'PY'
+    out=/tmp/ferrite-bench-$s-$c.json
+    "$ferrite" bench run --url "http://127.0.0.1:$port" --model "$model" --concurrency "$c" \
+      --requests "$r" --input-tokens 256 --output-tokens 128 --warmup 1 --json "$out" >/dev/null
+    tput[$s]=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["throughput"]["output_tok_s"])' "$out")
+    python3 - "$s" "$c" "$out" <<'PY'
 import json, sys
-s, c, j = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-err = f" ({j['errors']} errors: {j['first_error']})" if j["errors"] else ""
-print(f"| {c} | {s} | {j['requests']}{err} | {j['output_tok_s']:.1f} | {j['ttft_p50_s']:.2f} | {j['ttft_p99_s']:.2f} | {1000*j['tpot_mean_s']:.1f} |")
+s, c, j = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+q, m = j["requests"], j["metrics"]
+err = f" ({q['failed']} failed: {q['errors'][0]})" if q["failed"] else ""
+print(f"| {c} | {s} | {q['completed']}{err} | {j['throughput']['output_tok_s']:.1f} | "
+      f"{m['ttft_ms']['p50'] / 1e3:.2f} | {m['ttft_ms']['p99'] / 1e3:.2f} | {m['tpot_ms']['mean']:.1f} |")
 PY
   done
   python3 -c 'import sys; print(f"| {sys.argv[1]} | **ratio ferrite/llama-server** | | **{float(sys.argv[2])/float(sys.argv[3]):.2f}x** | | | |")' "$c" "${tput[ferrite]}" "${tput[llama-server]}"
