@@ -110,7 +110,10 @@ pub(crate) fn summarize(
         .iter()
         .map(|r| {
             let n = r.attempts.len().saturating_sub(1);
-            r.attempts[..n].iter().filter(|a| a.stale_connection).count()
+            r.attempts[..n]
+                .iter()
+                .filter(|a| a.stale_connection)
+                .count()
         })
         .sum();
     let completed = ok.len();

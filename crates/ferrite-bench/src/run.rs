@@ -163,7 +163,8 @@ async fn logical(
     let (mut k, mut resends) = (0, 0);
     loop {
         let at = send(client, &url, cfg.api_key.as_deref(), body, t0).await;
-        let (ok, retry, wait, stale) = (at.ok(), at.retryable(), at.retry_after, at.stale_connection);
+        let (ok, retry, wait, stale) =
+            (at.ok(), at.retryable(), at.retry_after, at.stale_connection);
         attempts.push(at);
         // A request lost on a stale pooled connection never reached the server: send it again
         // at once on a fresh one (bounded), without using up a retry. The raw log keeps the

@@ -392,7 +392,11 @@ async fn one_shot_server() -> String {
                 let body = if is_get {
                     "{\"data\": [{\"id\": \"m\"}]}".to_string()
                 } else {
-                    let max = if String::from_utf8_lossy(&got).contains("\"max_tokens\":1,") { 1 } else { 3 };
+                    let max = if String::from_utf8_lossy(&got).contains("\"max_tokens\":1,") {
+                        1
+                    } else {
+                        3
+                    };
                     let mut b = String::new();
                     for _ in 0..max {
                         b.push_str("data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"w \"}}]}\n\n");
@@ -400,7 +404,11 @@ async fn one_shot_server() -> String {
                     b.push_str(&format!("data: {{\"choices\": [], \"usage\": {{\"prompt_tokens\": 5, \"completion_tokens\": {max}}}}}\n\ndata: [DONE]\n\n"));
                     b
                 };
-                let ctype = if is_get { "application/json" } else { "text/event-stream" };
+                let ctype = if is_get {
+                    "application/json"
+                } else {
+                    "text/event-stream"
+                };
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()

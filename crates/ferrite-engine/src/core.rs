@@ -14,6 +14,7 @@ use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
 use crate::sampling::{Sampler, SamplingParams, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::spec::ngram::{self, NgramConfig};
+use crate::spec::{DraftJob, DraftModel};
 use crate::stop::{StopMatcher, StopStep};
 use crate::{Error, FinishReason, Result};
 
@@ -241,6 +242,9 @@ pub struct EngineCore {
     num_blocks: usize,
     next_id: RequestId,
     speculative: Option<NgramConfig>,
+    /// When set, requests with speculation on draft with this model instead of n-gram lookup
+    /// (their `k` applies; `min_n`/`max_n` do not).
+    draft: Option<DraftModel>,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -327,7 +331,21 @@ impl EngineCore {
             num_blocks,
             next_id: 1,
             speculative: cfg.speculative,
+            draft: None,
         })
+    }
+
+    /// Draft with `model` (it must share the target's vocabulary: same size here, same token
+    /// texts checked by the caller, which has both tokenizers).
+    pub fn set_draft_model(&mut self, model: Box<dyn Model>) -> Result<()> {
+        let (dv, tv) = (model.config().vocab_size, self.model.config().vocab_size);
+        if dv != tv {
+            return Err(Error::Config(format!(
+                "draft model vocabulary has {dv} tokens, the target's {tv}: a draft must share the target's vocabulary"
+            )));
+        }
+        self.draft = Some(DraftModel::new(model));
+        Ok(())
     }
 
     /// Longest sequence (prompt plus output).
@@ -537,9 +555,18 @@ impl EngineCore {
             self.verify(id, &logits[first * vocab..], vocab, drafts);
         }
         self.logits = logits;
-        for &(id, _, _) in &samplers {
-            self.propose(id);
+        let ids: Vec<RequestId> = samplers.iter().map(|s| s.0).collect();
+        if let Some(d) = &mut self.draft {
+            // The draft's cache holds a request's tokens only up to the last accepted draft.
+            for &id in &ids {
+                if let Some(r) = self.sched.request(id) {
+                    d.truncate(id, r.num_tokens().saturating_sub(1));
+                }
+            }
+            let states = &self.states;
+            d.retain(|id| states.contains_key(&id));
         }
+        self.propose(&ids);
         self.publish();
         n
     }
@@ -583,30 +610,81 @@ impl EngineCore {
         }
     }
 
-    /// Propose drafts for the next step of a request that just produced tokens.
-    fn propose(&mut self, id: RequestId) {
+    /// How many drafts request `id` may take next step (0: none).
+    fn draft_limit(&self, id: RequestId) -> usize {
         let max_len = self.max_model_len();
         let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
-            return;
+            return 0;
         };
-        let Some(cfg) = st.spec else {
-            return;
-        };
-        if st.spec_pause > 0 {
-            if let Some(st) = self.states.get_mut(&id) {
-                st.spec_pause -= 1;
-            }
-            return;
+        if st.spec.is_none() || st.spec_pause > 0 {
+            return 0;
         }
         let n_out = r.num_tokens() - r.num_prompt_tokens;
         // Every draft position must fit the context, and drafts past max_tokens are waste.
-        let limit = st
-            .spec_k
+        st.spec_k
             .min(st.max_tokens.saturating_sub(n_out + 1))
-            .min(max_len.saturating_sub(r.num_tokens() + 1));
-        let drafts = ngram::propose(&r.tokens, &cfg, limit);
-        if !drafts.is_empty() {
-            self.sched.set_spec(id, drafts);
+            .min(max_len.saturating_sub(r.num_tokens() + 1))
+    }
+
+    /// Propose drafts for the next step of requests that just produced tokens: n-gram lookup
+    /// per request, or one batched run of the draft model.
+    fn propose(&mut self, ids: &[RequestId]) {
+        let mut jobs = Vec::new();
+        for &id in ids {
+            let limit = self.draft_limit(id);
+            if let Some(st) = self.states.get_mut(&id) {
+                if st.spec.is_some() && st.spec_pause > 0 {
+                    st.spec_pause -= 1;
+                }
+            }
+            let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
+                continue;
+            };
+            if limit == 0 {
+                continue;
+            }
+            match (&self.draft, st.spec) {
+                (None, Some(cfg)) => {
+                    let drafts = ngram::propose(&r.tokens, &cfg, limit);
+                    if !drafts.is_empty() {
+                        self.sched.set_spec(id, drafts);
+                    }
+                }
+                (Some(_), Some(_)) => jobs.push((id, limit)),
+                _ => {}
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let max_len = self.max_model_len();
+        let Some(draft) = self.draft.as_mut() else {
+            return;
+        };
+        let batch: Vec<DraftJob<'_>> = jobs
+            .iter()
+            .filter_map(|&(id, limit)| {
+                let r = self.sched.request(id)?;
+                let st = self.states.get(&id)?;
+                Some(DraftJob {
+                    id,
+                    tokens: &r.tokens,
+                    limit,
+                    capacity: (r.num_prompt_tokens + st.max_tokens + 1).min(max_len),
+                })
+            })
+            .collect();
+        match draft.propose(&batch) {
+            Ok(drafts) => {
+                let ids: Vec<RequestId> = batch.iter().map(|j| j.id).collect();
+                for (id, d) in ids.into_iter().zip(drafts) {
+                    if !d.is_empty() {
+                        self.sched.set_spec(id, d);
+                    }
+                }
+            }
+            // A draft failure costs speed, never output: the step goes on without drafts.
+            Err(e) => tracing::warn!(error = %e, "draft model failed; no drafts this step"),
         }
     }
 

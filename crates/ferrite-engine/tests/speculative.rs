@@ -372,3 +372,100 @@ fn sampled_output_keeps_the_target_distribution() {
         "a distorted distribution should be rejected ({xw:.1})"
     );
 }
+
+/// An engine drafting with `draft` (a GGUF's bytes; `layers` keeps only its first blocks).
+fn core_with_draft(bytes: &[u8], draft: &[u8], layers: Option<usize>) -> EngineCore {
+    let mut c = core(
+        bytes,
+        Some(NgramConfig {
+            k: 4,
+            ..NgramConfig::default()
+        }),
+    );
+    let f = Arc::new(GgufFile::from_bytes(draft.to_vec()).unwrap());
+    let cpu = ferrite_models::Cpu::new(ferrite_models::Kernels::detect(), 1);
+    let m = ferrite_models::load_draft_model(&f, &cpu, layers).unwrap();
+    c.set_draft_model(m).unwrap();
+    c
+}
+
+#[test]
+fn greedy_output_is_identical_with_draft_models() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        let bytes = model_bytes(arch, QuantType::Q8_0);
+        let greedy = SamplingParams::greedy();
+        // Free-form prompts as well as copy-heavy ones: a draft model does not need repeats.
+        let mut ps = prompts();
+        ps.extend((0..3u32).map(|i| (0..12).map(|j| 50 + (i * 31 + j * 13) % 200).collect()));
+        let mut plain = core(&bytes, None);
+        let want: Vec<Vec<u32>> = ps
+            .iter()
+            .map(|p| run_all(&mut plain, vec![req(p.clone(), 24, greedy.clone())])[0].tokens())
+            .collect();
+        let other = TinyModel::new(arch)
+            .quant(QuantType::Q8_0)
+            .seed(9)
+            .to_bytes();
+        for (name, draft, layers) in [
+            ("itself", &bytes, None),
+            ("another model", &other, None),
+            ("its first layer", &bytes, Some(1)),
+        ] {
+            let mut c = core_with_draft(&bytes, draft, layers);
+            let mut reqs: Vec<NewRequest> = ps
+                .iter()
+                .map(|p| req(p.clone(), 24, greedy.clone()))
+                .collect();
+            let mut off = req(ps[0].clone(), 24, greedy.clone());
+            off.speculative = Some(None);
+            reqs.push(off);
+            let sinks = run_all(&mut c, reqs);
+            for (i, w) in want.iter().enumerate() {
+                assert_eq!(&sinks[i].tokens(), w, "{arch:?}, draft {name}, request {i}");
+            }
+            assert_eq!(&sinks[ps.len()].tokens(), &want[0]);
+            assert_eq!(sinks[ps.len()].spec_counts().0, 0, "opted out, no drafts");
+            let st = c.stats();
+            let drafted = st.spec_draft_tokens.load(Ordering::Relaxed);
+            let accepted = st.spec_accepted_tokens.load(Ordering::Relaxed);
+            assert!(drafted > 0 && accepted <= drafted, "{arch:?} {name}");
+            let per_pos: u64 = st
+                .spec_accepted_per_pos
+                .iter()
+                .map(|p| p.load(Ordering::Relaxed))
+                .sum();
+            assert_eq!(per_pos, accepted);
+            if name == "itself" {
+                // The target drafting for itself proposes its own greedy tokens.
+                assert!(
+                    accepted as f64 >= 0.95 * drafted as f64,
+                    "{arch:?}: self-drafting accepted {accepted} of {drafted}"
+                );
+            }
+            assert!(
+                sinks.iter().all(|s| s.spec_counts().2 == 24),
+                "usage bills output only"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_draft_with_another_vocabulary_is_refused() {
+    let bytes = model_bytes(TinyArch::Llama, QuantType::Q8_0);
+    let mut small = TinyModel::new(TinyArch::Llama);
+    small.vocab = 280;
+    let f = Arc::new(GgufFile::from_bytes(small.to_bytes()).unwrap());
+    let cpu = ferrite_models::Cpu::new(ferrite_models::Kernels::detect(), 1);
+    let m = ferrite_models::load_draft_model(&f, &cpu, None).unwrap();
+    let mut c = core(&bytes, None);
+    let e = c.set_draft_model(m).unwrap_err().to_string();
+    assert!(
+        e.contains("vocabulary has 280 tokens, the target's 300"),
+        "{e}"
+    );
+    let e = ferrite_models::load_draft_model(&f, &cpu, Some(9))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("draft layers must be between 1 and"), "{e}");
+}

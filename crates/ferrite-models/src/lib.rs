@@ -238,6 +238,31 @@ pub fn load_model_from(file: &Arc<GgufFile>, opts: &LoadOptions) -> Result<Box<d
     })
 }
 
+/// Load a draft model on the target's `cpu` (same kernels, same thread pool: the two never run
+/// at once). `layers`: keep only the first `layers` blocks plus the final norm and output head
+/// (layer-skip self-drafting from the target's own file).
+pub fn load_draft_model(
+    file: &Arc<GgufFile>,
+    cpu: &Cpu,
+    layers: Option<usize>,
+) -> Result<Box<dyn Model>> {
+    let mut cfg = ModelConfig::from_gguf(file)?;
+    if let Some(l) = layers {
+        if l == 0 || l > cfg.n_layers {
+            return Err(Error::Config(format!(
+                "draft layers must be between 1 and the model's {} layers, got {l}",
+                cfg.n_layers
+            )));
+        }
+        cfg.n_layers = l;
+        cfg.sliding_layers.truncate(l);
+    }
+    Ok(match cfg.arch {
+        Architecture::Llama => Box::new(Llama::load(file, cfg, cpu.clone())?),
+        Architecture::Gemma3 => Box::new(Gemma3::load(file, cfg, cpu.clone())?),
+    })
+}
+
 /// `c·tanh(x/c)` over all logits when `cap` is set.
 pub(crate) fn softcap_logits(logits: &mut [f32], cap: Option<f32>) {
     if let Some(c) = cap {

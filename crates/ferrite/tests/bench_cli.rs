@@ -41,17 +41,54 @@ fn verify_exits_0_on_true_claims_and_1_on_a_false_one() {
         ..Script::default()
     });
     let base = [
-        "bench", "verify", "--url", &url, "--model", "mock-model", "--requests", "6",
-        "--output-tokens", "20", "--input-tokens", "30", "--warmup", "0",
+        "bench",
+        "verify",
+        "--url",
+        &url,
+        "--model",
+        "mock-model",
+        "--requests",
+        "6",
+        "--output-tokens",
+        "20",
+        "--input-tokens",
+        "30",
+        "--warmup",
+        "0",
     ];
     // Scripted: TTFT 80 ms, output speed 200 tok/s.
-    let o = ferrite(&[&base[..], &["--claim", "ttft_ms.p50<=200", "--claim", "output_speed_tok_s.p50>=150"]].concat());
+    let o = ferrite(
+        &[
+            &base[..],
+            &[
+                "--claim",
+                "ttft_ms.p50<=200",
+                "--claim",
+                "output_speed_tok_s.p50>=150",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("| holds |"), "{}", text(&o));
-    let o = ferrite(&[&base[..], &["--claim", "ttft_ms.p50<=200", "--claim", "output_speed_tok_s.p50>=230"]].concat());
+    let o = ferrite(
+        &[
+            &base[..],
+            &[
+                "--claim",
+                "ttft_ms.p50<=200",
+                "--claim",
+                "output_speed_tok_s.p50>=230",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("FAILS") && t.contains("not covered by this run"), "{t}");
+    assert!(
+        t.contains("FAILS") && t.contains("not covered by this run"),
+        "{t}"
+    );
     assert!(t.contains("agent tasks: single-call requests only"), "{t}");
 }
 
@@ -70,11 +107,36 @@ fn run_writes_json_markdown_and_html_for_agent_tasks() {
     )
     .unwrap();
     let o = ferrite(&[
-        "bench", "run", "--url", &url, "--model", "mock-model", "--agent-calls", "3",
-        "--agent-tool-tokens", "16", "--agent-think-ms", "10", "--requests", "3",
-        "--concurrency", "2", "--input-tokens", "24", "--output-tokens", "8",
-        "--prices", &p("prices.json"), "--json", &p("r.json"), "--markdown", &p("r.md"),
-        "--html", &p("r.html"), "--seed", "5",
+        "bench",
+        "run",
+        "--url",
+        &url,
+        "--model",
+        "mock-model",
+        "--agent-calls",
+        "3",
+        "--agent-tool-tokens",
+        "16",
+        "--agent-think-ms",
+        "10",
+        "--requests",
+        "3",
+        "--concurrency",
+        "2",
+        "--input-tokens",
+        "24",
+        "--output-tokens",
+        "8",
+        "--prices",
+        &p("prices.json"),
+        "--json",
+        &p("r.json"),
+        "--markdown",
+        &p("r.md"),
+        "--html",
+        &p("r.html"),
+        "--seed",
+        "5",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value =
@@ -84,9 +146,19 @@ fn run_writes_json_markdown_and_html_for_agent_tasks() {
     assert_eq!(r["requests"]["completed"], 9);
     assert_eq!(r["config"]["seed"], 5);
     for k in ["p50", "p90", "p99", "mean"] {
-        assert!(r["tasks"]["wall_clock_ms"][k].as_f64().unwrap() > 0.0, "{k}");
+        assert!(
+            r["tasks"]["wall_clock_ms"][k].as_f64().unwrap() > 0.0,
+            "{k}"
+        );
     }
-    for k in ["ttft_ms", "ttfo_ms", "tpot_ms", "itl_ms", "e2e_ms", "output_speed_tok_s"] {
+    for k in [
+        "ttft_ms",
+        "ttfo_ms",
+        "tpot_ms",
+        "itl_ms",
+        "e2e_ms",
+        "output_speed_tok_s",
+    ] {
         assert_eq!(r["metrics"][k]["n"].as_u64().unwrap() > 0, true, "{k}");
     }
     assert!(r["cost"]["per_completed_task_usd"].as_f64().unwrap() > 0.0);
@@ -101,18 +173,55 @@ fn run_writes_json_markdown_and_html_for_agent_tasks() {
 fn bad_workloads_are_refused_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("tasks.json");
-    std::fs::write(&bad, r#"{"tasks": [{"prompt": "x", "calls": [{"user": "y"}]}]}"#).unwrap();
-    let base = ["bench", "run", "--url", "http://127.0.0.1:9", "--model", "m"];
+    std::fs::write(
+        &bad,
+        r#"{"tasks": [{"prompt": "x", "calls": [{"user": "y"}]}]}"#,
+    )
+    .unwrap();
+    let base = [
+        "bench",
+        "run",
+        "--url",
+        "http://127.0.0.1:9",
+        "--model",
+        "m",
+    ];
     for (extra, want) in [
-        (vec!["--workload".to_string(), format!("agent:{}", bad.display())], "is the last call"),
-        (vec!["--workload".into(), "cached".into()], "unknown workload"),
-        (vec!["--workload".into(), "file:/nonexistent.jsonl".into()], "nonexistent.jsonl"),
-        (vec!["--shared-prefix-tokens".into(), "8".into()], "needs --workload shared-prefix"),
-        (vec!["--agent-calls".into(), "0".into()], "--agent-calls must be at least 1"),
-        (vec!["--tokenizer".into(), "/nonexistent.json".into()], "--tokenizer /nonexistent.json"),
+        (
+            vec!["--workload".to_string(), format!("agent:{}", bad.display())],
+            "is the last call",
+        ),
+        (
+            vec!["--workload".into(), "cached".into()],
+            "unknown workload",
+        ),
+        (
+            vec!["--workload".into(), "file:/nonexistent.jsonl".into()],
+            "nonexistent.jsonl",
+        ),
+        (
+            vec!["--shared-prefix-tokens".into(), "8".into()],
+            "needs --workload shared-prefix",
+        ),
+        (
+            vec!["--agent-calls".into(), "0".into()],
+            "--agent-calls must be at least 1",
+        ),
+        (
+            vec!["--tokenizer".into(), "/nonexistent.json".into()],
+            "--tokenizer /nonexistent.json",
+        ),
     ] {
-        let args: Vec<&str> = base.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+        let args: Vec<&str> = base
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .collect();
         let o = ferrite(&args);
-        assert!(!o.status.success() && text(&o).contains(want), "{extra:?}: {}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{extra:?}: {}",
+            text(&o)
+        );
     }
 }

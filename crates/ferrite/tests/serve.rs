@@ -250,11 +250,11 @@ fn sigterm_under_load_finishes_admitted_requests_and_refuses_new_ones() {
 
 #[test]
 fn bench_quality_finds_speculation_left_greedy_answers_unchanged() {
-    // The same model with and without n-gram speculation must answer greedily alike, and
+    // The same model with and without speculation (n-gram, its own first layers as the draft,
+    // the model file as its own draft model) must answer greedily alike, and
     // `ferrite bench quality` must say so from the answers' tokens.
     let model = smollm2();
     let plain = serve(&model, &[]);
-    let spec = serve(&model, &["--speculative", "ngram:k=4,min_n=1,max_n=3"]);
     let dir = tempfile::tempdir().unwrap();
     let prompts = dir.path().join("p.jsonl");
     std::fs::write(
@@ -264,33 +264,77 @@ fn bench_quality_finds_speculation_left_greedy_answers_unchanged() {
          {\"messages\": [{\"role\": \"user\", \"content\": \"Repeat: red green blue red green blue\"}]}\n",
     )
     .unwrap();
-    let out = dir.path().join("q.json");
+    let draft = format!("draft:{},k=3", model.display());
+    for flag in [
+        "ngram:k=4,min_n=1,max_n=3",
+        "self:layers=10,k=3",
+        draft.as_str(),
+    ] {
+        let spec = serve(&model, &["--speculative", flag]);
+        let out = dir.path().join("q.json");
+        let o = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .args([
+                "bench",
+                "quality",
+                "--url",
+                &spec.url,
+                "--model",
+                "smollm2",
+                "--against",
+            ])
+            .arg(&plain.url)
+            .args(["--model-b", "smollm2", "--max-tokens", "24", "--prompts"])
+            .arg(&prompts)
+            .arg("--json")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let q = &r["quality"];
+        assert_eq!(q["prompts"], 3, "{flag}: {r}");
+        assert_eq!(q["common_prefix_unit"], "tokens", "{flag}: {r}");
+        assert_eq!(q["exact_match_rate"], 1.0, "{flag}: {r}");
+        assert_eq!(q["a_success_rate"], q["b_success_rate"]);
+        assert!(
+            r["per_prompt"][1]["common_prefix"].as_u64().unwrap() > 5,
+            "{flag}: {r}"
+        );
+        // Drafts were verified (the comparison is not between two plain servers).
+        let m = reqwest::blocking::get(format!("{}/metrics", spec.url))
+            .unwrap()
+            .text()
+            .unwrap();
+        let drafted = m
+            .lines()
+            .find(|l| l.starts_with("ferrite_spec_decode_num_draft_tokens"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(drafted > 0.0, "{flag}: no drafts verified\n{m}");
+    }
+}
+
+#[test]
+fn a_draft_model_with_another_vocabulary_is_refused_at_start() {
+    let model = smollm2();
+    let entry = registry::find("gemma3").expect("known model");
+    let gemma = registry::pull(entry, &models_dir()).expect("fetching gemma3");
     let o = Command::new(env!("CARGO_BIN_EXE_ferrite"))
-        .args([
-            "bench",
-            "quality",
-            "--url",
-            &spec.url,
-            "--model",
-            "smollm2",
-            "--against",
-        ])
-        .arg(&plain.url)
-        .args(["--model-b", "smollm2", "--max-tokens", "24", "--prompts"])
-        .arg(&prompts)
-        .arg("--json")
-        .arg(&out)
+        .args(["serve", "--port", "0", "--threads", "2", "--model"])
+        .arg(&model)
+        .arg("--speculative")
+        .arg(format!("draft:{}", gemma.display()))
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let q = &r["quality"];
-    assert_eq!(q["prompts"], 3, "{r}");
-    assert_eq!(q["common_prefix_unit"], "tokens", "{r}");
-    assert_eq!(q["exact_match_rate"], 1.0, "{r}");
-    assert_eq!(q["a_success_rate"], q["b_success_rate"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
     assert!(
-        r["per_prompt"][1]["common_prefix"].as_u64().unwrap() > 5,
-        "{r}"
+        err.contains("draft model") && err.contains("a draft must share the target's vocabulary"),
+        "{err}"
     );
 }

@@ -47,8 +47,11 @@ pub struct ServeArgs {
     /// Name served in /v1/models (default: the --model value).
     #[arg(long, env = "FERRITE_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
-    /// Speculative decoding by default: `off`, or `ngram[:k=4,min_n=2,max_n=4]` (prompt lookup).
-    /// Requests can override it with the `speculative` field (false, or {k, min_n, max_n}).
+    /// Speculative decoding by default: `off`, `ngram[:k=4,min_n=2,max_n=4]` (prompt lookup),
+    /// `draft:MODEL[,k=5]` (a draft model sharing the vocabulary: a .gguf path or known name) or
+    /// `self:layers=L[,k=4]` (the target's first L layers as the draft). Requests can override
+    /// it with the `speculative` field (false, or {k, ...}); with a draft model loaded, requests
+    /// that speculate use it.
     #[arg(long, env = "FERRITE_SPECULATIVE", default_value = "off")]
     pub speculative: String,
     /// Seed of the prefix-cache block hashes (replicas behind one router must agree).
@@ -132,6 +135,7 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
 }
 
 fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::Tokenizer>, String)> {
+    let spec = parse_speculative(&a.speculative)?;
     let loaded = a.model.load()?;
     let fingerprint = fingerprint(&loaded.path);
     let tokenizer = Arc::new(loaded.tokenizer);
@@ -143,9 +147,34 @@ fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::To
         block_size: 16,
         hash_seed: a.hash_seed,
         long_prefill_token_threshold: 0,
-        speculative: parse_speculative(&a.speculative)?,
+        speculative: spec.ngram,
     };
-    let core = EngineCore::new(loaded.model, tokenizer.clone(), &cfg)?;
+    // The draft shares the target's kernels and thread pool (they never run at once).
+    let cpu = loaded.model.cpu().clone();
+    let mut core = EngineCore::new(loaded.model, tokenizer.clone(), &cfg)?;
+    match spec.draft {
+        None => {}
+        Some(DraftSource::SelfLayers(l)) => {
+            let f = Arc::new(ferrite_gguf::GgufFile::open(&loaded.path)?);
+            core.set_draft_model(ferrite_models::load_draft_model(&f, &cpu, Some(l))?)?;
+            eprintln!("ferrite: drafting with the first {l} layers of the model");
+        }
+        Some(DraftSource::Model(m)) => {
+            let path = ferrite::hub::resolve_model(&m)?;
+            let f = Arc::new(
+                ferrite_gguf::GgufFile::open(&path)
+                    .with_context(|| format!("reading draft model {}", path.display()))?,
+            );
+            let draft_tok = ferrite_tokenizer::Tokenizer::from_gguf(&f)
+                .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+            check_same_vocab(&tokenizer, &draft_tok)
+                .with_context(|| format!("draft model {}", path.display()))?;
+            let dm = ferrite_models::load_draft_model(&f, &cpu, None)
+                .with_context(|| format!("loading draft model {}", path.display()))?;
+            core.set_draft_model(dm)?;
+            eprintln!("ferrite: drafting with {}", path.display());
+        }
+    }
     let (engine, _join) = EngineHandle::spawn(core);
     Ok((engine, tokenizer, fingerprint))
 }
@@ -165,34 +194,96 @@ fn fingerprint(path: &std::path::Path) -> String {
     format!("fp_{}", &hex::encode(h)[..12])
 }
 
-/// `off` | `ngram` | `ngram:k=K,min_n=A,max_n=B` (any subset of the keys).
-fn parse_speculative(s: &str) -> Result<Option<NgramConfig>> {
+/// A draft model for speculative decoding.
+#[derive(Debug, Clone, PartialEq)]
+enum DraftSource {
+    /// A separate GGUF (path or known name).
+    Model(String),
+    /// The target's first L layers.
+    SelfLayers(usize),
+}
+
+/// What `--speculative` asks for: the per-request settings (k, n-gram sizes) and a drafter.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct SpecFlag {
+    ngram: Option<NgramConfig>,
+    draft: Option<DraftSource>,
+}
+
+/// `off` | `ngram[:k=K,min_n=A,max_n=B]` | `draft:MODEL[,k=K]` | `self:layers=L[,k=K]`.
+fn parse_speculative(s: &str) -> Result<SpecFlag> {
     let s = s.trim();
     if s == "off" || s == "none" {
-        return Ok(None);
+        return Ok(SpecFlag::default());
     }
     let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
-    if kind != "ngram" {
-        bail!("--speculative {s:?}: expected `off` or `ngram[:k=4,min_n=2,max_n=4]` (draft models are not supported yet)");
-    }
     let mut c = NgramConfig::default();
-    for kv in rest.split(',').filter(|x| !x.is_empty()) {
+    let mut layers = None;
+    let mut parts = rest.split(',').filter(|x| !x.is_empty());
+    let draft_model = match kind {
+        "ngram" | "self" => None,
+        "draft" => Some(
+            parts
+                .next()
+                .filter(|m| !m.contains('='))
+                .with_context(|| format!("--speculative {s:?}: give the draft model, `draft:MODEL[,k=5]`"))?
+                .to_string(),
+        ),
+        _ => bail!("--speculative {s:?}: expected `off`, `ngram[:k=4,min_n=2,max_n=4]`, `draft:MODEL[,k=5]` or `self:layers=L[,k=4]`"),
+    };
+    if draft_model.is_some() {
+        c.k = 5;
+    }
+    for kv in parts {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--speculative: {kv:?} is not key=value"))?;
         let v: usize = v
             .parse()
             .with_context(|| format!("--speculative: {k} must be a number, got {v:?}"))?;
-        match k {
-            "k" => c.k = v,
-            "min_n" => c.min_n = v,
-            "max_n" => c.max_n = v,
-            _ => bail!("--speculative: unknown key {k:?} (k, min_n, max_n)"),
+        match (kind, k) {
+            (_, "k") => c.k = v,
+            ("ngram", "min_n") => c.min_n = v,
+            ("ngram", "max_n") => c.max_n = v,
+            ("self", "layers") => layers = Some(v),
+            ("ngram", _) => bail!("--speculative: unknown key {k:?} (k, min_n, max_n)"),
+            ("self", _) => bail!("--speculative: unknown key {k:?} (layers, k)"),
+            _ => bail!("--speculative: unknown key {k:?} (k)"),
         }
     }
     c.validate()
         .map_err(|m| anyhow::anyhow!("--speculative: {m}"))?;
-    Ok(Some(c))
+    let draft = match (kind, draft_model, layers) {
+        ("self", _, Some(l)) if l > 0 => Some(DraftSource::SelfLayers(l)),
+        ("self", _, _) => {
+            bail!("--speculative {s:?}: give the draft depth, `self:layers=L` with L ≥ 1")
+        }
+        (_, Some(m), _) => Some(DraftSource::Model(m)),
+        _ => None,
+    };
+    Ok(SpecFlag {
+        ngram: Some(c),
+        draft,
+    })
+}
+
+/// A draft must map every token id to the same text as the target.
+fn check_same_vocab(
+    target: &ferrite_tokenizer::Tokenizer,
+    draft: &ferrite_tokenizer::Tokenizer,
+) -> Result<()> {
+    let (n, m) = (target.vocab_size(), draft.vocab_size());
+    if n != m {
+        bail!("its vocabulary has {m} tokens, the target's {n}: a draft must share the target's vocabulary");
+    }
+    if let Some(id) = (0..n as u32).find(|&i| target.token_text(i) != draft.token_text(i)) {
+        bail!(
+            "token {id} is {:?} in the draft and {:?} in the target: a draft must share the target's vocabulary",
+            draft.token_text(id).unwrap_or(""),
+            target.token_text(id).unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,15 +292,31 @@ mod tests {
 
     #[test]
     fn speculative_flag_parses_and_rejects() {
-        assert_eq!(parse_speculative("off").unwrap(), None);
+        assert_eq!(parse_speculative("off").unwrap(), SpecFlag::default());
         assert_eq!(
-            parse_speculative("ngram").unwrap(),
+            parse_speculative("ngram").unwrap().ngram,
             Some(NgramConfig::default())
         );
-        let c = parse_speculative("ngram:k=6,max_n=5").unwrap().unwrap();
+        let c = parse_speculative("ngram:k=6,max_n=5")
+            .unwrap()
+            .ngram
+            .unwrap();
         assert_eq!((c.k, c.min_n, c.max_n), (6, 2, 5));
+        let d = parse_speculative("draft:small.gguf").unwrap();
+        assert_eq!(d.draft, Some(DraftSource::Model("small.gguf".into())));
+        assert_eq!(d.ngram.unwrap().k, 5);
+        let d = parse_speculative("draft:small.gguf,k=3").unwrap();
+        assert_eq!(d.ngram.unwrap().k, 3);
+        let d = parse_speculative("self:layers=8,k=4").unwrap();
+        assert_eq!(d.draft, Some(DraftSource::SelfLayers(8)));
         for bad in [
-            "draft:x.gguf",
+            "eagle",
+            "draft:",
+            "draft:k=3",
+            "self",
+            "self:layers=0",
+            "self:min_n=2",
+            "draft:x.gguf,layers=2",
             "ngram:k=0",
             "ngram:q=1",
             "ngram:k=x",
