@@ -17,6 +17,9 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Prompt tokens served from a prefix cache, when reported.
     pub cached_tokens: Option<usize>,
+    /// Speculative decoding, when the server reports it (ferrite's `usage.speculative`
+    /// extension): draft tokens verified and accepted.
+    pub spec: Option<(usize, usize)>,
 }
 
 /// One SSE event.
@@ -223,6 +226,10 @@ fn record(at: &mut Attempt, ev: SseEvent, t: Duration) -> bool {
             cached_tokens: u["prompt_tokens_details"]["cached_tokens"]
                 .as_u64()
                 .map(|x| x as usize),
+            spec: u["speculative"]["draft_tokens"]
+                .as_u64()
+                .zip(u["speculative"]["accepted_tokens"].as_u64())
+                .map(|(d, a)| (d as usize, a as usize)),
         });
     }
     at.events.push(e);

@@ -141,6 +141,17 @@ pub fn render_markdown(report: &Report) -> String {
             n(&g["output_tok_s"]),
         );
     }
+    let sp = &report.speculative;
+    if !sp.is_null() {
+        let _ = writeln!(
+            o,
+            "speculative decoding (server usage): {} drafted, {} accepted, acceptance {:.2}, {:.2} of output tokens from accepted drafts",
+            sp["draft_tokens"],
+            sp["accepted_tokens"],
+            n(&sp["acceptance_rate"]),
+            n(&sp["accepted_per_output_token"]),
+        );
+    }
     if !report.cost.is_null() {
         let c = &report.cost;
         let _ = writeln!(

@@ -127,6 +127,8 @@ pub struct RequestMetrics {
     pub input_tokens: Option<usize>,
     /// Cached prompt tokens (server usage), when reported.
     pub cached_tokens: Option<usize>,
+    /// Speculative decoding (server usage extension): draft tokens verified and accepted.
+    pub spec: Option<(usize, usize)>,
     /// Token count source.
     pub token_source: TokenSource,
 }
@@ -180,6 +182,7 @@ pub fn request_metrics(at: &Attempt, tokenizer: Option<&TokenCounter>) -> Option
         output_tokens: n_out,
         input_tokens: usage.map(|u| u.prompt_tokens).filter(|&p| p > 0),
         cached_tokens: usage.and_then(|u| u.cached_tokens),
+        spec: usage.and_then(|u| u.spec),
         token_source: source,
     })
 }
@@ -205,6 +208,8 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("cost.per_completed_request_usd", "cost.total_usd / completed requests (failed attempts that reported usage included)"),
         ("cost.per_completed_task_usd", "cost.total_usd / completed tasks (every call and failed attempt of every task included)"),
         ("tasks.wall_clock_ms", "end of the task's last call − the task's scheduled start, completed tasks (think time and client-side waits included)"),
+        ("speculative.acceptance_rate", "Σ accepted / Σ drafted draft tokens over completed calls (server usage.speculative)"),
+        ("speculative.accepted_per_output_token", "Σ accepted / Σ N_out: the share of output tokens that came from accepted drafts"),
         ("tasks.think_ms", "client-side pauses between calls inside the wall-clock (tool execution, user think time)"),
     ])
 }

@@ -29,6 +29,8 @@ pub struct Report {
     pub workload: Value,
     /// Cost from server-reported usage (`null` without prices).
     pub cost: Value,
+    /// Speculative decoding as the server reported it (`null` when it reported nothing).
+    pub speculative: Value,
     /// Formula of every metric.
     pub formulas: Value,
     /// Raw records of every call.
@@ -48,6 +50,27 @@ fn token_source(ok: &[&RequestMetrics]) -> &'static str {
     } else {
         "chunk_count (where the server reported no usage)"
     }
+}
+
+/// `speculative`: drafts and acceptance summed over the calls whose usage reported them.
+fn speculative(ok: &[&RequestMetrics]) -> Value {
+    let with: Vec<(usize, usize, usize)> = ok
+        .iter()
+        .filter_map(|m| m.spec.map(|(d, a)| (d, a, m.output_tokens)))
+        .collect();
+    if with.is_empty() {
+        return Value::Null;
+    }
+    let (d, a, n) = with
+        .iter()
+        .fold((0, 0, 0), |s, x| (s.0 + x.0, s.1 + x.1, s.2 + x.2));
+    json!({
+        "requests_reporting": with.len(),
+        "draft_tokens": d,
+        "accepted_tokens": a,
+        "acceptance_rate": if d > 0 { Some(a as f64 / d as f64) } else { None },
+        "accepted_per_output_token": if n > 0 { Some(a as f64 / n as f64) } else { None },
+    })
 }
 
 /// `tasks`: completed tasks' wall-clock, calls and think time.
@@ -193,6 +216,7 @@ pub(crate) fn summarize(
             "token_source": source,
         }),
         tasks: task_summary(&tasks),
+        speculative: speculative(&ok),
         cost: cost.unwrap_or(Value::Null),
         formulas: serde_json::to_value(formulas()).unwrap_or(Value::Null),
         config: cfg,

@@ -54,6 +54,9 @@ pub struct RunConfig {
     /// agent tasks. `requests`, `concurrency` and `rate` count tasks.
     #[serde(skip)]
     pub workload: Workload,
+    /// Fields merged into every request body (`--extra-body`), e.g. `{"speculative": false}`
+    /// or a provider's own options; they override the bench's own fields of the same name.
+    pub extra_body: Option<serde_json::Map<String, Value>>,
     /// Counts tokens of the answer text when the server reports no usage (`--tokenizer`).
     #[serde(skip)]
     pub tokenizer: Option<TokenCounter>,
@@ -137,7 +140,7 @@ pub struct TaskRecord {
 }
 
 fn body(cfg: &RunConfig, messages: &[Value], max_tokens: usize) -> Value {
-    json!({
+    let mut b = json!({
         "model": cfg.model,
         "messages": messages,
         "max_tokens": max_tokens,
@@ -145,7 +148,11 @@ fn body(cfg: &RunConfig, messages: &[Value], max_tokens: usize) -> Value {
         "temperature": 0,
         "stream": true,
         "stream_options": {"include_usage": true},
-    })
+    });
+    if let (Some(extra), Value::Object(o)) = (&cfg.extra_body, &mut b) {
+        o.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    b
 }
 
 /// Re-sends allowed per logical request after stale-connection losses.

@@ -26,6 +26,7 @@ fn cfg(url: &str, requests: usize, concurrency: usize, workload: Workload) -> Ru
         preset: None,
         workload,
         tokenizer: None,
+        extra_body: None,
         slos: vec![],
         burstiness: 1.0,
         duration: None,
@@ -307,4 +308,36 @@ fn the_example_task_file_is_valid() {
     let plan = w.plan(0, 1, 10, 32);
     assert_eq!(plan.name.as_deref(), Some("research-fan-out"));
     assert_eq!(plan.calls[1].fan_out, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extra_body_fields_are_sent_and_speculation_is_reported() {
+    let m = MockServer::start(Script {
+        spec_usage: Some((8, 6)),
+        ..script(2, 1)
+    })
+    .await;
+    let mut c = cfg(&m.url, 3, 1, Workload::Synthetic);
+    let extra = serde_json::json!({"speculative": false, "temperature": 0.5});
+    c.extra_body = extra.as_object().cloned();
+    let r = run(c).await.unwrap();
+    for b in generation_requests(&m) {
+        assert_eq!(b["speculative"], false);
+        assert_eq!(
+            b["temperature"], 0.5,
+            "extra fields override the bench's own"
+        );
+        assert_eq!(b["stream"], true);
+    }
+    // 3 requests of 10 output tokens, each 8 drafted and 6 accepted.
+    let sp = &r.speculative;
+    assert_eq!(sp["draft_tokens"], 24, "{sp}");
+    assert_eq!(sp["accepted_tokens"], 18);
+    assert_eq!(sp["acceptance_rate"], 0.75);
+    assert_eq!(sp["accepted_per_output_token"], 0.6);
+    assert!(ferrite_bench::render_markdown(&r).contains("acceptance 0.75"));
+    // A server that reports nothing: no speculative section.
+    let m = MockServer::start(script(2, 1)).await;
+    let r = run(cfg(&m.url, 1, 1, Workload::Synthetic)).await.unwrap();
+    assert!(r.speculative.is_null());
 }

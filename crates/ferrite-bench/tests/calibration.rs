@@ -40,6 +40,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         preset: None,
         workload: Workload::Synthetic,
         tokenizer: None,
+        extra_body: None,
         slos: vec![],
         burstiness: 1.0,
         duration: None,

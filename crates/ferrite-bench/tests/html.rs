@@ -56,6 +56,7 @@ async fn html_report_renders_every_chart_in_headless_chromium() {
             preset: None,
             workload: Workload::Agent(AgentWorkload::synthetic(3, 20, 0.0).unwrap()),
             tokenizer: None,
+            extra_body: None,
             slos: vec![],
             burstiness: 1.0,
             duration: None,

@@ -63,6 +63,8 @@ pub struct Script {
     pub diverge_on: Vec<String>,
     /// Tokens shared with the common answer before a scripted divergence.
     pub diverge_at: usize,
+    /// `(drafted, accepted)` reported per request as `usage.speculative` (ferrite's extension).
+    pub spec_usage: Option<(usize, usize)>,
 }
 
 impl Default for Script {
@@ -76,6 +78,7 @@ impl Default for Script {
             failures: Vec::new(),
             diverge_on: Vec::new(),
             diverge_at: 0,
+            spec_usage: None,
         }
     }
 }
@@ -292,8 +295,11 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
             sent += k;
         }
         if script.usage {
-            let u = json!({"object": "chat.completion.chunk", "choices": [],
-                           "usage": usage(prompt, max_tokens)});
+            let mut us = usage(prompt, max_tokens);
+            if let Some((d, a)) = script.spec_usage {
+                us["speculative"] = json!({"draft_tokens": d, "accepted_tokens": a});
+            }
+            let u = json!({"object": "chat.completion.chunk", "choices": [], "usage": us});
             let _ = tx.send(Ok(format!("data:{u}\n\n"))).await;
         }
         let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;

@@ -178,14 +178,16 @@ impl DraftModel {
         }
         for &i in &active {
             let j = &jobs[i];
-            if !self.seqs.contains_key(&j.id) {
-                let kv =
-                    ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, j.capacity, 1)
-                        .map_err(|e| Error::Config(format!("draft KV cache: {e}")))?;
-                self.seqs.insert(j.id, DraftSeq { kv, seen: 0 });
-            }
+            let s = match self.seqs.entry(j.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let kv =
+                        ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, j.capacity, 1)
+                            .map_err(|e| Error::Config(format!("draft KV cache: {e}")))?;
+                    e.insert(DraftSeq { kv, seen: 0 })
+                }
+            };
             // The last token is always fed again: its logits give the first draft.
-            let s = self.seqs.get_mut(&j.id).expect("inserted above");
             s.seen = s.seen.min(j.tokens.len() - 1);
         }
         let order: Vec<RequestId> = active.iter().map(|&i| jobs[i].id).collect();

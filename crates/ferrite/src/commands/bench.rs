@@ -116,6 +116,10 @@ pub struct RunBenchArgs {
     /// task's wall-clock.
     #[arg(long, default_value_t = 0.0, requires = "agent_calls")]
     pub agent_think_ms: f64,
+    /// JSON object merged into every request body, overriding the bench's own fields, e.g.
+    /// '{"speculative": false}' (ferrite: speculation off for this run) or provider options.
+    #[arg(long)]
+    pub extra_body: Option<String>,
     /// Count output tokens with this tokenizer (a GGUF file or a tokenizer.json) when the
     /// server reports no usage (otherwise one token per streamed chunk is assumed).
     #[arg(long)]
@@ -466,6 +470,14 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
             .collect::<std::result::Result<_, _>>()?,
         workload: workload(a, input_tokens)?,
         tokenizer: a.tokenizer.as_deref().map(tokenizer).transpose()?,
+        extra_body: match &a.extra_body {
+            None => None,
+            Some(t) => match serde_json::from_str::<serde_json::Value>(t) {
+                Ok(serde_json::Value::Object(o)) => Some(o),
+                Ok(_) => anyhow::bail!("--extra-body must be a JSON object, got {t}"),
+                Err(e) => anyhow::bail!("--extra-body is not JSON ({e}): {t}"),
+            },
+        },
     })
 }
 
