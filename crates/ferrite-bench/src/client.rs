@@ -35,8 +35,9 @@ pub struct RawEvent {
     pub content: String,
     /// Reasoning text (`reasoning_content` or `reasoning`).
     pub reasoning: String,
-    /// Characters of tool-call deltas.
-    pub tool_call_chars: usize,
+    /// Tool-call deltas of this event, as the JSON the server sent (`tool_calls` arrays,
+    /// concatenated).
+    pub tool_calls: String,
     /// Usage, when the event carried one.
     pub usage: Option<Usage>,
 }
@@ -44,7 +45,7 @@ pub struct RawEvent {
 impl RawEvent {
     /// Whether the event carries generated text (answer, reasoning or tool call).
     pub fn has_text(&self) -> bool {
-        !self.content.is_empty() || !self.reasoning.is_empty() || self.tool_call_chars > 0
+        !self.content.is_empty() || !self.reasoning.is_empty() || !self.tool_calls.is_empty()
     }
 }
 
@@ -215,7 +216,7 @@ fn record(at: &mut Attempt, ev: SseEvent, t: Duration) -> bool {
                 e.reasoning.push_str(s);
             }
             if let Some(tc) = d.get("tool_calls").filter(|x| !x.is_null()) {
-                e.tool_call_chars += tc.to_string().len();
+                e.tool_calls.push_str(&tc.to_string());
             }
         }
     }

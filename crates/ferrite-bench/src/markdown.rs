@@ -9,11 +9,12 @@ use serde_json::Value;
 use crate::report::Report;
 
 /// The metrics shown, in order.
-pub const METRICS: [&str; 7] = [
+pub const METRICS: [&str; 8] = [
     "ttft_ms",
     "ttfo_ms",
     "tpot_ms",
     "itl_ms",
+    "itl_request_ms",
     "e2e_ms",
     "output_speed_tok_s",
     "prefill_tok_s",
@@ -40,7 +41,7 @@ pub fn render_markdown(report: &Report) -> String {
     };
     let _ = writeln!(
         o,
-        "\nworkload: {}; input {}, achieved p50 {} ({}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
+        "\nworkload: {}; input {}, achieved p50 {} ({}{}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
         s(&w["kind"]),
         match w["input_tokens_requested"].as_u64() {
             Some(n) => format!("{n} tokens requested"),
@@ -48,6 +49,10 @@ pub fn render_markdown(report: &Report) -> String {
         },
         w["input_tokens_achieved"]["p50"],
         s(&w["token_source"]),
+        match w["input_length_mismatches"].as_u64() {
+            Some(0) | None => String::new(),
+            Some(k) => format!(", {k} prompts not of the requested length"),
+        },
         w["output_tokens_requested"],
         w["output_tokens_achieved"]["p50"],
         w["output_length_mismatches"],

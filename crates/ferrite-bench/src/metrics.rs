@@ -116,6 +116,9 @@ pub struct RequestMetrics {
     pub tpot_ms: Option<f64>,
     /// Gaps between successive text-carrying events.
     pub itl_ms: Vec<f64>,
+    /// Per-request inter-token latency: `(t_last_text − t_first_text) / (N_out − 1)` (guidellm's
+    /// ITL; the reciprocal of output speed when the first chunk is one token).
+    pub itl_request_ms: Option<f64>,
     /// `(N_out − n_1) / (t_K − t_1)` (Artificial Analysis "output speed"); n_1 is the first
     /// chunk's token count with per-chunk usage, else 1.
     pub output_speed_tok_s: Option<f64>,
@@ -174,6 +177,7 @@ pub fn request_metrics(at: &Attempt, tokenizer: Option<&TokenCounter>) -> Option
         e2e_ms: e2e,
         tpot_ms: (n_out > 1).then(|| (e2e - ttft) / (n_out - 1) as f64),
         itl_ms: text.windows(2).map(|w| ms(w[1].t) - ms(w[0].t)).collect(),
+        itl_request_ms: (n_out > 1).then(|| span / (n_out - 1) as f64),
         output_speed_tok_s: (n_out > n_first && span > 0.0)
             .then(|| (n_out - n_first) as f64 / (span / 1e3)),
         prefill_tok_s: usage
@@ -195,6 +199,7 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("e2e_ms", "t(end of stream: [DONE] or close) − t(scheduled send)"),
         ("tpot_ms", "(E2E − TTFT) / (N_out − 1), requests with N_out > 1 (vLLM sense)"),
         ("itl_ms", "gaps between successive text-carrying events, pooled over requests (per chunk)"),
+        ("itl_request_ms", "(t_last_text − t_first_text) / (N_out − 1), one value per request (guidellm's ITL)"),
         ("output_speed_tok_s", "(N_out − n_1) / (t_last_text − t_first_text), per request (Artificial Analysis output speed; n_1 = the first chunk's tokens with per-chunk usage, else 1)"),
         ("prefill_tok_s", "N_in (server usage) / TTFT"),
         ("throughput.output_tok_s", "Σ N_out / T, T = last end − first scheduled send of measured requests"),

@@ -106,6 +106,7 @@ pub(crate) fn summarize(
         "ttfo_ms": Stats::of(&col(&|m| m.ttfo_ms)),
         "tpot_ms": Stats::of(&col(&|m| m.tpot_ms)),
         "itl_ms": Stats::of(&itl),
+        "itl_request_ms": Stats::of(&col(&|m| m.itl_request_ms)),
         "e2e_ms": Stats::of(&col(&|m| Some(m.e2e_ms))),
         "output_speed_tok_s": Stats::of(&col(&|m| m.output_speed_tok_s)),
         "prefill_tok_s": Stats::of(&col(&|m| m.prefill_tok_s)),
@@ -153,6 +154,15 @@ pub(crate) fn summarize(
         })
         .count();
     let tasks_done = tasks.iter().filter(|t| t.completed).count();
+    // Sized prompts: every first call should have exactly the requested prompt tokens.
+    let in_mismatch = cfg.workload.is_sized().then(|| {
+        records
+            .iter()
+            .filter(|r| r.call == 0)
+            .filter_map(|r| r.metrics.as_ref().and_then(|m| m.input_tokens))
+            .filter(|&n| n != cfg.input_tokens)
+            .count()
+    });
     let cost = cfg.prices.map(|p| {
         let total: f64 = records
             .iter()
@@ -212,6 +222,7 @@ pub(crate) fn summarize(
             "tokenizer": cfg.tokenizer.as_ref().map(|t| t.name.clone()),
             "output_tokens_achieved": Stats::of(&achieved_out),
             "output_length_mismatches": out_mismatch,
+            "input_length_mismatches": in_mismatch,
             "input_cached_tokens": Stats::of(&col(&|m| m.cached_tokens.map(|x| x as f64))),
             "token_source": source,
         }),

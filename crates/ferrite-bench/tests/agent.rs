@@ -341,3 +341,30 @@ async fn extra_body_fields_are_sent_and_speculation_is_reported() {
     let r = run(cfg(&m.url, 1, 1, Workload::Synthetic)).await.unwrap();
     assert!(r.speculative.is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reasoning_separates_ttft_from_ttfo_and_tool_calls_are_logged() {
+    // 10 tokens, the first 4 as reasoning: the answer starts 4 tokens after the first one.
+    let m = MockServer::start(Script {
+        reasoning_tokens: 4,
+        tool_call: Some(serde_json::json!({"name": "search", "arguments": "{\"q\": \"x\"}"})),
+        ..script(60, 10)
+    })
+    .await;
+    let r = run(cfg(&m.url, 3, 1, Workload::Synthetic)).await.unwrap();
+    let p50 = |k: &str| r.metrics[k]["p50"].as_f64().unwrap();
+    within(p50("ttft_ms"), 60.0, 0.05, "TTFT (first reasoning token)");
+    within(
+        p50("ttfo_ms"),
+        60.0 + 4.0 * 10.0,
+        0.05,
+        "TTFO (first answer token)",
+    );
+    let events = &r.records[0].attempts[0].events;
+    let reasoning: String = events.iter().map(|e| e.reasoning.as_str()).collect();
+    let content: String = events.iter().map(|e| e.content.as_str()).collect();
+    assert_eq!(reasoning.split_whitespace().count(), 4);
+    assert_eq!(content.split_whitespace().count(), 6);
+    let tool: String = events.iter().map(|e| e.tool_calls.as_str()).collect();
+    assert!(tool.contains("\"name\":\"search\""), "{tool}");
+}

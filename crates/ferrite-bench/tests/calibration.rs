@@ -70,6 +70,7 @@ async fn reports_the_scripted_latencies_within_5_percent() {
     within(p50("ttfo_ms"), 150.0, 0.05, "TTFO");
     within(p50("tpot_ms"), 10.0, 0.05, "TPOT");
     within(p50("itl_ms"), 10.0, 0.05, "ITL");
+    within(p50("itl_request_ms"), 10.0, 0.05, "ITL per request");
     within(p50("e2e_ms"), 150.0 + 19.0 * 10.0, 0.05, "E2E");
     within(p50("output_speed_tok_s"), 100.0, 0.05, "output speed");
     assert_eq!(m["ttft_ms"]["n"], 6);
@@ -79,6 +80,7 @@ async fn reports_the_scripted_latencies_within_5_percent() {
     assert_eq!(r.workload["template_overhead_tokens"], 9);
     assert_eq!(r.workload["input_tokens_achieved"]["min"], 100.0);
     assert_eq!(r.workload["input_tokens_achieved"]["max"], 100.0);
+    assert_eq!(r.workload["input_length_mismatches"], 0);
     assert_eq!(r.workload["output_tokens_achieved"]["p50"], 20.0);
     assert_eq!(r.workload["token_source"], "server_usage");
     assert_eq!(r.provenance["served_models"][0], "mock-model");
@@ -433,6 +435,8 @@ async fn requests_lost_on_a_closed_pooled_connection_are_resent_not_failed() {
     assert_eq!(r.requests["stale_connection_resends"], 4, "{}", r.requests);
     assert_eq!(r.requests["retries"], 0);
     assert_eq!(r.requests["attempts"], 8);
+    // That server always reports 5 prompt tokens: every prompt is reported off its length.
+    assert_eq!(r.workload["input_length_mismatches"], 4);
     let lost = &r.records[1].attempts[0];
     assert!(lost.stale_connection && lost.status.is_none(), "{lost:?}");
 }

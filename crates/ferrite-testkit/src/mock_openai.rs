@@ -65,6 +65,10 @@ pub struct Script {
     pub diverge_at: usize,
     /// `(drafted, accepted)` reported per request as `usage.speculative` (ferrite's extension).
     pub spec_usage: Option<(usize, usize)>,
+    /// The first this many output tokens stream as `reasoning_content`, the rest as `content`.
+    pub reasoning_tokens: usize,
+    /// After the content, one chunk with this tool call (`{"name": ..., "arguments": ...}`).
+    pub tool_call: Option<Value>,
 }
 
 impl Default for Script {
@@ -79,6 +83,8 @@ impl Default for Script {
             diverge_on: Vec::new(),
             diverge_at: 0,
             spec_usage: None,
+            reasoning_tokens: 0,
+            tool_call: None,
         }
     }
 }
@@ -291,8 +297,18 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
                 tokio::time::sleep_until(t0 + script.ttft + script.per_token * sent as u32).await;
             }
             let k = per_chunk.min(max_tokens - sent);
-            let _ = tx.send(Ok(chunk(json!({"content": "w ".repeat(k)})))).await;
+            let field = if sent < script.reasoning_tokens {
+                "reasoning_content"
+            } else {
+                "content"
+            };
+            let _ = tx.send(Ok(chunk(json!({field: "w ".repeat(k)})))).await;
             sent += k;
+        }
+        if let Some(call) = &script.tool_call {
+            let delta = json!({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                                "function": call}]});
+            let _ = tx.send(Ok(chunk(delta))).await;
         }
         if script.usage {
             let mut us = usage(prompt, max_tokens);
