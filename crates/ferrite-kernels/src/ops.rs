@@ -77,11 +77,27 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
 }
 
 /// [`swiglu_inplace`] row by row (`width` elements each, as ggml applies it per row), rows
-/// spread over the pool.
-pub fn swiglu_rows(pool: &crate::ThreadPool, gate: &mut [f32], up: &[f32], width: usize) {
+/// spread over the pool, with the kernel family's SIMD version (same results as the scalar
+/// reference, bit for bit but for its emulated FMA's rare last-bit double rounding).
+pub fn swiglu_rows(
+    pool: &crate::ThreadPool,
+    k: &crate::Kernels,
+    gate: &mut [f32],
+    up: &[f32],
+    width: usize,
+) -> crate::Result<()> {
+    if gate.len() != up.len() {
+        return Err(crate::Error::Shape(format!(
+            "swiglu: gate has {} values, up {}",
+            gate.len(),
+            up.len()
+        )));
+    }
     pool.par_chunks_mut(gate, width, |i, g| {
-        crate::compat::swiglu(g, &up[i * width..i * width + g.len()])
+        // Equal lengths: checked above, and chunks of both follow the same rows.
+        let _ = k.swiglu(g, &up[i * width..i * width + g.len()]);
     });
+    Ok(())
 }
 
 /// [`geglu_inplace`] row by row, rows spread over the pool.

@@ -258,7 +258,7 @@ fn dot_rejects_wrong_lengths() {
 fn f16_accumulator_kernels_match_scalar() {
     use half::f16;
     let scalar = Kernels::new(Isa::Scalar).unwrap();
-    for n in [0usize, 1, 7, 8, 9, 64, 256, 257] {
+    for n in [0usize, 1, 7, 8, 9, 16, 33, 64, 256, 257] {
         let y0: Vec<u16> = values(n as u64, n, 4.0)
             .iter()
             .map(|v| f16::from_f32(*v).to_bits())
@@ -270,6 +270,19 @@ fn f16_accumulator_kernels_match_scalar() {
         let mut want = y0.clone();
         scalar.mad_f16(&mut want, &x, 0.37).unwrap();
         scalar.scale_f16(&mut want, 0.9);
+        // The SIMD widths do the same per-element arithmetic: bit-identical to each other.
+        let simd: Vec<Vec<u16>> = Isa::available()
+            .into_iter()
+            .filter(|&i| i != Isa::Scalar)
+            .map(|isa| {
+                let k = Kernels::new(isa).unwrap();
+                let mut got = y0.clone();
+                k.mad_f16(&mut got, &x, 0.37).unwrap();
+                k.scale_f16(&mut got, 0.9);
+                got
+            })
+            .collect();
+        assert!(simd.windows(2).all(|w| w[0] == w[1]), "n={n}");
         for isa in Isa::available() {
             let k = Kernels::new(isa).unwrap();
             let mut got = y0.clone();

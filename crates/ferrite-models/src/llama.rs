@@ -164,7 +164,7 @@ impl Model for Llama {
             cpu.linear_grouped(&l.up, &s.h, t, batch.kernel_groups, &mut s.up, &mut s.act)?;
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
-            swiglu_rows(&cpu.pool, &mut s.gate, &s.up, c.ffn_dim);
+            swiglu_rows(&cpu.pool, &cpu.kernels, &mut s.gate, &s.up, c.ffn_dim)?;
             cpu.trace("ffn_swiglu", il, &s.gate);
             cpu.linear_grouped(
                 &l.down,

@@ -40,6 +40,8 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
 /// `y = f16(y·v)`.
 pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
+/// `gate = silu(gate) · up` (equal lengths).
+pub(crate) type SwigluFn = fn(&mut [f32], &[f32]);
 
 /// Function table for one ISA. Built only for an ISA the CPU supports, which is what makes
 /// calling its SIMD entries sound.
@@ -63,6 +65,7 @@ pub struct Kernels {
     q6_k_tl_x4: Option<Dot4Fn>,
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
+    swiglu: SwigluFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -95,6 +98,7 @@ impl Kernels {
             q6_k_tl_x4: None,
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
+            swiglu: crate::compat::swiglu,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -193,6 +197,19 @@ impl Kernels {
         Ok(())
     }
 
+    /// `gate[i] = silu(gate[i]) · up[i]` with ggml's polynomial exp ([`crate::compat::swiglu`]).
+    pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        if gate.len() != up.len() {
+            return Err(Error::Shape(format!(
+                "swiglu: gate has {} values, up {}",
+                gate.len(),
+                up.len()
+            )));
+        }
+        (self.swiglu)(gate, up);
+        Ok(())
+    }
+
     /// `y[i] = f16(f32(y[i])·v)`.
     pub fn scale_f16(&self, y: &mut [u16], v: f32) {
         (self.scale_f16)(y, v)
@@ -272,7 +289,7 @@ mod x86 {
     //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
     //! table whose ISA the CPU was checked to support.
     use super::{Dot4Fn, DotFn, Kernels};
-    use crate::arch::x86_64::fdot;
+    use crate::arch::x86_64::{act, fdot};
     use crate::quant::QuantType;
     use crate::Isa;
 
@@ -431,11 +448,49 @@ mod x86 {
         unsafe { fdot::scale_f16_avx2(y.len(), y.as_mut_ptr(), v) }
     }
 
+    fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+        assert!(gate.len() == up.len(), "invariant: lengths checked by the caller");
+        // SAFETY: equal lengths; installed only for AVX2-capable ISAs (AVX2 implies FMA here).
+        unsafe { act::swiglu_avx2(gate.len(), gate.as_mut_ptr(), up.as_ptr()) }
+    }
+
+    fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
+        assert!(gate.len() == up.len(), "invariant: lengths checked by the caller");
+        // SAFETY: equal lengths; installed only for the AVX-512 ISA.
+        unsafe { act::swiglu_avx512(gate.len(), gate.as_mut_ptr(), up.as_ptr()) }
+    }
+
+    fn mad_f16_512(y: &mut [u16], x: &[u8], v: f32) {
+        assert!(
+            x.len() == 2 * y.len(),
+            "invariant: lengths checked by the caller"
+        );
+        // SAFETY: x holds y.len() halves; this entry is only installed for the AVX-512 ISA.
+        unsafe { fdot::mad_f16_avx512(y.len(), y.as_mut_ptr(), x.as_ptr() as *const u16, v) }
+    }
+
+    fn scale_f16_512(y: &mut [u16], v: f32) {
+        // SAFETY: as for mad_f16_512.
+        unsafe { fdot::scale_f16_avx512(y.len(), y.as_mut_ptr(), v) }
+    }
+
     pub(super) fn install(k: &mut Kernels) {
-        if matches!(k.isa, Isa::Avx2 | Isa::Avx512) {
-            k.mad_f16 = mad_f16;
-            k.scale_f16 = scale_f16;
+        match k.isa {
+            Isa::Avx512 => {
+                k.mad_f16 = mad_f16_512;
+                k.scale_f16 = scale_f16_512;
+            }
+            Isa::Avx2 => {
+                k.mad_f16 = mad_f16;
+                k.scale_f16 = scale_f16;
+            }
+            _ => {}
         }
+        k.swiglu = match k.isa {
+            Isa::Avx512 => swiglu_avx512,
+            Isa::Avx2 => swiglu_avx2,
+            _ => k.swiglu,
+        };
         match k.isa {
             Isa::Avx2 => {
                 k.set(QuantType::F32, f32_avx2);

@@ -201,6 +201,57 @@ pub(crate) unsafe fn scale_f16_avx2(n: usize, y: *mut u16, v: f32) {
     }
 }
 
+/// [`mad_f16_avx2`] 16 lanes at a time (each element's arithmetic is the same: one FMA, one
+/// round-to-nearest conversion), the AVX2 form for the tail.
+///
+/// # Safety
+/// `y` and `x` must each be valid for `n` halves; the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn mad_f16_avx512(n: usize, y: *mut u16, x: *const u16, v: f32) {
+    let vv = _mm512_set1_ps(v);
+    let m = n / 16 * 16;
+    let mut i = 0;
+    while i < m {
+        // SAFETY: i + 16 <= n.
+        unsafe {
+            let yv = _mm512_cvtph_ps(_mm256_loadu_si256(y.add(i) as *const __m256i));
+            let xv = _mm512_cvtph_ps(_mm256_loadu_si256(x.add(i) as *const __m256i));
+            let r = _mm512_fmadd_ps(xv, vv, yv);
+            _mm256_storeu_si256(
+                y.add(i) as *mut __m256i,
+                _mm512_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT),
+            );
+        }
+        i += 16;
+    }
+    // SAFETY: the tail lies within the n halves of each.
+    unsafe { mad_f16_avx2(n - m, y.add(m), x.add(m), v) }
+}
+
+/// [`scale_f16_avx2`] 16 lanes at a time.
+///
+/// # Safety
+/// `y` must be valid for `n` halves; the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn scale_f16_avx512(n: usize, y: *mut u16, v: f32) {
+    let vv = _mm512_set1_ps(v);
+    let m = n / 16 * 16;
+    let mut i = 0;
+    while i < m {
+        // SAFETY: i + 16 <= n.
+        unsafe {
+            let yv = _mm512_cvtph_ps(_mm256_loadu_si256(y.add(i) as *const __m256i));
+            _mm256_storeu_si256(
+                y.add(i) as *mut __m256i,
+                _mm512_cvtps_ph(_mm512_mul_ps(yv, vv), _MM_FROUND_TO_NEAREST_INT),
+            );
+        }
+        i += 16;
+    }
+    // SAFETY: the tail lies within the n halves.
+    unsafe { scale_f16_avx2(n - m, y.add(m), v) }
+}
+
 /// f16 dot product with ggml's AVX-512 numerics (see `compat::dot_f16`): four 16-lane FMA
 /// accumulators over 64-element steps, reduced `(x0+x2)+(x1+x3)` then halving, tail in f64.
 /// The AVX2 form keeps each 16-lane accumulator as two 8-lane halves, so results are identical.

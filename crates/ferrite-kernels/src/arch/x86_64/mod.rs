@@ -1,5 +1,6 @@
 //! x86-64 kernels: AVX2 and AVX-512 (VNNI).
 
+pub(crate) mod act;
 pub(crate) mod common;
 pub(crate) mod fdot;
 pub(crate) mod fp4dot;
