@@ -449,13 +449,19 @@ mod x86 {
     }
 
     fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
-        assert!(gate.len() == up.len(), "invariant: lengths checked by the caller");
+        assert!(
+            gate.len() == up.len(),
+            "invariant: lengths checked by the caller"
+        );
         // SAFETY: equal lengths; installed only for AVX2-capable ISAs (AVX2 implies FMA here).
         unsafe { act::swiglu_avx2(gate.len(), gate.as_mut_ptr(), up.as_ptr()) }
     }
 
     fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
-        assert!(gate.len() == up.len(), "invariant: lengths checked by the caller");
+        assert!(
+            gate.len() == up.len(),
+            "invariant: lengths checked by the caller"
+        );
         // SAFETY: equal lengths; installed only for the AVX-512 ISA.
         unsafe { act::swiglu_avx512(gate.len(), gate.as_mut_ptr(), up.as_ptr()) }
     }

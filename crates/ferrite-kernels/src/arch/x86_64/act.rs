@@ -199,7 +199,10 @@ mod tests {
                 }
             }
         }
-        assert!(exact * 10_000 >= total * 9_999, "{exact} of {total} bit-exact");
+        assert!(
+            exact * 10_000 >= total * 9_999,
+            "{exact} of {total} bit-exact"
+        );
     }
 
     #[test]
@@ -213,7 +216,9 @@ mod tests {
 
     #[test]
     fn avx2_swiglu_is_the_reference() {
-        if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
             eprintln!("no AVX2+FMA here; the AVX2 SwiGLU is not exercised on this CPU");
             return;
         }
