@@ -118,11 +118,7 @@ pub(crate) fn summarize(
         .fold(f64::INFINITY, f64::min);
     let t_end = records
         .iter()
-        .filter_map(|r| {
-            r.attempts
-                .last()
-                .map(|a| r.scheduled_ms + a.end.as_secs_f64() * 1e3)
-        })
+        .filter_map(RequestRecord::end_ms)
         .fold(0.0, f64::max);
     let secs = ((t_end - t_start) / 1e3).max(1e-9);
     let n_out: usize = ok.iter().map(|m| m.output_tokens).sum();

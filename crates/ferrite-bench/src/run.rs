@@ -73,6 +73,37 @@ pub struct RunConfig {
     pub progress: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
+impl RunConfig {
+    /// Settings for `model` at `url` with `ferrite bench run`'s defaults: synthetic prompts of
+    /// 256 tokens, 128 output tokens, one request at a time, 16 requests after one warm-up, no
+    /// retries (500 ms first backoff), seed 0, closed loop, no prices, SLOs or limits.
+    pub fn new(url: impl Into<String>, model: impl Into<String>) -> RunConfig {
+        RunConfig {
+            url: url.into(),
+            model: model.into(),
+            api_key: None,
+            input_tokens: 256,
+            output_tokens: 128,
+            concurrency: 1,
+            requests: 16,
+            warmup: 1,
+            retries: 0,
+            retry_base: Duration::from_millis(500),
+            seed: 0,
+            rate: None,
+            prices: None,
+            preset: None,
+            workload: Workload::Synthetic,
+            extra_body: None,
+            tokenizer: None,
+            slos: Vec::new(),
+            burstiness: 1.0,
+            duration: None,
+            progress: None,
+        }
+    }
+}
+
 /// Prices in USD (`--prices FILE`, JSON with these keys; missing keys are 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -115,6 +146,18 @@ pub struct RequestRecord {
     pub attempts: Vec<Attempt>,
     /// Metrics of the successful attempt.
     pub metrics: Option<RequestMetrics>,
+}
+
+impl RequestRecord {
+    /// A time since the request was scheduled, as a time since the start of the measured phase.
+    pub fn run_ms(&self, since_scheduled: Duration) -> f64 {
+        self.scheduled_ms + since_scheduled.as_secs_f64() * 1e3
+    }
+
+    /// When its last attempt ended, since the start of the measured phase.
+    pub fn end_ms(&self) -> Option<f64> {
+        self.attempts.last().map(|a| self.run_ms(a.end))
+    }
 }
 
 /// One task: its calls' records are in the report's `records`.
@@ -261,11 +304,7 @@ async fn task(
     }
     let end = records
         .iter()
-        .filter_map(|r| {
-            r.attempts
-                .last()
-                .map(|a| r.scheduled_ms + a.end.as_secs_f64() * 1e3)
-        })
+        .filter_map(RequestRecord::end_ms)
         .fold(0.0, f64::max);
     let scheduled_ms = t0.saturating_duration_since(start).as_secs_f64() * 1e3;
     let rec = TaskRecord {

@@ -33,13 +33,13 @@ pub fn steady_state(records: &[RequestRecord], concurrency: usize, min_window_s:
             .events
             .iter()
             .filter(|e| e.has_text())
-            .map(|e| r.scheduled_ms + e.t.as_secs_f64() * 1e3)
+            .map(|e| r.run_ms(e.t))
             .collect();
         if !times.is_empty() {
             let per = m.output_tokens as f64 / times.len() as f64;
             tokens += per * times.iter().filter(|&&t| t >= a && t <= b).count() as f64;
         }
-        let end = r.scheduled_ms + at.end.as_secs_f64() * 1e3;
+        let end = r.run_ms(at.end);
         ended += usize::from(end >= a && end <= b);
     }
     json!({

@@ -10,27 +10,15 @@ use serde_json::Value;
 
 fn cfg(url: &str, requests: usize, concurrency: usize, workload: Workload) -> RunConfig {
     RunConfig {
-        url: url.to_string(),
-        model: "mock-model".into(),
-        api_key: None,
         input_tokens: 40,
         output_tokens: 10,
         concurrency,
         requests,
         warmup: 0,
-        retries: 0,
         retry_base: Duration::from_millis(10),
         seed: 3,
-        rate: None,
-        prices: None,
-        preset: None,
         workload,
-        tokenizer: None,
-        extra_body: None,
-        slos: vec![],
-        burstiness: 1.0,
-        duration: None,
-        progress: None,
+        ..RunConfig::new(url, "mock-model")
     }
 }
 

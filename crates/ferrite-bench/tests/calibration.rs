@@ -24,9 +24,6 @@ async fn start(s: Script) -> String {
 
 fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunConfig {
     RunConfig {
-        url,
-        model: "mock-model".into(),
-        api_key: None,
         input_tokens: 100,
         output_tokens: 20,
         concurrency,
@@ -35,16 +32,7 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
         retries,
         retry_base: Duration::from_millis(10),
         seed: 7,
-        rate: None,
-        prices: None,
-        preset: None,
-        workload: Workload::Synthetic,
-        tokenizer: None,
-        extra_body: None,
-        slos: vec![],
-        burstiness: 1.0,
-        duration: None,
-        progress: None,
+        ..RunConfig::new(url, "mock-model")
     }
 }
 

@@ -40,27 +40,15 @@ async fn html_report_renders_every_chart_in_headless_chromium() {
     let mut reports = Vec::new();
     for c in [1, 2] {
         let cfg = RunConfig {
-            url: m.url.clone(),
-            model: "mock-model".into(),
-            api_key: None,
             input_tokens: 30,
             output_tokens: 8,
             concurrency: c,
             requests: 4,
             warmup: 0,
-            retries: 0,
             retry_base: Duration::from_millis(10),
             seed: 1,
-            rate: None,
-            prices: None,
-            preset: None,
             workload: Workload::Agent(AgentWorkload::synthetic(3, 20, 0.0).unwrap()),
-            tokenizer: None,
-            extra_body: None,
-            slos: vec![],
-            burstiness: 1.0,
-            duration: None,
-            progress: None,
+            ..RunConfig::new(m.url.clone(), "mock-model")
         };
         reports.push(run(cfg).await.unwrap());
     }
