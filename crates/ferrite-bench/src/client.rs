@@ -173,9 +173,12 @@ pub async fn send(
         // Read the rest of the body (the chunked terminator usually follows [DONE]) so the
         // connection goes back to the pool; dropping it half-read closes it and sends the next
         // request onto an older idle connection the server may already have closed ("connection
-        // closed before message completed"). Bounded, for servers that hold the stream open.
-        let rest = async { while let Ok(Some(_)) = resp.chunk().await {} };
-        let _ = tokio::time::timeout(Duration::from_millis(500), rest).await;
+        // closed before message completed"). In the background, so a server that holds the
+        // stream open after [DONE] does not delay the caller's next request; bounded.
+        tokio::spawn(async move {
+            let rest = async { while let Ok(Some(_)) = resp.chunk().await {} };
+            let _ = tokio::time::timeout(Duration::from_millis(500), rest).await;
+        });
     }
     at
 }
