@@ -637,21 +637,20 @@ impl EngineCore {
                     st.spec_pause -= 1;
                 }
             }
-            let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
-                continue;
-            };
+            // A positive limit means the request speculates (see draft_limit).
             if limit == 0 {
                 continue;
             }
-            match (&self.draft, st.spec) {
-                (None, Some(cfg)) => {
-                    let drafts = ngram::propose(&r.tokens, &cfg, limit);
-                    if !drafts.is_empty() {
-                        self.sched.set_spec(id, drafts);
-                    }
+            if self.draft.is_some() {
+                jobs.push((id, limit));
+                continue;
+            }
+            let cfg = self.states.get(&id).and_then(|st| st.spec);
+            if let (Some(cfg), Some(r)) = (cfg, self.sched.request(id)) {
+                let drafts = ngram::propose(&r.tokens, &cfg, limit);
+                if !drafts.is_empty() {
+                    self.sched.set_spec(id, drafts);
                 }
-                (Some(_), Some(_)) => jobs.push((id, limit)),
-                _ => {}
             }
         }
         if jobs.is_empty() {
