@@ -27,6 +27,8 @@ pub struct ModelArgs {
 pub struct Loaded {
     /// Resolved file.
     pub path: PathBuf,
+    /// The opened file (mapped; a self-draft model loads its layers from it again).
+    pub file: Arc<GgufFile>,
     /// The model.
     pub model: Box<dyn Model>,
     /// Its tokenizer.
@@ -66,6 +68,7 @@ impl ModelArgs {
             .with_context(|| format!("building the tokenizer of {}", path.display()))?;
         Ok(Loaded {
             path,
+            file,
             model,
             tokenizer,
         })

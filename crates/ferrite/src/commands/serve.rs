@@ -155,8 +155,8 @@ fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::To
     match spec.draft {
         None => {}
         Some(DraftSource::SelfLayers(l)) => {
-            let f = Arc::new(ferrite_gguf::GgufFile::open(&loaded.path)?);
-            core.set_draft_model(ferrite_models::load_draft_model(&f, &cpu, Some(l))?)?;
+            let dm = ferrite_models::load_draft_model(&loaded.file, &cpu, Some(l))?;
+            core.set_draft_model(dm)?;
             eprintln!("ferrite: drafting with the first {l} layers of the model");
         }
         Some(DraftSource::Model(m)) => {
