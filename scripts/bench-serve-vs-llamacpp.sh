@@ -7,14 +7,13 @@
 #   scripts/bench-serve-vs-llamacpp.sh                 # smollm2, 2 threads
 #   MODEL=gemma3 THREADS=1 CONC="1 4" scripts/bench-serve-vs-llamacpp.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
 model=${MODEL:-smollm2}
 threads=${THREADS:-2}
 conc=${CONC:-"1 4 16"}
 bin=$("$anchor")
-if [[ -n ${FERRITE_BIN:-} ]]; then ferrite=$FERRITE_BIN; else
-  (cd "$root" && cargo build --quiet --release -p ferrite); ferrite=$root/target/release/ferrite; fi
+ferrite=$(ferrite_bin)
 path=$("$ferrite" pull "$model")
 fport=18080; lport=18081
 "$ferrite" serve -m "$path" --served-model-name "$model" --port $fport -t "$threads" \
@@ -25,9 +24,9 @@ fpid=$!
 lpid=$!
 trap 'kill $fpid $lpid 2>/dev/null || true' EXIT
 for u in "http://127.0.0.1:$fport/ready" "http://127.0.0.1:$lport/health"; do
-  for _ in $(seq 600); do curl -sf "$u" >/dev/null && break; sleep 0.2; done
+  wait_for "$u"
 done
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads: $threads  model: $(basename "$path")"
+stamp "threads: $threads  model: $(basename "$path")"
 echo
 echo "| streams | server | requests | output tok/s | TTFT p50 (s) | TTFT p99 (s) | mean TPOT (ms) |"
 echo "|---|---|---|---|---|---|---|"

@@ -16,7 +16,7 @@
 # && /tmp/benchtools/bin/pip install guidellm aiperf gguf). Both need a tokenizer directory
 # offline; this script writes one from the GGUF with transformers (TOKENIZER_DIR).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
 model=${MODEL:-smollm2}
 threads=${THREADS:-2}
@@ -30,8 +30,7 @@ pin_server=(); pin_client=()
 [[ -n ${CLIENT_CPUS:-} ]] && pin_client=(taskset -c "$CLIENT_CPUS")
 work=${WORK:-/tmp/bench-tools-compare}
 bin=$("$anchor")
-if [[ -n ${FERRITE_BIN:-} ]]; then ferrite=$FERRITE_BIN; else
-  (cd "$root" && cargo build --quiet --release -p ferrite); ferrite=$root/target/release/ferrite; fi
+ferrite=$(ferrite_bin)
 path=$("$ferrite" pull "$model")
 tok=${TOKENIZER_DIR:-$work/tokenizer}
 mkdir -p "$work"
@@ -48,9 +47,9 @@ port=18082
   --no-webui >"$work/llama-server.log" 2>&1 &
 lpid=$!
 trap 'kill $lpid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+wait_for "http://127.0.0.1:$port/health"
 url=http://127.0.0.1:$port
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  server threads: $threads${SERVER_CPUS:+ on CPU $SERVER_CPUS, clients on CPU ${CLIENT_CPUS:-any}}  model: $(basename "$path")  workload: $in_tok in / $out_tok out, concurrency $conc, $n requests"
+stamp "server threads: $threads${SERVER_CPUS:+ on CPU $SERVER_CPUS, clients on CPU ${CLIENT_CPUS:-any}}  model: $(basename "$path")  workload: $in_tok in / $out_tok out, concurrency $conc, $n requests"
 
 "${pin_client[@]}" "$ferrite" bench run --url "$url" --model "$model" --input-tokens "$in_tok" --output-tokens "$out_tok" \
   --concurrency "$conc" --requests "$n" --warmup 2 --json "$work/ferrite.json" >"$work/ferrite.txt"

@@ -6,7 +6,7 @@
 #   scripts/bench-vs-llamacpp.sh            # threads 1 and 2, 5 repetitions
 #   THREADS="2" REPS=10 scripts/bench-vs-llamacpp.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
 threads=${THREADS:-"1 2"}
 reps=${REPS:-5}
@@ -14,14 +14,9 @@ models=${MODELS:-"smollm2 gemma3"}
 
 bin=$("$anchor")
 # FERRITE_BIN: a prebuilt binary (skips the build, e.g. to measure while sources change).
-if [[ -n ${FERRITE_BIN:-} ]]; then
-  ferrite=$FERRITE_BIN
-else
-  (cd "$root" && cargo build --quiet --release -p ferrite)
-  ferrite=$root/target/release/ferrite
-fi
+ferrite=$(ferrite_bin)
 
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+stamp
 echo
 echo "| model | threads | llama.cpp pp512 | ferrite pp512 | ratio | llama.cpp tg128 | ferrite tg128 | ratio |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -6,7 +6,7 @@
 #
 #   ROUNDS=5 MODELS="smollm2 gemma3" scripts/fp4-speed.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
 models=${MODELS:-"smollm2 gemma3"}
 types=${TYPES:-"q4_0 nvfp4 nvfp4-2l mxfp4"}
@@ -16,7 +16,7 @@ work=${WORK:-$HOME/.cache/ferrite/quant-report}
 bin=$("$anchor")
 ferrite=${FERRITE_BIN:-$root/target/release/ferrite}
 out=$(mktemp)
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads: $threads  rounds: $rounds"
+stamp "threads: $threads  rounds: $rounds"
 for r in $(seq "$rounds"); do
   for m in $models; do
     for ty in $types; do

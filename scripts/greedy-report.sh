@@ -3,7 +3,7 @@
 # scripts/quality-prompts.jsonl (`ferrite eval greedy`): exact-match rate, mean common prefix and
 # expect-regex success of both. Files come from scripts/quant-report.sh (WORK folder).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 models=${MODELS:-"smollm2 gemma3"}
 types=${TYPES:-"source q8_0 q4_k q4_0 mxfp4 nvfp4 nvfp4-2l"}
 tokens=${MAX_TOKENS:-48}

@@ -9,7 +9,7 @@
 #   scripts/quant-report.sh                      # both models, all variants
 #   MODELS=smollm2 TYPES="q4_0 nvfp4" REPS=3 scripts/quant-report.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
 models=${MODELS:-"smollm2 gemma3"}
 types=${TYPES:-"source q8_0 q4_k q4_0 mxfp4 nvfp4 nvfp4-2l"}
@@ -19,14 +19,9 @@ work=${WORK:-$HOME/.cache/ferrite/quant-report}
 texts="/usr/share/common-licenses/Apache-2.0 /usr/share/common-licenses/MPL-2.0"
 mkdir -p "$work"
 bin=$("$anchor")
-if [[ -n ${FERRITE_BIN:-} ]]; then
-  ferrite=$FERRITE_BIN
-else
-  (cd "$root" && cargo build --quiet --release -p ferrite)
-  ferrite=$root/target/release/ferrite
-fi
+ferrite=$(ferrite_bin)
 
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads: $threads"
+stamp "threads: $threads"
 echo
 echo "| model | weights | MiB | PPL Apache ferrite / llama.cpp | PPL MPL ferrite / llama.cpp | KL vs F16 (mean / p99) | top-1 vs F16 | pp512 tok/s | tg128 tok/s |"
 echo "|---|---|---|---|---|---|---|---|---|"

@@ -10,23 +10,22 @@
 #   scripts/spec-bench.sh                                    # smollm2, ngram:k=4,min_n=2,max_n=4
 #   SPEC=draft:smollm2,k=4 MODEL=/tmp/smol-f16.gguf scripts/spec-bench.sh
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/common.sh"
 model=${MODEL:-smollm2}
 threads=${THREADS:-2}
 spec=${SPEC:-ngram:k=4,min_n=2,max_n=4}
 reps=${REPS:-3}
 max=${MAX_TOKENS:-160}
 work=${WORK:-/tmp/ferrite-spec-bench}
-if [[ -n ${FERRITE_BIN:-} ]]; then ferrite=$FERRITE_BIN; else
-  (cd "$root" && cargo build --quiet --release -p ferrite); ferrite=$root/target/release/ferrite; fi
+ferrite=$(ferrite_bin)
 rm -rf "$work"; mkdir -p "$work"
 port=18090
 "$ferrite" serve -m "$model" --served-model-name m --port $port -t "$threads" \
   --speculative "$spec" 2>"$work/serve.log" &
 spid=$!
 trap 'kill $spid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)  threads: $threads  model: $model  speculative: $spec  reps: $reps  max tokens: $max"
+wait_for "http://127.0.0.1:$port/ready"
+stamp "threads: $threads  model: $model  speculative: $spec  reps: $reps  max tokens: $max"
 bench() {  # bench OUT EXTRA_BODY PROMPT_FILE
   "$ferrite" bench run --url "http://127.0.0.1:$port" --model m --workload "file:$3" --requests 1 \
     --warmup 0 --output-tokens "$max" --extra-body "$2" --json "$1" >/dev/null
