@@ -211,6 +211,14 @@ fn bad_workloads_are_refused_before_any_request() {
             vec!["--tokenizer".into(), "/nonexistent.json".into()],
             "--tokenizer /nonexistent.json",
         ),
+        (
+            vec!["--extra-body".into(), "[1]".into()],
+            "--extra-body must be a JSON object",
+        ),
+        (
+            vec!["--extra-body".into(), "{\"speculative\":".into()],
+            "--extra-body is not JSON",
+        ),
     ] {
         let args: Vec<&str> = base
             .iter()
