@@ -31,7 +31,9 @@ mod isa;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod probe;
 pub mod quant;
+mod tiled;
 
 pub use dot::Kernels;
 pub use error::{Error, Result};

@@ -56,6 +56,11 @@ impl<'a> QMatrix<'a> {
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
 }
 
 /// `y[i][r] = Σ_c x[i][c] · W[r][c]` for `m` activation rows. `x` is `m × cols`, `y` is
@@ -102,6 +107,11 @@ pub fn matmul_grouped(
             y.len(),
             m * w.rows
         )));
+    }
+    if let Some(tk) = k.tile_kernels(w.ty) {
+        // The 32-element formats' row arithmetic never depends on the batch shape, so the
+        // tiled product serves every grouping.
+        return crate::tiled::matmul_tiled(tk, pool, w, x, m, y, scratch);
     }
     let act = w.ty.activation_type();
     let a_bytes = act.row_bytes(w.cols)?;
@@ -165,7 +175,7 @@ pub fn matmul_grouped(
 }
 
 /// Quantize `m` rows of `x` into `out`, rows split across the pool when there are several.
-fn quantize_rows(
+pub(crate) fn quantize_rows(
     pool: &ThreadPool,
     act: QuantType,
     x: &[f32],

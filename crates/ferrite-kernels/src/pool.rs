@@ -170,6 +170,39 @@ impl ThreadPool {
         });
     }
 
+    /// [`par_chunks_mut`](Self::par_chunks_mut), but chunk `i` goes to thread `i mod n_threads`
+    /// instead of threads taking contiguous runs: for work whose cost grows along the buffer
+    /// (causal attention, where later tokens see more keys), so each thread gets its share of
+    /// cheap and expensive chunks.
+    pub fn par_chunks_mut_interleaved<T: Send, F: Fn(usize, &mut [T]) + Sync>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: F,
+    ) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let n_chunks = len.div_ceil(chunk);
+        if self.n_threads() == 1 || n_chunks <= 1 {
+            for (i, c) in data.chunks_mut(chunk).enumerate() {
+                f(i, c);
+            }
+            return;
+        }
+        let base = SharedMut(data.as_mut_ptr());
+        self.run(|ith, nth| {
+            for i in (ith..n_chunks).step_by(nth) {
+                let start = i * chunk;
+                let n = chunk.min(len - start);
+                // SAFETY: as in `par_chunks_mut`: chunk i covers [start, start + n) inside
+                // `data`, each index goes to exactly one thread (i mod nth), and `data` is
+                // borrowed mutably for the whole call.
+                let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
+                f(i, c);
+            }
+        });
+    }
+
     /// Split `0..n` into `nth` contiguous ranges and return range `ith`, each a multiple of
     /// `align` except the last.
     pub fn split(n: usize, ith: usize, nth: usize, align: usize) -> std::ops::Range<usize> {
@@ -316,14 +349,21 @@ mod tests {
     fn par_chunks_mut_visits_every_chunk_once() {
         for nth in 1..4 {
             let pool = ThreadPool::new(nth);
-            let mut v = vec![0usize; 103];
-            pool.par_chunks_mut(&mut v, 10, |i, c| {
-                for x in c.iter_mut() {
-                    *x += i + 1;
+            for interleaved in [false, true] {
+                let mut v = vec![0usize; 103];
+                let f = |i: usize, c: &mut [usize]| {
+                    for x in c.iter_mut() {
+                        *x += i + 1;
+                    }
+                };
+                if interleaved {
+                    pool.par_chunks_mut_interleaved(&mut v, 10, f);
+                } else {
+                    pool.par_chunks_mut(&mut v, 10, f);
                 }
-            });
-            for (j, x) in v.iter().enumerate() {
-                assert_eq!(*x, j / 10 + 1);
+                for (j, x) in v.iter().enumerate() {
+                    assert_eq!(*x, j / 10 + 1, "{nth} threads, interleaved {interleaved}");
+                }
             }
         }
     }

@@ -172,7 +172,9 @@ pub fn attention(
     let group = p.n_heads / p.n_kv_heads;
     out.resize(q.len(), 0.0);
     let (k, mode) = (cpu.kernels, cpu.attn_accum);
-    cpu.pool.par_chunks_mut(out, d, |c, o| {
+    // A token's cost grows with its position (causal), so heads are dealt out round-robin
+    // rather than in contiguous runs, which gave the last thread most of a prompt's work.
+    cpu.pool.par_chunks_mut_interleaved(out, d, |c, o| {
         let (t, h) = (c / p.n_heads, c % p.n_heads);
         let pos = batch.positions[t];
         let lo = match p.window {

@@ -36,6 +36,24 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
         }
     }
 }
+/// Register-tiled kernel: `nb` blocks of a weight tile (rows at stride `w_stride` bytes) against
+/// one packed activation group (see `tiled`); returns `out[i][r]` = row r · activation row i.
+pub(crate) type TileFn = fn(usize, &[u8], usize, &[u8]) -> [[f32; 4]; 4];
+/// `out[r]` = weight row r (rows at stride `w_stride`) · one packed activation row, for every
+/// `r < out.len()`.
+pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
+
+/// The tile kernels of one 32-element format: 4 or 1 weight rows × 4 activation rows, rows one
+/// at a time × 1 activation row, and
+/// the offset that makes its quants unsigned (the packed activations carry `−offset · Σ a`).
+#[derive(Clone, Copy)]
+pub(crate) struct TileKernels {
+    pub(crate) offset: i32,
+    pub(crate) w4a4: TileFn,
+    pub(crate) w1a4: TileFn,
+    pub(crate) rows_a1: RowsFn,
+}
+
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
 /// `y = f16(y·v)`.
@@ -63,6 +81,8 @@ pub struct Kernels {
     /// Four-row versions of `q4_k_rp4` and `q6_k_tl` (SIMD ISAs only).
     q4_k_rp4_x4: Option<Dot4Fn>,
     q6_k_tl_x4: Option<Dot4Fn>,
+    /// Register-tiled kernels (AVX-512 VNNI only), used for every batch shape.
+    tiles: [Option<TileKernels>; QuantType::ALL.len()],
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
     swiglu: SwigluFn,
@@ -96,6 +116,7 @@ impl Kernels {
             q6_k_tl: scalar::q6_k_q8_k_tl,
             q4_k_rp4_x4: None,
             q6_k_tl_x4: None,
+            tiles: [None; QuantType::ALL.len()],
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
             swiglu: crate::compat::swiglu,
@@ -168,6 +189,11 @@ impl Kernels {
             QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K => None,
             _ => self.quad_fn(t).map(|f| (1, f)),
         }
+    }
+
+    /// The register-tiled kernels for `t`, where this ISA has them.
+    pub(crate) fn tile_kernels(&self, t: QuantType) -> Option<&TileKernels> {
+        self.tiles[slot(t)].as_ref()
     }
 
     /// The four-row kernel for `t`, where one exists. Only formats whose per-row kernel is the
@@ -288,9 +314,11 @@ mod x86 {
     //! Safe entry points over the x86 kernels. Each asserts the row lengths (cheap, once per
     //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
     //! table whose ISA the CPU was checked to support.
-    use super::{Dot4Fn, DotFn, Kernels};
+    use super::{Dot4Fn, DotFn, Kernels, TileKernels};
+    use crate::arch::x86_64::qtile::{self, unsigned_offset, weight_block_bytes};
     use crate::arch::x86_64::{act, fdot};
     use crate::quant::QuantType;
+    use crate::tiled::packed_block_bytes;
     use crate::Isa;
 
     macro_rules! entry {
@@ -434,6 +462,48 @@ mod x86 {
     quant_entries!(avx2);
     quant_entries!(vnni);
 
+    fn tile_entry<const F: u8, const RW: usize, const RA: usize>(
+        nb: usize,
+        w: &[u8],
+        w_stride: usize,
+        a: &[u8],
+    ) -> [[f32; 4]; 4] {
+        assert!(
+            (RW - 1) * w_stride + nb * weight_block_bytes(F) <= w.len()
+                && nb * packed_block_bytes(RA) <= a.len(),
+            "invariant: tile lengths checked by the caller"
+        );
+        // SAFETY: the RW rows of nb blocks and the nb packed blocks were just checked to lie in
+        // `w` and `a`; this entry is only installed for the AVX-512 VNNI ISA.
+        let v = unsafe { qtile::tile::<F, RW, RA>(nb, w.as_ptr(), w_stride, a.as_ptr()) };
+        let mut out = [[0f32; 4]; 4];
+        for (o, v) in out.iter_mut().zip(v) {
+            o[..RW].copy_from_slice(&v);
+        }
+        out
+    }
+
+    fn rows_entry<const F: u8>(nb: usize, w: &[u8], w_stride: usize, a: &[u8], out: &mut [f32]) {
+        let n = out.len();
+        assert!(
+            (n == 0 || (n - 1) * w_stride + nb * weight_block_bytes(F) <= w.len())
+                && nb * packed_block_bytes(1) <= a.len(),
+            "invariant: row lengths checked by the caller"
+        );
+        // SAFETY: the out.len() rows of nb blocks and the packed row were just checked to lie in
+        // `w` and `a`; this entry is only installed for the AVX-512 VNNI ISA.
+        unsafe { qtile::rows::<F, 4>(nb, w.as_ptr(), w_stride, a.as_ptr(), out) }
+    }
+
+    fn tiles<const F: u8>() -> TileKernels {
+        TileKernels {
+            offset: unsigned_offset(F),
+            w4a4: tile_entry::<F, 4, 4>,
+            w1a4: tile_entry::<F, 1, 4>,
+            rows_a1: rows_entry::<F>,
+        }
+    }
+
     fn mad_f16(y: &mut [u16], x: &[u8], v: f32) {
         assert!(
             x.len() == 2 * y.len(),
@@ -533,6 +603,15 @@ mod x86 {
                 for (t, f, f4) in fp4_vnni::TABLE {
                     k.set(t, f);
                     k.set_quad(t, f4);
+                }
+                for (t, tk) in [
+                    (QuantType::Q4_0, tiles::<{ qtile::Q4_0 }>()),
+                    (QuantType::Q4_1, tiles::<{ qtile::Q4_1 }>()),
+                    (QuantType::Q5_0, tiles::<{ qtile::Q5_0 }>()),
+                    (QuantType::Q5_1, tiles::<{ qtile::Q5_1 }>()),
+                    (QuantType::Q8_0, tiles::<{ qtile::Q8_0 }>()),
+                ] {
+                    k.tiles[super::slot(t)] = Some(tk);
                 }
                 k.q4_k_rp4_x4 = Some(vnni::q4_k_rp4_x4);
                 k.q6_k_tl_x4 = Some(vnni::q6_k_tl_x4);

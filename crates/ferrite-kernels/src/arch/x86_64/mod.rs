@@ -5,3 +5,4 @@ pub(crate) mod common;
 pub(crate) mod fdot;
 pub(crate) mod fp4dot;
 pub(crate) mod qdot;
+pub(crate) mod qtile;
