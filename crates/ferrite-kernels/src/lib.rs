@@ -38,5 +38,5 @@ mod tiled;
 pub use dot::Kernels;
 pub use error::{Error, Result};
 pub use isa::Isa;
-pub use matmul::{matmul, matmul_grouped, QMatrix};
+pub use matmul::{matmul, matmul_grouped, matmul_many, QMatrix};
 pub use pool::ThreadPool;

@@ -111,7 +111,7 @@ pub fn matmul_grouped(
     if let Some(tk) = k.tile_kernels(w.ty) {
         // The 32-element formats' row arithmetic never depends on the batch shape, so the
         // tiled product serves every grouping.
-        return crate::tiled::matmul_tiled(tk, pool, w, x, m, y, scratch);
+        return crate::tiled::matmul_tiled(tk, pool, &[*w], x, m, &mut [y], scratch);
     }
     let act = w.ty.activation_type();
     let a_bytes = act.row_bytes(w.cols)?;
@@ -172,6 +172,63 @@ pub fn matmul_grouped(
         mat_rows(&dots, &plan, scales, w, acts, a_bytes, rows, out);
     });
     Ok(())
+}
+
+/// Products of the same activations with several matrices, `ys[j] = x · W_jᵀ` (the Q, K and V
+/// projections, or gate and up): when the matrices share a format and width that has tile
+/// kernels, the activations are quantized once and all products run in one pass of the pool
+/// (one synchronisation instead of one per matrix); otherwise each is a [`matmul_grouped`].
+/// Results are identical either way.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_many(
+    k: &Kernels,
+    pool: &ThreadPool,
+    ws: &[QMatrix<'_>],
+    x: &[f32],
+    m: usize,
+    groups: Option<&[(usize, usize)]>,
+    ys: &mut [&mut [f32]],
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
+    if ws.len() != ys.len() {
+        return Err(Error::Shape(format!(
+            "{} matrices but {} outputs",
+            ws.len(),
+            ys.len()
+        )));
+    }
+    if ws.is_empty() {
+        return Ok(());
+    }
+    let fusable = (2..=crate::tiled::MAX_FUSED).contains(&ws.len())
+        && ws.iter().all(|w| w.ty == ws[0].ty && w.cols == ws[0].cols);
+    match k.tile_kernels(ws[0].ty) {
+        Some(tk) if fusable => {
+            if groups.is_some_and(|g| g.len() != m || g.iter().any(|&(i, n)| i >= n)) {
+                return Err(Error::Shape(format!(
+                    "matmul of {m} rows needs {m} (index < size) kernel groups"
+                )));
+            }
+            for (w, y) in ws.iter().zip(ys.iter()) {
+                if x.len() != m * w.cols || y.len() != m * w.rows {
+                    return Err(Error::Shape(format!(
+                        "matmul of {m} rows with a {}×{} matrix: x has {} elements, y has {}",
+                        w.rows,
+                        w.cols,
+                        x.len(),
+                        y.len()
+                    )));
+                }
+            }
+            crate::tiled::matmul_tiled(tk, pool, ws, x, m, ys, scratch)
+        }
+        _ => {
+            for (w, y) in ws.iter().zip(ys.iter_mut()) {
+                matmul_grouped(k, pool, w, x, m, groups, y, scratch)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Quantize `m` rows of `x` into `out`, rows split across the pool when there are several.
@@ -410,6 +467,68 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_many_equals_separate_products() {
+        let cols = 64;
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        // Fusable (one format) and not (mixed formats), odd row counts, 1 and 6 activation rows.
+        for tys in [
+            [QuantType::Q5_0; 3],
+            [QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4_1],
+        ] {
+            for m in [1usize, 6] {
+                let shapes = [19usize, 8, 5];
+                let data: Vec<Vec<u8>> = tys
+                    .iter()
+                    .zip(shapes)
+                    .map(|(&ty, rows)| {
+                        let rb = ty.row_bytes(cols).unwrap();
+                        let mut wq = vec![0u8; rb * rows];
+                        for dst in wq.chunks_mut(rb) {
+                            let src: Vec<f32> = (0..cols).map(|_| rnd()).collect();
+                            quantize_row(ty, &src, dst).unwrap();
+                        }
+                        wq
+                    })
+                    .collect();
+                let ws: Vec<QMatrix<'_>> = (0..3)
+                    .map(|j| QMatrix::new(tys[j], shapes[j], cols, &data[j]).unwrap())
+                    .collect();
+                let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
+                for isa in Isa::available() {
+                    let k = Kernels::new(isa).unwrap();
+                    let pool = ThreadPool::new(2);
+                    let mut ys: Vec<Vec<f32>> = shapes.iter().map(|r| vec![0f32; m * r]).collect();
+                    let mut outs: Vec<&mut [f32]> =
+                        ys.iter_mut().map(|y| y.as_mut_slice()).collect();
+                    matmul_many(&k, &pool, &ws, &x, m, None, &mut outs, &mut Vec::new()).unwrap();
+                    for (j, w) in ws.iter().enumerate() {
+                        let mut want = vec![0f32; m * w.rows];
+                        matmul(&k, &pool, w, &x, m, &mut want, &mut Vec::new()).unwrap();
+                        let same = ys[j]
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{isa} {tys:?} m {m} matrix {j}");
+                    }
+                    // One output too few is refused.
+                    let mut two: Vec<&mut [f32]> =
+                        ys.iter_mut().take(2).map(|y| y.as_mut_slice()).collect();
+                    assert!(
+                        matmul_many(&k, &pool, &ws, &x, m, None, &mut two, &mut Vec::new())
+                            .is_err()
+                    );
                 }
             }
         }

@@ -54,26 +54,32 @@ pub(crate) fn pack_group(act: QuantType, offset: i32, rows: &[&[u8]], out: &mut 
     }
 }
 
-/// `y = x · Wᵀ` with the tile kernels `tk` (see [`crate::matmul`] for shapes; checked there).
+/// Most matrices one call multiplies with the same activations (Q, K, V).
+pub(crate) const MAX_FUSED: usize = 4;
+
+/// `ys[j] = x · W_jᵀ` for up to [`MAX_FUSED`] matrices of one format and width, with the tile
+/// kernels `tk` (see [`crate::matmul`] for shapes; checked there). The activations are quantized
+/// and packed once, and all matrices' rows are split across the threads in one pass.
 pub(crate) fn matmul_tiled(
     tk: &TileKernels,
     pool: &ThreadPool,
-    w: &QMatrix<'_>,
+    ws: &[QMatrix<'_>],
     x: &[f32],
     m: usize,
-    y: &mut [f32],
+    ys: &mut [&mut [f32]],
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
-    let act = w.ty.activation_type();
-    let a_bytes = act.row_bytes(w.cols)?;
-    let nb = w.cols / 32;
+    let (ty, cols) = (ws[0].ty, ws[0].cols);
+    let act = ty.activation_type();
+    let a_bytes = act.row_bytes(cols)?;
+    let nb = cols / 32;
     let (quads, singles) = (m / 4, m % 4);
     let quad_bytes = nb * packed_block_bytes(4);
     let single_bytes = nb * packed_block_bytes(1);
     let packed_len = quads * quad_bytes + singles * single_bytes;
     scratch.resize(m * a_bytes + packed_len, 0);
     let (acts, packed) = scratch.split_at_mut(m * a_bytes);
-    quantize_rows(pool, act, x, w.cols, acts, a_bytes)?;
+    quantize_rows(pool, act, x, cols, acts, a_bytes)?;
     let acts: &[u8] = acts;
     let row = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
     let (packed_quads, packed_singles) = packed.split_at_mut(quads * quad_bytes);
@@ -92,63 +98,104 @@ pub(crate) fn matmul_tiled(
     {
         pack_group(act, tk.offset, &[row(4 * quads + j)], out);
     }
-    let packed: &[u8] = packed;
-    let out = SharedMut(y.as_mut_ptr());
+    let packed = Packed {
+        data: packed,
+        quads,
+        singles,
+        quad_bytes,
+        single_bytes,
+        nb,
+    };
+    let mut outs = [SharedMut(std::ptr::null_mut()); MAX_FUSED];
+    for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+        *o = SharedMut(y.as_mut_ptr());
+    }
+    let total: usize = ws.iter().map(|w| w.rows).sum();
     pool.run(|ith, nth| {
-        let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
-        // With single activation rows only (decoding), nothing is reused across a tile of
-        // weight rows: each thread's rows go in one call.
-        let tile = if quads == 0 {
-            rows.len().max(1)
-        } else {
-            ROW_TILE
-        };
-        let mut r0 = rows.start;
-        while r0 < rows.end {
-            let r1 = (r0 + tile).min(rows.end);
-            for g in 0..quads + singles {
-                let (i0, ra, a) = if g < quads {
-                    (4 * g, 4, &packed[g * quad_bytes..(g + 1) * quad_bytes])
-                } else {
-                    let j = g - quads;
-                    let off = quads * quad_bytes + j * single_bytes;
-                    (4 * quads + j, 1, &packed[off..off + single_bytes])
-                };
-                if ra == 1 {
-                    // A single activation row (decoding) takes weight rows one at a time: four
-                    // rows at once read four interleaved streams, which measured 2× slower than
-                    // one sequential stream once the weights come from memory (they do when
-                    // decoding: a model does not fit in cache).
-                    // SAFETY: this thread owns weight rows `rows`; elements i0·w.rows + r0 ..
-                    // i0·w.rows + r1 are inside y (i0 < m, r1 ≤ w.rows), written by no other
-                    // thread, and no other reference to them exists during this call.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(out.ptr().add(i0 * w.rows + r0), r1 - r0)
-                    };
-                    let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
-                    (tk.rows_a1)(nb, wrows, w.row_bytes(), a, o);
-                    continue;
-                }
-                let mut r = r0;
-                while r < r1 {
-                    let rw = if r + 4 <= r1 { 4 } else { 1 };
-                    let f: TileFn = if rw == 4 { tk.w4a4 } else { tk.w1a4 };
-                    let wrows = &w.data()[r * w.row_bytes()..(r + rw) * w.row_bytes()];
-                    let v = f(nb, wrows, w.row_bytes(), a);
-                    for (i, vi) in v.iter().enumerate() {
-                        for (dr, &val) in vi.iter().enumerate().take(rw) {
-                            // SAFETY: as above, for element (i0 + i)·w.rows + r + dr (i < 4 rows
-                            // of this group, r + dr < r1).
-                            unsafe { *out.ptr().add((i0 + i) * w.rows + r + dr) = val };
-                        }
-                    }
-                    r += rw;
-                }
+        // The threads split the rows of all the matrices, concatenated.
+        let mine = ThreadPool::split(total, ith, nth, ROW_TILE);
+        let mut base = 0;
+        for (w, &out) in ws.iter().zip(&outs) {
+            let (lo, hi) = (mine.start.max(base), mine.end.min(base + w.rows));
+            if lo < hi {
+                tile_rows(tk, &packed, w, lo - base..hi - base, out);
             }
-            r0 = r1;
+            base += w.rows;
         }
     });
     Ok(())
+}
+
+/// Packed activations: `quads` groups of four rows, then `singles` single rows.
+struct Packed<'a> {
+    data: &'a [u8],
+    quads: usize,
+    singles: usize,
+    quad_bytes: usize,
+    single_bytes: usize,
+    nb: usize,
+}
+
+/// Weight rows `rows` of `w` against every packed activation row, into `out` (`m × w.rows`).
+/// The caller (one pool thread) owns those rows of `out`.
+fn tile_rows(
+    tk: &TileKernels,
+    p: &Packed<'_>,
+    w: &QMatrix<'_>,
+    rows: std::ops::Range<usize>,
+    out: SharedMut<f32>,
+) {
+    let (quads, nb) = (p.quads, p.nb);
+    // With single activation rows only (decoding), nothing is reused across a tile of weight
+    // rows: all the rows go in one call.
+    let tile = if quads == 0 {
+        rows.len().max(1)
+    } else {
+        ROW_TILE
+    };
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let r1 = (r0 + tile).min(rows.end);
+        for g in 0..quads + p.singles {
+            let (i0, ra, a) = if g < quads {
+                (4 * g, 4, &p.data[g * p.quad_bytes..(g + 1) * p.quad_bytes])
+            } else {
+                let j = g - quads;
+                let off = quads * p.quad_bytes + j * p.single_bytes;
+                (4 * quads + j, 1, &p.data[off..off + p.single_bytes])
+            };
+            if ra == 1 {
+                // A single activation row (decoding) takes weight rows in long sequential
+                // streams (see `qtile::rows`); four adjacent rows at once measured 2× slower
+                // once the weights come from memory (they do when decoding).
+                // SAFETY: the calling thread owns weight rows `rows` of this output; elements
+                // i0·w.rows + r0 .. i0·w.rows + r1 are inside it (i0 < m, r1 ≤ w.rows), written
+                // by no other thread, and no other reference to them exists during this call.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(out.ptr().add(i0 * w.rows + r0), r1 - r0)
+                };
+                let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
+                (tk.rows_a1)(nb, wrows, w.row_bytes(), a, o);
+                continue;
+            }
+            let mut r = r0;
+            while r < r1 {
+                let rw = if r + 4 <= r1 { 4 } else { 1 };
+                let f: TileFn = if rw == 4 { tk.w4a4 } else { tk.w1a4 };
+                let wrows = &w.data()[r * w.row_bytes()..(r + rw) * w.row_bytes()];
+                let v = f(nb, wrows, w.row_bytes(), a);
+                for (i, vi) in v.iter().enumerate() {
+                    for (dr, &val) in vi.iter().enumerate().take(rw) {
+                        // SAFETY: as above, for element (i0 + i)·w.rows + r + dr (i < 4 rows of
+                        // this group, r + dr < r1).
+                        unsafe { *out.ptr().add((i0 + i) * w.rows + r + dr) = val };
+                    }
+                }
+                r += rw;
+            }
+        }
+        r0 = r1;
+    }
 }
 
 #[cfg(test)]

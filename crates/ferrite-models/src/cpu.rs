@@ -98,6 +98,45 @@ impl Cpu {
         Ok(())
     }
 
+    /// Several linear layers of the same input (`ys[j] = x · W_jᵀ`), the activations quantized
+    /// once and the products run in one pass where the weights allow (see
+    /// `ferrite_kernels::matmul_many`); results equal separate [`linear_grouped`] calls.
+    ///
+    /// [`linear_grouped`]: Self::linear_grouped
+    pub fn linear_many<const N: usize>(
+        &self,
+        ws: [&Linear; N],
+        x: &[f32],
+        m: usize,
+        groups: Option<&[(usize, usize)]>,
+        ys: [&mut Vec<f32>; N],
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mats = ws.map(|w| w.matrix());
+        let mut outs = ys;
+        for (w, y) in ws.iter().zip(outs.iter_mut()) {
+            y.resize(m * w.rows, 0.0);
+        }
+        let mut outs = outs.map(|y| y.as_mut_slice());
+        ferrite_kernels::matmul_many(
+            &self.kernels,
+            &self.pool,
+            &mats,
+            x,
+            m,
+            groups,
+            &mut outs,
+            scratch,
+        )
+        .map_err(Error::Kernel)?;
+        for (w, y) in ws.iter().zip(outs) {
+            if let Some(s) = w.scale {
+                y.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        Ok(())
+    }
+
     /// Rows of the embedding table for `tokens`, times `scale`.
     pub fn embed(
         &self,

@@ -108,9 +108,15 @@ impl Model for Llama {
                 rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
             }
             cpu.trace("attn_norm", il, &s.h);
-            cpu.linear_grouped(&l.wq, &s.h, t, batch.kernel_groups, &mut s.q, &mut s.act)?; // (T, Hq·hd)
-            cpu.linear_grouped(&l.wk, &s.h, t, batch.kernel_groups, &mut s.k, &mut s.act)?; // (T, Hkv·hd)
-            cpu.linear_grouped(&l.wv, &s.h, t, batch.kernel_groups, &mut s.v, &mut s.act)?;
+            // Q (T, Hq·hd), K and V (T, Hkv·hd) from one quantization of h.
+            cpu.linear_many(
+                [&l.wq, &l.wk, &l.wv],
+                &s.h,
+                t,
+                batch.kernel_groups,
+                [&mut s.q, &mut s.k, &mut s.v],
+                &mut s.act,
+            )?;
             rope(
                 &mut s.q,
                 batch.positions,
@@ -153,15 +159,14 @@ impl Model for Llama {
             for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
                 rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
             }
-            cpu.linear_grouped(
-                &l.gate,
+            cpu.linear_many(
+                [&l.gate, &l.up],
                 &s.h,
                 t,
                 batch.kernel_groups,
-                &mut s.gate,
+                [&mut s.gate, &mut s.up],
                 &mut s.act,
-            )?; // (T, FF)
-            cpu.linear_grouped(&l.up, &s.h, t, batch.kernel_groups, &mut s.up, &mut s.act)?;
+            )?; // (T, FF) each
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
             swiglu_rows(&cpu.pool, &cpu.kernels, &mut s.gate, &s.up, c.ffn_dim)?;

@@ -184,8 +184,8 @@ pub(crate) unsafe fn rows<const F: u8, const RW: usize>(
             out[j + p * part] = v[0][p];
         }
     }
-    for r in RW * part..out.len() {
+    for (r, o) in out.iter_mut().enumerate().skip(RW * part) {
         // SAFETY: as above, for the rows left over.
-        out[r] = unsafe { tile::<F, 1, 1>(nb, w.add(r * w_stride), w_stride, a) }[0][0];
+        *o = unsafe { tile::<F, 1, 1>(nb, w.add(r * w_stride), w_stride, a) }[0][0];
     }
 }
