@@ -170,6 +170,10 @@ pub struct AttentionAccumulator {
     max: f32,
     sum: f32,
     scale: f32,
+    /// Per block of keys: each key's `expf` argument, then its value (reused between calls).
+    exps: Vec<f32>,
+    /// Per block of keys: whether the key raised the running maximum.
+    raised: Vec<bool>,
 }
 
 impl AttentionAccumulator {
@@ -183,6 +187,8 @@ impl AttentionAccumulator {
             max: f32::NEG_INFINITY,
             sum: 0.0,
             scale: 1.0,
+            exps: Vec::new(),
+            raised: Vec::new(),
         }
     }
 
@@ -206,21 +212,46 @@ impl AttentionAccumulator {
         let dot = k
             .dot_fn(QuantType::F16)
             .expect("invariant: F16 has a dot kernel");
+        // Scores first, then every key's exponential in one vector call: the running maximum
+        // after each key depends only on the scores, so each `expf` argument is known before
+        // any is computed. The arithmetic is the one-key-at-a-time loop's, in the same order.
+        self.exps.clear();
+        self.raised.clear();
+        let mut max = self.max;
         for j in 0..n {
             let mut s = dot(d, &keys[j * row..(j + 1) * row], q) * self.scale;
             if let Some(c) = softcap {
                 s = c * (s / c).tanh();
             }
-            let v = &values[j * row..(j + 1) * row];
-            // Online softmax step: ms rescales what we have, vs weighs this position.
-            let (ms, vs) = if s > self.max {
-                let ms = (self.max - s).exp();
-                self.max = s;
-                (ms, 1.0)
+            // Online softmax step: a new maximum rescales what we have by exp(old − new);
+            // otherwise this position weighs exp(s − max).
+            if s > max {
+                self.exps.push(max - s);
+                self.raised.push(true);
+                max = s;
             } else {
-                (1.0, (s - self.max).exp())
+                self.exps.push(s - max);
+                self.raised.push(false);
+            }
+        }
+        self.max = max;
+        k.expf(&mut self.exps);
+        let fused = self.mode == AttnAccum::F16
+            && k.attn_values_f16(
+                &mut self.acc16,
+                &values[..n * row],
+                &self.exps,
+                &self.raised,
+            );
+        for j in 0..n {
+            let (ms, vs) = if self.raised[j] {
+                (self.exps[j], 1.0)
+            } else {
+                (1.0, self.exps[j])
             };
+            let v = &values[j * row..(j + 1) * row];
             match self.mode {
+                AttnAccum::F16 if fused => {}
                 AttnAccum::F16 => {
                     if ms != 1.0 {
                         (k.scale_f16)(&mut self.acc16, ms);
@@ -234,8 +265,14 @@ impl AttentionAccumulator {
                     }
                 }
             }
-            // clang contracts ggml's `S = S*ms + vs` into one FMA.
-            self.sum = crate::compat::fma(self.sum, ms, vs);
+            // clang contracts ggml's `S = S*ms + vs` into one FMA. With ms = 1 that is a plain
+            // f32 add (the f64 sum of two f32 rounds to the same f32 as their f32 sum), which
+            // keeps the slow emulated FMA off this per-key dependency chain.
+            self.sum = if ms == 1.0 {
+                self.sum + vs
+            } else {
+                crate::compat::fma(self.sum, ms, vs)
+            };
         }
     }
 
@@ -342,6 +379,50 @@ mod tests {
                     "{mode:?} {i}: {} vs {want}",
                     out[i]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn attention_is_bit_identical_on_every_isa() {
+        // Head sizes with and without a fused vector path (72 is not a multiple of 16), blocks
+        // of uneven length, scores that raise the maximum mid-block, with and without softcap.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
+        };
+        let to16 = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
+                .collect()
+        };
+        for d in [16usize, 64, 72, 256] {
+            let n = 37;
+            let q: Vec<f32> = (0..d).map(|_| rnd()).collect();
+            let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+            let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+            for softcap in [None, Some(3.0f32)] {
+                let run = |isa: Isa| {
+                    let k = Kernels::new(isa).unwrap();
+                    let mut acc = AttentionAccumulator::new(d, AttnAccum::F16);
+                    acc.begin(&q, 0.7);
+                    let mut start = 0;
+                    for len in [1usize, 16, 3, 17] {
+                        let (a, b) = (start * d * 2, (start + len) * d * 2);
+                        acc.add(&k, &kb[a..b], &vb[a..b], len, softcap);
+                        start += len;
+                    }
+                    let mut out = vec![0f32; d];
+                    acc.finish(&mut out);
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let want = run(Isa::Scalar);
+                for isa in Isa::available() {
+                    assert_eq!(run(isa), want, "{isa} d {d} softcap {softcap:?}");
+                }
             }
         }
     }

@@ -60,6 +60,23 @@ pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
 pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 /// `gate = silu(gate) · up` (equal lengths).
 pub(crate) type SwigluFn = fn(&mut [f32], &[f32]);
+/// `x[i] = expf(x[i])`, bit-identical to the platform's libm.
+pub(crate) type ExpFn = fn(&mut [f32]);
+/// Attention's f16 value accumulation over a block of keys (see
+/// [`Kernels::attn_values_f16`]); returns false where this ISA has no fused version for the
+/// head size, and the caller then goes key by key.
+pub(crate) type AttnValuesFn = fn(&mut [u16], &[u8], &[f32], &[bool]) -> bool;
+
+fn attn_values_none(_: &mut [u16], _: &[u8], _: &[f32], _: &[bool]) -> bool {
+    false
+}
+
+/// libm's `expf` on every element (the reference).
+fn expf_libm(x: &mut [f32]) {
+    for v in x {
+        *v = v.exp();
+    }
+}
 
 /// Function table for one ISA. Built only for an ISA the CPU supports, which is what makes
 /// calling its SIMD entries sound.
@@ -86,6 +103,8 @@ pub struct Kernels {
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
     swiglu: SwigluFn,
+    expf: ExpFn,
+    attn_values: AttnValuesFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -120,6 +139,8 @@ impl Kernels {
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
             swiglu: crate::compat::swiglu,
+            expf: expf_libm,
+            attn_values: attn_values_none,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -234,6 +255,30 @@ impl Kernels {
         }
         (self.swiglu)(gate, up);
         Ok(())
+    }
+
+    /// `x[i] = expf(x[i])` for every element, bit-identical to libm's `expf` (a vector path
+    /// where one reproduces this platform's libm exactly, libm itself otherwise).
+    pub fn expf(&self, x: &mut [f32]) {
+        (self.expf)(x)
+    }
+
+    /// Attention's value accumulation over a block of keys into the f16 accumulator `acc`: per
+    /// key j, if `raised[j]` rescale `acc` by `e[j]` (skipped when 1) and add value row j, else
+    /// add value row j times `e[j]`, rounding to f16 after each step exactly as
+    /// [`scale_f16`](Self::scale_f16) and [`mad_f16`](Self::mad_f16) do. Returns false (having
+    /// done nothing) when this ISA has no fused version for this head size.
+    pub fn attn_values_f16(
+        &self,
+        acc: &mut [u16],
+        values: &[u8],
+        e: &[f32],
+        raised: &[bool],
+    ) -> bool {
+        if e.len() != raised.len() || values.len() != 2 * acc.len() * e.len() {
+            return false;
+        }
+        (self.attn_values)(acc, values, e, raised)
     }
 
     /// `y[i] = f16(f32(y[i])·v)`.
@@ -527,6 +572,46 @@ mod x86 {
         unsafe { act::swiglu_avx2(gate.len(), gate.as_mut_ptr(), up.as_ptr()) }
     }
 
+    fn attn_values_avx512(acc: &mut [u16], values: &[u8], e: &[f32], raised: &[bool]) -> bool {
+        let (d, n) = (acc.len(), e.len());
+        if raised.len() != n || values.len() != 2 * d * n {
+            return false;
+        }
+        let (a, v) = (acc.as_mut_ptr(), values.as_ptr() as *const u16);
+        let (e, r) = (e.as_ptr(), raised.as_ptr());
+        // SAFETY: lengths checked just above (a head of d = 16·C halves, n value rows of d
+        // halves, n weights and flags); installed only for the AVX-512 ISA.
+        unsafe {
+            match d {
+                64 => fdot::attn_values_f16_avx512::<4>(a, v, n, e, r),
+                128 => fdot::attn_values_f16_avx512::<8>(a, v, n, e, r),
+                256 => fdot::attn_values_f16_avx512::<16>(a, v, n, e, r),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn expf_avx512(x: &mut [f32]) {
+        // SAFETY: installed only for the AVX-512 ISA (which includes AVX2 and FMA).
+        unsafe { crate::arch::x86_64::libm_expf::expf_avx512(x) }
+    }
+
+    /// Whether the vector `expf` equals this platform's libm on a spread of arguments (it
+    /// reproduces glibc's FMA build; another libm may round differently).
+    fn expf_matches_libm() -> bool {
+        let mut probe: Vec<f32> = (0..4096)
+            .map(|i| -104.0 + 193.0 * (i as f32) / 4096.0 + (i % 7) as f32 * 1e-3)
+            .chain([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 88.7, -87.9])
+            .collect();
+        let want: Vec<f32> = probe.iter().map(|v| v.exp()).collect();
+        expf_avx512(&mut probe);
+        probe
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
     fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
         assert!(
             gate.len() == up.len(),
@@ -561,6 +646,12 @@ mod x86 {
                 k.scale_f16 = scale_f16;
             }
             _ => {}
+        }
+        if k.isa == Isa::Avx512 && expf_matches_libm() {
+            k.expf = expf_avx512;
+        }
+        if k.isa == Isa::Avx512 {
+            k.attn_values = attn_values_avx512;
         }
         k.swiglu = match k.isa {
             Isa::Avx512 => swiglu_avx512,

@@ -228,6 +228,65 @@ pub(crate) unsafe fn mad_f16_avx512(n: usize, y: *mut u16, x: *const u16, v: f32
     unsafe { mad_f16_avx2(n - m, y.add(m), x.add(m), v) }
 }
 
+/// Attention's value accumulation over a block of `n` keys, for a head of `C·16` halves held
+/// in registers: per key j, when `raised[j]` the accumulator is rescaled by `e[j]`
+/// (`y = f16(y·e)`, skipped when e is 1) and the value added with weight 1, else the value is
+/// added with weight `e[j]` (`y = f16(y + v·w)`). Exactly [`scale_f16_avx512`] then
+/// [`mad_f16_avx512`] per key, with the f16 rounding done in registers instead of through
+/// memory (the `C` chunks are independent dependency chains).
+///
+/// # Safety
+/// `acc` must be valid for `C·16` halves, `values` for `n·C·16` halves, `e` and `raised` for
+/// `n` elements; the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn attn_values_f16_avx512<const C: usize>(
+    acc: *mut u16,
+    values: *const u16,
+    n: usize,
+    e: *const f32,
+    raised: *const bool,
+) {
+    let round = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    // SAFETY: chunk c of the accumulator, c < C.
+    let mut y: [__m512; C] = std::array::from_fn(|c| unsafe {
+        _mm512_cvtph_ps(_mm256_loadu_si256(acc.add(16 * c) as *const __m256i))
+    });
+    for j in 0..n {
+        // SAFETY: j < n entries of e and raised.
+        let (ej, up) = unsafe { (*e.add(j), *raised.add(j)) };
+        let w = if up {
+            if ej != 1.0 {
+                let m = _mm512_set1_ps(ej);
+                for yc in y.iter_mut() {
+                    *yc = round(_mm512_mul_ps(*yc, m));
+                }
+            }
+            1.0
+        } else {
+            ej
+        };
+        let wv = _mm512_set1_ps(w);
+        for (c, yc) in y.iter_mut().enumerate() {
+            // SAFETY: chunk c of value row j, inside the n·C·16 halves.
+            let x = unsafe {
+                _mm512_cvtph_ps(_mm256_loadu_si256(
+                    values.add((j * C + c) * 16) as *const __m256i
+                ))
+            };
+            *yc = round(_mm512_fmadd_ps(x, wv, *yc));
+        }
+    }
+    for (c, yc) in y.iter().enumerate() {
+        // SAFETY: as above.
+        unsafe {
+            _mm256_storeu_si256(
+                acc.add(16 * c) as *mut __m256i,
+                _mm512_cvtps_ph(*yc, _MM_FROUND_TO_NEAREST_INT),
+            )
+        };
+    }
+}
+
 /// [`scale_f16_avx2`] 16 lanes at a time.
 ///
 /// # Safety

@@ -4,5 +4,6 @@ pub(crate) mod act;
 pub(crate) mod common;
 pub(crate) mod fdot;
 pub(crate) mod fp4dot;
+pub(crate) mod libm_expf;
 pub(crate) mod qdot;
 pub(crate) mod qtile;
