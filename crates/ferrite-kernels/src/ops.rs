@@ -192,6 +192,16 @@ impl AttentionAccumulator {
         }
     }
 
+    /// The head size this accumulator was made for.
+    pub fn head_dim(&self) -> usize {
+        self.q16.len()
+    }
+
+    /// How it accumulates values.
+    pub fn mode(&self) -> AttnAccum {
+        self.mode
+    }
+
     /// Start a new query: `q` is converted to f16 (ggml converts the query to the K cache type
     /// before the dot product); `scale` multiplies every score.
     pub fn begin(&mut self, q: &[f32], scale: f32) {

@@ -220,17 +220,29 @@ pub fn attention(
             Some(w) => (pos + 1).saturating_sub(w),
             None => 0,
         };
-        let mut acc = AttentionAccumulator::new(d, mode);
-        acc.begin(&q[c * d..(c + 1) * d], p.scale);
-        kv.read(
-            p.layer,
-            batch.slots[t],
-            h / group,
-            lo..pos + 1,
-            &mut |keys, values, n| acc.add(&k, keys, values, n, p.softcap),
-        );
-        acc.finish(o);
+        // One accumulator per pool thread, kept between calls: no allocation per head.
+        ACCUMULATOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let acc = match slot.as_mut() {
+                Some(a) if a.head_dim() == d && a.mode() == mode => a,
+                _ => slot.insert(AttentionAccumulator::new(d, mode)),
+            };
+            acc.begin(&q[c * d..(c + 1) * d], p.scale);
+            kv.read(
+                p.layer,
+                batch.slots[t],
+                h / group,
+                lo..pos + 1,
+                &mut |keys, values, n| acc.add(&k, keys, values, n, p.softcap),
+            );
+            acc.finish(o);
+        });
     });
+}
+
+thread_local! {
+    static ACCUMULATOR: std::cell::RefCell<Option<AttentionAccumulator>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Store K and V of every batch token in the cache.
