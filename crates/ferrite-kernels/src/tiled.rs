@@ -73,7 +73,11 @@ pub(crate) fn matmul_tiled(
     let act = ty.activation_type();
     let a_bytes = act.row_bytes(cols)?;
     let nb = cols / 32;
-    let (quads, singles) = (m / 4, m % 4);
+    // Up to four rows (decoding, a speculative verification, a small batch) go as one group
+    // through the streaming kernel: one pass over the weights from memory. More rows go in
+    // groups of four through the 4 × 4 tiles, weight rows reused from L1.
+    let few = m <= 4;
+    let (quads, singles) = if few { (0, m) } else { (m / 4, m % 4) };
     let quad_bytes = nb * packed_block_bytes(4);
     let single_bytes = nb * packed_block_bytes(1);
     let packed_len = quads * quad_bytes + singles * single_bytes;
@@ -92,11 +96,16 @@ pub(crate) fn matmul_tiled(
             out,
         );
     });
-    for (j, out) in packed_singles
-        .chunks_exact_mut(single_bytes.max(1))
-        .enumerate()
-    {
-        pack_group(act, tk.offset, &[row(4 * quads + j)], out);
+    if few {
+        let rows: [&[u8]; 4] = std::array::from_fn(|i| row(i.min(m - 1)));
+        pack_group(act, tk.offset, &rows[..m], packed_singles);
+    } else {
+        for (j, out) in packed_singles
+            .chunks_exact_mut(single_bytes.max(1))
+            .enumerate()
+        {
+            pack_group(act, tk.offset, &[row(4 * quads + j)], out);
+        }
     }
     let packed = Packed {
         data: packed,
@@ -117,7 +126,26 @@ pub(crate) fn matmul_tiled(
         let mut base = 0;
         for (w, &out) in ws.iter().zip(&outs) {
             let (lo, hi) = (mine.start.max(base), mine.end.min(base + w.rows));
-            if lo < hi {
+            if lo < hi && few {
+                let (r0, r1) = (lo - base, hi - base);
+                let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
+                let a = &packed.data[..m * single_bytes];
+                // SAFETY: `wrows` holds rows r0..r1 of nb blocks at stride row_bytes, `a` one
+                // packed group of m rows (m ≤ 4 selects the kernel of that arity); the kernel
+                // writes out[i·w.rows + r] for i < m, r0 ≤ r < r1: inside y (m × w.rows), and
+                // this thread owns those rows of every output row.
+                unsafe {
+                    (tk.rows[m - 1])(
+                        nb,
+                        wrows.as_ptr(),
+                        w.row_bytes(),
+                        r1 - r0,
+                        a.as_ptr(),
+                        out.ptr().add(r0),
+                        w.rows,
+                    )
+                };
+            } else if lo < hi {
                 tile_rows(tk, &packed, w, lo - base..hi - base, out);
             }
             base += w.rows;
@@ -146,13 +174,7 @@ fn tile_rows(
     out: SharedMut<f32>,
 ) {
     let (quads, nb) = (p.quads, p.nb);
-    // With single activation rows only (decoding), nothing is reused across a tile of weight
-    // rows: all the rows go in one call.
-    let tile = if quads == 0 {
-        rows.len().max(1)
-    } else {
-        ROW_TILE
-    };
+    let tile = ROW_TILE;
     let mut r0 = rows.start;
     while r0 < rows.end {
         let r1 = (r0 + tile).min(rows.end);
@@ -165,17 +187,22 @@ fn tile_rows(
                 (4 * quads + j, 1, &p.data[off..off + p.single_bytes])
             };
             if ra == 1 {
-                // A single activation row (decoding) takes weight rows in long sequential
-                // streams (see `qtile::rows`); four adjacent rows at once measured 2× slower
-                // once the weights come from memory (they do when decoding).
-                // SAFETY: the calling thread owns weight rows `rows` of this output; elements
-                // i0·w.rows + r0 .. i0·w.rows + r1 are inside it (i0 < m, r1 ≤ w.rows), written
-                // by no other thread, and no other reference to them exists during this call.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(out.ptr().add(i0 * w.rows + r0), r1 - r0)
-                };
+                // The rows left over after the groups of four, against this L1-hot tile.
                 let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
-                (tk.rows_a1)(nb, wrows, w.row_bytes(), a, o);
+                // SAFETY: `wrows` holds rows r0..r1, `a` one packed row; the kernel writes
+                // out[i0·w.rows + r] for r0 ≤ r < r1, inside y (i0 < m, r1 ≤ w.rows), rows the
+                // calling thread owns.
+                unsafe {
+                    (tk.rows[0])(
+                        nb,
+                        wrows.as_ptr(),
+                        w.row_bytes(),
+                        r1 - r0,
+                        a.as_ptr(),
+                        out.ptr().add(i0 * w.rows + r0),
+                        w.rows,
+                    )
+                };
                 continue;
             }
             let mut r = r0;

@@ -39,9 +39,14 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
 /// Register-tiled kernel: `nb` blocks of a weight tile (rows at stride `w_stride` bytes) against
 /// one packed activation group (see `tiled`); returns `out[i][r]` = row r · activation row i.
 pub(crate) type TileFn = fn(usize, &[u8], usize, &[u8]) -> [[f32; 4]; 4];
-/// `out[r]` = weight row r (rows at stride `w_stride`) · one packed activation row, for every
-/// `r < out.len()`.
-pub(crate) type RowsFn = fn(usize, &[u8], usize, &[u8], &mut [f32]);
+/// `out[i·out_stride + r]` = weight row r · packed activation row i for `n_rows` weight rows
+/// (pointer at stride `w_stride`) and one packed group of 1–4 rows: `(nb, w, w_stride, n_rows,
+/// a, out, out_stride)`.
+///
+/// # Safety
+/// `w` must hold `n_rows` rows of `nb` blocks at stride `w_stride`, `a` one packed group of
+/// `nb` blocks of this arity, and `out` be valid for every write above; `tiled` checks this.
+pub(crate) type RowsFn = unsafe fn(usize, *const u8, usize, usize, *const u8, *mut f32, usize);
 
 /// The tile kernels of one 32-element format: 4 or 1 weight rows × 4 activation rows, rows one
 /// at a time × 1 activation row, and
@@ -51,7 +56,8 @@ pub(crate) struct TileKernels {
     pub(crate) offset: i32,
     pub(crate) w4a4: TileFn,
     pub(crate) w1a4: TileFn,
-    pub(crate) rows_a1: RowsFn,
+    /// Rows in long streams against a group of 1, 2, 3 or 4 activation rows (index = count − 1).
+    pub(crate) rows: [RowsFn; 4],
 }
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
@@ -528,24 +534,17 @@ mod x86 {
         out
     }
 
-    fn rows_entry<const F: u8>(nb: usize, w: &[u8], w_stride: usize, a: &[u8], out: &mut [f32]) {
-        let n = out.len();
-        assert!(
-            (n == 0 || (n - 1) * w_stride + nb * weight_block_bytes(F) <= w.len())
-                && nb * packed_block_bytes(1) <= a.len(),
-            "invariant: row lengths checked by the caller"
-        );
-        // SAFETY: the out.len() rows of nb blocks and the packed row were just checked to lie in
-        // `w` and `a`; this entry is only installed for the AVX-512 VNNI ISA.
-        unsafe { qtile::rows::<F, 4>(nb, w.as_ptr(), w_stride, a.as_ptr(), out) }
-    }
-
     fn tiles<const F: u8>() -> TileKernels {
         TileKernels {
             offset: unsigned_offset(F),
             w4a4: tile_entry::<F, 4, 4>,
             w1a4: tile_entry::<F, 1, 4>,
-            rows_a1: rows_entry::<F>,
+            rows: [
+                qtile::rows::<F, 4, 1>,
+                qtile::rows::<F, 4, 2>,
+                qtile::rows::<F, 4, 3>,
+                qtile::rows::<F, 4, 4>,
+            ],
         }
     }
 

@@ -134,10 +134,11 @@ pub(crate) unsafe fn tile<const F: u8, const RW: usize, const RA: usize>(
             }
             if has_min(F) {
                 let sp = ap.add(68 * RA) as *const f32;
+                // The RA sums (a masked load: fewer than four must not read past the block).
                 let s = if RA == 4 {
                     _mm_loadu_ps(sp)
                 } else {
-                    _mm_load_ss(sp)
+                    _mm_maskz_loadu_ps(((1u32 << RA) - 1) as __mmask8, sp)
                 };
                 for r in 0..RW {
                     let m = _mm_set1_ps(f16_at(x[r].add(2)));
@@ -161,31 +162,48 @@ pub(crate) unsafe fn tile<const F: u8, const RW: usize, const RA: usize>(
     out
 }
 
-/// `out[r]` = row r of `w` · the one packed activation row `a`, for `r < out.len()` (decoding).
+/// `out[i·out_stride + r]` = row r of `w` · packed activation row i, for `r < n_rows` and
+/// `i < RA` (decoding, or a few rows: a speculative verification, a small batch): one pass over
+/// the weights, however many activation rows.
 ///
 /// The rows are cut into `RW` equal parts and row j of every part is computed together: `RW`
 /// independent accumulator chains (one row alone is bound by the FMA latency, one dependent FMA
 /// per block), each reading its own long sequential stream. (`RW` adjacent rows at a time
 /// measured 2× slower from memory: their short interleaved streams defeat the prefetchers.)
+///
+/// # Safety
+/// As the module contract for `n_rows` rows and `RA` packed rows, and `out` must be valid for
+/// writing every `out[i·out_stride + r]` above.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn rows<const F: u8, const RW: usize>(
+pub(crate) unsafe fn rows<const F: u8, const RW: usize, const RA: usize>(
     nb: usize,
     w: *const u8,
     w_stride: usize,
+    n_rows: usize,
     a: *const u8,
-    out: &mut [f32],
+    out: *mut f32,
+    out_stride: usize,
 ) {
-    let part = out.len() / RW;
+    let part = n_rows / RW;
     for j in 0..part {
-        // SAFETY: rows j + p·part (p < RW) are below out.len(), within the rows the caller
-        // vouched for (module contract).
-        let v = unsafe { tile::<F, RW, 1>(nb, w.add(j * w_stride), part * w_stride, a) };
-        for p in 0..RW {
-            out[j + p * part] = v[0][p];
+        // SAFETY: rows j + p·part (p < RW) are below n_rows, within the rows the caller vouched
+        // for; the outputs are the caller's.
+        unsafe {
+            let v = tile::<F, RW, RA>(nb, w.add(j * w_stride), part * w_stride, a);
+            for (i, vi) in v.iter().enumerate() {
+                for (p, &x) in vi.iter().enumerate() {
+                    *out.add(i * out_stride + j + p * part) = x;
+                }
+            }
         }
     }
-    for (r, o) in out.iter_mut().enumerate().skip(RW * part) {
+    for r in RW * part..n_rows {
         // SAFETY: as above, for the rows left over.
-        *o = unsafe { tile::<F, 1, 1>(nb, w.add(r * w_stride), w_stride, a) }[0][0];
+        unsafe {
+            let v = tile::<F, 1, RA>(nb, w.add(r * w_stride), w_stride, a);
+            for (i, vi) in v.iter().enumerate() {
+                *out.add(i * out_stride + r) = vi[0];
+            }
+        }
     }
 }
