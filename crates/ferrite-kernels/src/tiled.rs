@@ -54,6 +54,9 @@ pub(crate) fn pack_group(act: QuantType, offset: i32, rows: &[&[u8]], out: &mut 
     }
 }
 
+/// Most activation rows that take the streaming kernels as one group.
+const FEW_ROWS: usize = 8;
+
 /// Most matrices one call multiplies with the same activations (Q, K, V).
 pub(crate) const MAX_FUSED: usize = 4;
 
@@ -73,10 +76,10 @@ pub(crate) fn matmul_tiled(
     let act = ty.activation_type();
     let a_bytes = act.row_bytes(cols)?;
     let nb = cols / 32;
-    // Up to four rows (decoding, a speculative verification, a small batch) go as one group
+    // Up to eight rows (decoding, a speculative verification, a small batch) go as one group
     // through the streaming kernel: one pass over the weights from memory. More rows go in
     // groups of four through the 4 × 4 tiles, weight rows reused from L1.
-    let few = m <= 4;
+    let few = m <= FEW_ROWS;
     let (quads, singles) = if few { (0, m) } else { (m / 4, m % 4) };
     let quad_bytes = nb * packed_block_bytes(4);
     let single_bytes = nb * packed_block_bytes(1);
@@ -97,7 +100,7 @@ pub(crate) fn matmul_tiled(
         );
     });
     if few {
-        let rows: [&[u8]; 4] = std::array::from_fn(|i| row(i.min(m - 1)));
+        let rows: [&[u8]; FEW_ROWS] = std::array::from_fn(|i| row(i.min(m - 1)));
         pack_group(act, tk.offset, &rows[..m], packed_singles);
     } else {
         for (j, out) in packed_singles
@@ -131,7 +134,7 @@ pub(crate) fn matmul_tiled(
                 let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
                 let a = &packed.data[..m * single_bytes];
                 // SAFETY: `wrows` holds rows r0..r1 of nb blocks at stride row_bytes, `a` one
-                // packed group of m rows (m ≤ 4 selects the kernel of that arity); the kernel
+                // packed group of m rows (m ≤ 8 selects the kernel of that arity); the kernel
                 // writes out[i·w.rows + r] for i < m, r0 ≤ r < r1: inside y (m × w.rows), and
                 // this thread owns those rows of every output row.
                 unsafe {
@@ -272,6 +275,9 @@ mod tests {
                     (37, 1),
                     (70, 2),
                     (64, 5),
+                    (33, 6),
+                    (19, 7),
+                    (50, 8),
                 ] {
                     let rb = ty.row_bytes(cols).unwrap();
                     let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();

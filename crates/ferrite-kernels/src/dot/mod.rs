@@ -40,7 +40,7 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
 /// one packed activation group (see `tiled`); returns `out[i][r]` = row r · activation row i.
 pub(crate) type TileFn = fn(usize, &[u8], usize, &[u8]) -> [[f32; 4]; 4];
 /// `out[i·out_stride + r]` = weight row r · packed activation row i for `n_rows` weight rows
-/// (pointer at stride `w_stride`) and one packed group of 1–4 rows: `(nb, w, w_stride, n_rows,
+/// (pointer at stride `w_stride`) and one packed group of 1–8 rows: `(nb, w, w_stride, n_rows,
 /// a, out, out_stride)`.
 ///
 /// # Safety
@@ -56,8 +56,8 @@ pub(crate) struct TileKernels {
     pub(crate) offset: i32,
     pub(crate) w4a4: TileFn,
     pub(crate) w1a4: TileFn,
-    /// Rows in long streams against a group of 1, 2, 3 or 4 activation rows (index = count − 1).
-    pub(crate) rows: [RowsFn; 4],
+    /// Rows in long streams against a group of 1 to 8 activation rows (index = count − 1).
+    pub(crate) rows: [RowsFn; 8],
 }
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
@@ -544,6 +544,11 @@ mod x86 {
                 qtile::rows::<F, 4, 2>,
                 qtile::rows::<F, 4, 3>,
                 qtile::rows::<F, 4, 4>,
+                // Five to eight rows: two streams, 2·RA accumulators in registers.
+                qtile::rows::<F, 2, 5>,
+                qtile::rows::<F, 2, 6>,
+                qtile::rows::<F, 2, 7>,
+                qtile::rows::<F, 2, 8>,
             ],
         }
     }

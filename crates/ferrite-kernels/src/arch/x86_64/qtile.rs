@@ -109,7 +109,8 @@ pub(crate) unsafe fn tile<const F: u8, const RW: usize, const RA: usize>(
     let wb = weight_block_bytes(F);
     let pb = packed_block_bytes(RA);
     let mut acc = [[_mm256_setzero_ps(); RA]; RW];
-    let mut mins = [_mm_setzero_ps(); RW];
+    // One lane per activation row (up to 8).
+    let mut mins = [_mm256_setzero_ps(); RW];
     for b in 0..nb {
         // SAFETY: block b of every row and of the packed activations is in bounds (module
         // contract); the packed layout is documented above.
@@ -134,24 +135,20 @@ pub(crate) unsafe fn tile<const F: u8, const RW: usize, const RA: usize>(
             }
             if has_min(F) {
                 let sp = ap.add(68 * RA) as *const f32;
-                // The RA sums (a masked load: fewer than four must not read past the block).
-                let s = if RA == 4 {
-                    _mm_loadu_ps(sp)
-                } else {
-                    _mm_maskz_loadu_ps(((1u32 << RA) - 1) as __mmask8, sp)
-                };
+                // The RA sums (a masked load: it must not read past the block).
+                let s = _mm256_maskz_loadu_ps(((1u32 << RA) - 1) as __mmask8, sp);
                 for r in 0..RW {
-                    let m = _mm_set1_ps(f16_at(x[r].add(2)));
-                    mins[r] = _mm_fmadd_ps(m, s, mins[r]);
+                    let m = _mm256_set1_ps(f16_at(x[r].add(2)));
+                    mins[r] = _mm256_fmadd_ps(m, s, mins[r]);
                 }
             }
         }
     }
     let mut out = [[0f32; RW]; RA];
     for r in 0..RW {
-        let mut m = [0f32; 4];
-        // SAFETY: 4 floats into a 4-float array.
-        unsafe { _mm_storeu_ps(m.as_mut_ptr(), mins[r]) };
+        let mut m = [0f32; 8];
+        // SAFETY: 8 floats into an 8-float array.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mins[r]) };
         for i in 0..RA {
             let s = hsum_f32x8(acc[r][i]);
             // The single-row kernels of the min formats return `hsum + mins`; the others
