@@ -72,6 +72,9 @@ pub(crate) fn matmul_tiled(
     ys: &mut [&mut [f32]],
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
+    if m == 0 {
+        return Ok(()); // no activation rows (a step that needs no logits): nothing to compute
+    }
     let (ty, cols) = (ws[0].ty, ws[0].cols);
     let act = ty.activation_type();
     let a_bytes = act.row_bytes(cols)?;
@@ -265,6 +268,7 @@ mod tests {
                     assert!(k.tile_kernels(ty).is_some(), "{ty} has tile kernels");
                 }
                 for (rows, m) in [
+                    (3, 0),
                     (1, 1),
                     (4, 1),
                     (5, 3),
