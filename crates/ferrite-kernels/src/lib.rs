@@ -33,6 +33,8 @@ pub mod ops;
 pub mod pool;
 pub mod probe;
 pub mod quant;
+#[cfg(test)]
+mod test_util;
 mod tiled;
 
 pub use dot::Kernels;

@@ -92,22 +92,7 @@ pub fn matmul_grouped(
     y: &mut [f32],
     scratch: &mut Vec<u8>,
 ) -> Result<()> {
-    if groups.is_some_and(|g| g.len() != m || g.iter().any(|&(i, n)| i >= n)) {
-        return Err(Error::Shape(format!(
-            "matmul of {m} rows needs {m} (index < size) kernel groups"
-        )));
-    }
-    if x.len() != m * w.cols || y.len() != m * w.rows {
-        return Err(Error::Shape(format!(
-            "matmul of {m} rows with a {}×{} matrix: x has {} elements (want {}), y has {} (want {})",
-            w.rows,
-            w.cols,
-            x.len(),
-            m * w.cols,
-            y.len(),
-            m * w.rows
-        )));
-    }
+    check_shapes(w, x, m, groups, y)?;
     if let Some(tk) = k.tile_kernels(w.ty) {
         // The 32-element formats' row arithmetic never depends on the batch shape, so the
         // tiled product serves every grouping.
@@ -174,6 +159,34 @@ pub fn matmul_grouped(
     Ok(())
 }
 
+/// Check that `x` is `m × w.cols`, `y` is `m × w.rows` and `groups`, when given, has one valid
+/// (index < size) entry per row.
+fn check_shapes(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    m: usize,
+    groups: Option<&[(usize, usize)]>,
+    y: &[f32],
+) -> Result<()> {
+    if groups.is_some_and(|g| g.len() != m || g.iter().any(|&(i, n)| i >= n)) {
+        return Err(Error::Shape(format!(
+            "matmul of {m} rows needs {m} (index < size) kernel groups"
+        )));
+    }
+    if x.len() != m * w.cols || y.len() != m * w.rows {
+        return Err(Error::Shape(format!(
+            "matmul of {m} rows with a {}×{} matrix: x has {} elements (want {}), y has {} (want {})",
+            w.rows,
+            w.cols,
+            x.len(),
+            m * w.cols,
+            y.len(),
+            m * w.rows
+        )));
+    }
+    Ok(())
+}
+
 /// Products of the same activations with several matrices, `ys[j] = x · W_jᵀ` (the Q, K and V
 /// projections, or gate and up): when the matrices share a format and width that has tile
 /// kernels, the activations are quantized once and all products run in one pass of the pool
@@ -204,21 +217,8 @@ pub fn matmul_many(
         && ws.iter().all(|w| w.ty == ws[0].ty && w.cols == ws[0].cols);
     match k.tile_kernels(ws[0].ty) {
         Some(tk) if fusable => {
-            if groups.is_some_and(|g| g.len() != m || g.iter().any(|&(i, n)| i >= n)) {
-                return Err(Error::Shape(format!(
-                    "matmul of {m} rows needs {m} (index < size) kernel groups"
-                )));
-            }
             for (w, y) in ws.iter().zip(ys.iter()) {
-                if x.len() != m * w.cols || y.len() != m * w.rows {
-                    return Err(Error::Shape(format!(
-                        "matmul of {m} rows with a {}×{} matrix: x has {} elements, y has {}",
-                        w.rows,
-                        w.cols,
-                        x.len(),
-                        y.len()
-                    )));
-                }
+                check_shapes(w, x, m, groups, y)?;
             }
             crate::tiled::matmul_tiled(tk, pool, ws, x, m, ys, scratch)
         }
@@ -324,7 +324,7 @@ fn mat_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::quantize_row;
+    use crate::test_util::{quantize_matrix, uniform};
     use crate::Isa;
 
     #[test]
@@ -338,13 +338,7 @@ mod tests {
             .collect();
         let k = Kernels::new(Isa::Scalar).unwrap();
         for ty in [QuantType::F32, QuantType::Q8_0, QuantType::Q4_1] {
-            let mut wq = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
-            for (src, dst) in wf
-                .chunks(cols)
-                .zip(wq.chunks_mut(ty.row_bytes(cols).unwrap()))
-            {
-                quantize_row(ty, src, dst).unwrap();
-            }
+            let wq = quantize_matrix(ty, &wf, cols);
             let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
             let mut expect = vec![0f32; m * rows];
             {
@@ -365,13 +359,7 @@ mod tests {
         // Odd sizes: 7 activation rows (one group of four plus three single rows), 19 weight
         // rows (a partial tile), 192 columns (six 32-blocks, three NVFP4 blocks).
         let (rows, cols, m) = (19, 192, 7);
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
-        };
+        let mut rnd = uniform(0x9e3779b97f4a7c15u64, -2.0, 4.0);
         let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
         let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
         for isa in Isa::available() {
@@ -385,11 +373,7 @@ mod tests {
                 QuantType::MXFP4,
                 QuantType::NVFP4,
             ] {
-                let rb = ty.row_bytes(cols).unwrap();
-                let mut wq = vec![0u8; rb * rows];
-                for (src, dst) in wf.chunks(cols).zip(wq.chunks_mut(rb)) {
-                    quantize_row(ty, src, dst).unwrap();
-                }
+                let wq = quantize_matrix(ty, &wf, cols);
                 let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
                 let pool = ThreadPool::new(2);
                 let mut y = vec![0f32; m * rows];
@@ -420,13 +404,7 @@ mod tests {
         // Q4_K with rows % 8 == 0 (repacked arithmetic: rp4 for whole groups of four, rp for
         // the rest) and Q6_K with ≥ 8 rows (tiled arithmetic), with kernel groups mixing shapes.
         let (rows, cols) = (24, 512);
-        let mut seed = 0x2545f4914f6cdd1du64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
-        };
+        let mut rnd = uniform(0x2545f4914f6cdd1du64, -2.0, 4.0);
         let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
         for m in [5usize, 11, 16] {
             let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
@@ -438,11 +416,7 @@ mod tests {
                 for isa in Isa::available() {
                     let k = Kernels::new(isa).unwrap();
                     for ty in [QuantType::Q4_K, QuantType::Q6_K] {
-                        let rb = ty.row_bytes(cols).unwrap();
-                        let mut wq = vec![0u8; rb * rows];
-                        for (src, dst) in wf.chunks(cols).zip(wq.chunks_mut(rb)) {
-                            quantize_row(ty, src, dst).unwrap();
-                        }
+                        let wq = quantize_matrix(ty, &wf, cols);
                         let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
                         let pool = ThreadPool::new(2);
                         let mut y = vec![0f32; m * rows];
@@ -475,13 +449,7 @@ mod tests {
     #[test]
     fn matmul_many_equals_separate_products() {
         let cols = 64;
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = uniform(0x1234_5678_9abc_def1u64, -1.0, 2.0);
         // Fusable (one format) and not (mixed formats), odd row counts, 1 and 6 activation rows.
         for tys in [
             [QuantType::Q5_0; 3],
@@ -493,13 +461,8 @@ mod tests {
                     .iter()
                     .zip(shapes)
                     .map(|(&ty, rows)| {
-                        let rb = ty.row_bytes(cols).unwrap();
-                        let mut wq = vec![0u8; rb * rows];
-                        for dst in wq.chunks_mut(rb) {
-                            let src: Vec<f32> = (0..cols).map(|_| rnd()).collect();
-                            quantize_row(ty, &src, dst).unwrap();
-                        }
-                        wq
+                        let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+                        quantize_matrix(ty, &wf, cols)
                     })
                     .collect();
                 let ws: Vec<QMatrix<'_>> = (0..3)

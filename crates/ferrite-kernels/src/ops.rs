@@ -397,13 +397,7 @@ mod tests {
     fn attention_is_bit_identical_on_every_isa() {
         // Head sizes with and without a fused vector path (72 is not a multiple of 16), blocks
         // of uneven length, scores that raise the maximum mid-block, with and without softcap.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f32 / (1u64 << 53) as f32 * 4.0 - 2.0
-        };
+        let mut rnd = crate::test_util::uniform(0x2545_f491_4f6c_dd1du64, -2.0, 4.0);
         let to16 = |v: &[f32]| -> Vec<u8> {
             v.iter()
                 .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())

@@ -147,27 +147,7 @@ impl ThreadPool {
         chunk: usize,
         f: F,
     ) {
-        let chunk = chunk.max(1);
-        let len = data.len();
-        let n_chunks = len.div_ceil(chunk);
-        if self.n_threads() == 1 || n_chunks <= 1 {
-            for (i, c) in data.chunks_mut(chunk).enumerate() {
-                f(i, c);
-            }
-            return;
-        }
-        let base = SharedMut(data.as_mut_ptr());
-        self.run(|ith, nth| {
-            for i in Self::split(n_chunks, ith, nth, 1) {
-                let start = i * chunk;
-                let n = chunk.min(len - start);
-                // SAFETY: chunk i covers [start, start + n) inside `data`; each chunk index goes to
-                // exactly one thread, so the mutable slices are disjoint, and `data` is borrowed
-                // mutably for the whole call.
-                let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
-                f(i, c);
-            }
-        });
+        self.chunks_on_threads(data, chunk, false, f)
     }
 
     /// [`par_chunks_mut`](Self::par_chunks_mut), but chunk `i` goes to thread `i mod n_threads`
@@ -178,6 +158,17 @@ impl ThreadPool {
         &self,
         data: &mut [T],
         chunk: usize,
+        f: F,
+    ) {
+        self.chunks_on_threads(data, chunk, true, f)
+    }
+
+    /// Both of the above: chunk indices split into contiguous runs, or dealt round-robin.
+    fn chunks_on_threads<T: Send, F: Fn(usize, &mut [T]) + Sync>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        interleaved: bool,
         f: F,
     ) {
         let chunk = chunk.max(1);
@@ -191,12 +182,19 @@ impl ThreadPool {
         }
         let base = SharedMut(data.as_mut_ptr());
         self.run(|ith, nth| {
-            for i in (ith..n_chunks).step_by(nth) {
+            let mine = if interleaved {
+                (ith..n_chunks).step_by(nth)
+            } else {
+                // A step of 1 over this thread's contiguous run.
+                let r = Self::split(n_chunks, ith, nth, 1);
+                (r.start..r.end).step_by(1)
+            };
+            for i in mine {
                 let start = i * chunk;
                 let n = chunk.min(len - start);
-                // SAFETY: as in `par_chunks_mut`: chunk i covers [start, start + n) inside
-                // `data`, each index goes to exactly one thread (i mod nth), and `data` is
-                // borrowed mutably for the whole call.
+                // SAFETY: chunk i covers [start, start + n) inside `data`; each chunk index goes to
+                // exactly one thread (its run, or i mod nth), so the mutable slices are disjoint,
+                // and `data` is borrowed mutably for the whole call.
                 let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
                 f(i, c);
             }

@@ -22,8 +22,9 @@ pub fn int8_peak_macs(iters: u64) -> u64 {
 const PEAK_CHAINS: usize = 12;
 
 /// Run `iters` rounds of [`PEAK_CHAINS`] independent 512-bit `vpdpbusd` (64 int8 MACs each)
-/// where the CPU has AVX-512 VNNI, else the same count of AVX2 `maddubs`+`madd` pairs (which
-/// then do 32 MACs per pair, so the figure is an upper bound of that path). Returns a checksum.
+/// where the CPU has AVX-512 VNNI; elsewhere a scalar loop of the same shape, whose figure is
+/// then not an int8 peak (the benchmark's items count 64 per step regardless). Returns a
+/// checksum.
 pub fn int8_peak(iters: u64) -> i32 {
     #[cfg(target_arch = "x86_64")]
     {

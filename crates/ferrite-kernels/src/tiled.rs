@@ -234,21 +234,20 @@ fn tile_rows(
 #[cfg(test)]
 mod tests {
     use crate::matmul::{matmul, QMatrix};
-    use crate::quant::{quantize_activations, quantize_row, QuantType};
+    use crate::quant::{quantize_activations, QuantType};
+    use crate::test_util::{quantize_matrix, unit, xorshift};
     use crate::{Isa, Kernels, ThreadPool};
 
     /// Every tile shape (4×4, 4×1, 1×4, 1×1 and the ragged edges of both) against the
     /// single-row kernel, bit for bit, on random data with large and tiny magnitudes.
     #[test]
     fn tiled_products_equal_the_row_kernel_bit_for_bit() {
-        let mut seed = 0x853c49e6748fea9bu64;
+        let mut next = xorshift(0x853c49e6748fea9bu64);
         let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let u = (seed >> 11) as f32 / (1u64 << 53) as f32;
+            let bits = next();
+            let u = unit(bits);
             // A few exact zeros and wide magnitudes, so −0.0 sums and rounding edges occur.
-            match seed % 7 {
+            match bits % 7 {
                 0 => 0.0,
                 1 => (u - 0.5) * 1e-3,
                 _ => (u - 0.5) * 8.0,
@@ -283,13 +282,9 @@ mod tests {
                     (19, 7),
                     (50, 8),
                 ] {
-                    let rb = ty.row_bytes(cols).unwrap();
                     let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
                     let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
-                    let mut wq = vec![0u8; rb * rows];
-                    for (src, dst) in wf.chunks(cols).zip(wq.chunks_mut(rb)) {
-                        quantize_row(ty, src, dst).unwrap();
-                    }
+                    let wq = quantize_matrix(ty, &wf, cols);
                     let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
                     for nth in [1, 2, 3] {
                         let pool = ThreadPool::new(nth);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ferrite_kernels::ops::{rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle};
-use ferrite_kernels::{matmul_grouped, Kernels, ThreadPool};
+use ferrite_kernels::{Kernels, ThreadPool};
 
 use crate::kv::KvStore;
 use crate::weights::Linear;
@@ -78,24 +78,7 @@ impl Cpu {
         y: &mut Vec<f32>,
         scratch: &mut Vec<u8>,
     ) -> Result<()> {
-        y.resize(m * w.rows, 0.0);
-        matmul_grouped(
-            &self.kernels,
-            &self.pool,
-            &w.matrix(),
-            x,
-            m,
-            groups,
-            y,
-            scratch,
-        )
-        .map_err(Error::Kernel)?;
-        // The second-level scale multiplies the product, as llama.cpp's `ggml_mul` after the
-        // matmul does.
-        if let Some(s) = w.scale {
-            y.iter_mut().for_each(|v| *v *= s);
-        }
-        Ok(())
+        self.linear_many([w], x, m, groups, [y], scratch)
     }
 
     /// Several linear layers of the same input (`ys[j] = x · W_jᵀ`), the activations quantized
@@ -129,6 +112,8 @@ impl Cpu {
             scratch,
         )
         .map_err(Error::Kernel)?;
+        // The second-level scale multiplies the product, as llama.cpp's `ggml_mul` after the
+        // matmul does.
         for (w, y) in ws.iter().zip(outs) {
             if let Some(s) = w.scale {
                 y.iter_mut().for_each(|v| *v *= s);

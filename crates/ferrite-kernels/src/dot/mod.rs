@@ -602,8 +602,14 @@ mod x86 {
     }
 
     /// Whether the vector `expf` equals this platform's libm on a spread of arguments (it
-    /// reproduces glibc's FMA build; another libm may round differently).
+    /// reproduces glibc's FMA build; another libm may round differently). Checked once per
+    /// process, not per kernel table.
     fn expf_matches_libm() -> bool {
+        static MATCHES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *MATCHES.get_or_init(expf_probe_matches)
+    }
+
+    fn expf_probe_matches() -> bool {
         let mut probe: Vec<f32> = (0..4096)
             .map(|i| -104.0 + 193.0 * (i as f32) / 4096.0 + (i % 7) as f32 * 1e-3)
             .chain([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 88.7, -87.9])
