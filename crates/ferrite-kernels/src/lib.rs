@@ -32,6 +32,7 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod probe;
+mod q4k_panel;
 pub mod quant;
 #[cfg(test)]
 mod test_util;

@@ -112,6 +112,7 @@ pub fn matmul_grouped(
     // version. Plain-format quads get their activation scales converted to f32 once here.
     let mut plan: Vec<Step> = Vec::with_capacity(m);
     let mut scales: Vec<f32> = Vec::new();
+    let mut pairs: Vec<u32> = Vec::new();
     let mut tmp = Vec::new();
     let kinds: Vec<Option<(u8, Dot4Fn)>> = (0..m)
         .map(|i| {
@@ -133,6 +134,16 @@ pub fn matmul_grouped(
             _ => None,
         };
         match quad {
+            Some((2, _)) if k.q4_k_panel().is_some() => {
+                // Q4_K in llama.cpp's repacked-GEMM arithmetic: 16 weight rows per kernel call.
+                let off = pairs.len();
+                for j in 0..4 {
+                    let a = &scratch[(i + j) * a_bytes..(i + j + 1) * a_bytes];
+                    crate::q4k_panel::sub_block_sum_pairs(a, &mut pairs);
+                }
+                plan.push(Step::PanelQ4K(i, off));
+                i += 4;
+            }
             Some((id, f)) => {
                 let off = scales.len();
                 if id == 1 {
@@ -149,12 +160,17 @@ pub fn matmul_grouped(
             }
         }
     }
-    let scales: &[f32] = &scales;
-    let acts: &[u8] = scratch;
+    let packed = Packed {
+        scales: &scales,
+        pairs: &pairs,
+        acts: scratch,
+        a_bytes,
+        q4k_panel: k.q4_k_panel(),
+    };
     let out = SharedMut(y.as_mut_ptr());
     pool.run(|ith, nth| {
         let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
-        mat_rows(&dots, &plan, scales, w, acts, a_bytes, rows, out);
+        mat_rows(&dots, &plan, &packed, w, rows, out);
     });
     Ok(())
 }
@@ -265,60 +281,115 @@ pub(crate) fn quantize_rows(
     Ok(())
 }
 
-/// How activation rows are visited: one at a time, or four at once with a four-row kernel
-/// (start row, kernel, offset and length of its f32 scales).
+/// How activation rows are visited: one at a time, four at once with a four-row kernel
+/// (start row, kernel, offset and length of its f32 scales), or four at once against Q4_K
+/// panels of 16 weight rows (start row, offset of its sub-block sum pairs).
 #[derive(Clone, Copy)]
 enum Step {
     Single(usize),
     Quad(usize, Dot4Fn, usize, usize),
+    PanelQ4K(usize, usize),
+}
+
+/// The quantized activations (`a_bytes` per row) and what the plan's steps read besides.
+struct Packed<'a> {
+    scales: &'a [f32],
+    pairs: &'a [u32],
+    acts: &'a [u8],
+    a_bytes: usize,
+    q4k_panel: Option<crate::dot::Q4kPanelFn>,
+}
+
+thread_local! {
+    /// Each pool thread's Q4_K panel buffer, reused across calls.
+    static Q4K_PANEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `dots[i]` is the kernel for activation row i (they differ only where llama.cpp's kernel
 /// choice depends on the row, see `Kernels::matrix_dot_fn`); `plan` groups rows whose kernels
 /// have a four-row version with the same arithmetic, which decodes each weight block once for
 /// four rows.
-#[allow(clippy::too_many_arguments)]
 fn mat_rows(
     dots: &[DotFn],
     plan: &[Step],
-    scales: &[f32],
+    p: &Packed<'_>,
     w: &QMatrix<'_>,
-    acts: &[u8],
-    a_bytes: usize,
     rows: std::ops::Range<usize>,
     out: SharedMut<f32>,
 ) {
     let n = w.cols;
-    let act = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let r1 = (r0 + ROW_TILE).min(rows.end);
-        for step in plan {
-            match *step {
-                Step::Quad(i0, q4, off, len) => {
-                    let a4 = [act(i0), act(i0 + 1), act(i0 + 2), act(i0 + 3)];
-                    let sc = &scales[off..off + len];
-                    for r in r0..r1 {
-                        let v = q4(n, w.row(r), a4, sc);
-                        for (j, v) in v.into_iter().enumerate() {
-                            // SAFETY: this thread owns rows `rows` of every output row; element
-                            // (i0 + j)·w.rows + r is inside y and written by no other thread.
-                            unsafe { *out.ptr().add((i0 + j) * w.rows + r) = v };
+    let act = |i: usize| &p.acts[i * p.a_bytes..(i + 1) * p.a_bytes];
+    let panels = plan.iter().any(|s| matches!(s, Step::PanelQ4K(..)));
+    let nsb = n / 256;
+    let p_stride = 4 * nsb;
+    Q4K_PANEL.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if panels {
+            buf.resize(nsb * crate::q4k_panel::Q4K_PANEL_BYTES, 0);
+        }
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let r1 = (r0 + ROW_TILE).min(rows.end);
+            if panels {
+                let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
+                crate::q4k_panel::pack_q4k_panel(nsb, wrows, w.row_bytes(), r1 - r0, &mut buf);
+            }
+            for step in plan {
+                match *step {
+                    Step::PanelQ4K(i0, off) => {
+                        let f = p
+                            .q4k_panel
+                            .expect("invariant: planned only with the kernel");
+                        assert!(
+                            (i0 + 4) * p.a_bytes <= p.acts.len()
+                                && off + 4 * p_stride <= p.pairs.len()
+                                && r1 - r0 <= ROW_TILE,
+                            "invariant: panel step inside the activations"
+                        );
+                        // SAFETY: `buf` holds nsb panel super-blocks of rows r0..r1 (≤ 16),
+                        // activation rows i0..i0 + 4 of nsb Q8_K blocks and their pairs are in
+                        // bounds (asserted); the kernel writes out[(i0 + i)·w.rows + r0 + j] for
+                        // i < 4, j < r1 − r0: inside y, rows this thread owns.
+                        unsafe {
+                            f(
+                                nsb,
+                                buf.as_ptr(),
+                                act(i0).as_ptr(),
+                                p.a_bytes,
+                                p.pairs[off..].as_ptr(),
+                                p_stride,
+                                out.ptr().add(i0 * w.rows + r0),
+                                w.rows,
+                                r1 - r0,
+                            )
+                        };
+                    }
+                    Step::Quad(i0, q4, off, len) => {
+                        let a4 = [act(i0), act(i0 + 1), act(i0 + 2), act(i0 + 3)];
+                        let sc = &p.scales[off..off + len];
+                        for r in r0..r1 {
+                            let v = q4(n, w.row(r), a4, sc);
+                            for (j, v) in v.into_iter().enumerate() {
+                                // SAFETY: this thread owns rows `rows` of every output row;
+                                // element (i0 + j)·w.rows + r is inside y and written by no
+                                // other thread.
+                                unsafe { *out.ptr().add((i0 + j) * w.rows + r) = v };
+                            }
+                        }
+                    }
+                    Step::Single(i) => {
+                        let (a, dot) = (act(i), dots[i]);
+                        for r in r0..r1 {
+                            let v = dot(n, w.row(r), a);
+                            // SAFETY: as above for element i·w.rows + r.
+                            unsafe { *out.ptr().add(i * w.rows + r) = v };
                         }
                     }
                 }
-                Step::Single(i) => {
-                    let (a, dot) = (act(i), dots[i]);
-                    for r in r0..r1 {
-                        let v = dot(n, w.row(r), a);
-                        // SAFETY: as above for element i·w.rows + r.
-                        unsafe { *out.ptr().add(i * w.rows + r) = v };
-                    }
-                }
             }
+            r0 = r1;
         }
-        r0 = r1;
-    }
+    });
 }
 
 #[cfg(test)]

@@ -1,18 +1,35 @@
-//! The register-tiled matrix product for the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1,
-//! Q8_0) on ISAs that have tile kernels (AVX-512 VNNI): activations are quantized as usual, then
-//! packed in groups of four rows (with each group of four quants' sum correction, see
-//! `arch::x86_64::qtile`), and every call of a kernel computes a 4 × 4 (or 4 × 1, 1 × 4, 1 × 1)
-//! tile of outputs with all accumulators in registers. Results are bit-identical to the
-//! single-row kernels.
+//! The matrix products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on ISAs that
+//! have tile kernels (AVX-512 VNNI). Activations are quantized as usual, then packed with each
+//! group of four quants' sum correction (see `arch::x86_64::qtile`):
+//!
+//! - up to 8 activation rows (decoding, speculative verification, small batches) go as one
+//!   group through the streaming kernels, one pass over the weights from memory;
+//! - more rows (prompts) go through the panel kernels (`arch::x86_64::qpanel`): each thread
+//!   repacks 16 weight rows at a time into a panel and passes every activation row over it,
+//!   two at a time, all accumulators in registers.
+//!
+//! Results are bit-identical to the single-row kernels either way.
 
-use crate::dot::{TileFn, TileKernels};
+use std::cell::RefCell;
+
+use crate::dot::TileKernels;
 use crate::matmul::{quantize_rows, QMatrix};
 use crate::pool::{SharedMut, ThreadPool};
 use crate::quant::QuantType;
 use crate::Result;
 
-/// Weight rows kept hot in L1 while every activation group passes over them.
-const ROW_TILE: usize = 16;
+/// Weight rows per panel (one 512-bit vector of i32 lanes).
+pub(crate) const PANEL_ROWS: usize = 16;
+/// Bytes of one panel block: 16 × f32 d, 16 × f32 m, then 8 chunks of 16 rows × 4 quants.
+pub(crate) const PANEL_BLOCK_BYTES: usize = 128 + 8 * 64;
+/// Activation rows per panel kernel call (their 2 × 8 lane accumulators fill half the
+/// registers; three rows would spill).
+const PANEL_ACT_ROWS: usize = 2;
+
+thread_local! {
+    /// Each pool thread's panel buffer, reused across calls (it grows to the widest matrix).
+    static PANEL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Bytes of one packed 32-element activation block for a group of `ra` rows.
 pub(crate) const fn packed_block_bytes(ra: usize) -> usize {
@@ -80,47 +97,24 @@ pub(crate) fn matmul_tiled(
     let a_bytes = act.row_bytes(cols)?;
     let nb = cols / 32;
     // Up to eight rows (decoding, a speculative verification, a small batch) go as one group
-    // through the streaming kernel: one pass over the weights from memory. More rows go in
-    // groups of four through the 4 × 4 tiles, weight rows reused from L1.
+    // through the streaming kernel: one pass over the weights from memory. More rows are packed
+    // one by one for the panels.
     let few = m <= FEW_ROWS;
-    let (quads, singles) = if few { (0, m) } else { (m / 4, m % 4) };
-    let quad_bytes = nb * packed_block_bytes(4);
-    let single_bytes = nb * packed_block_bytes(1);
-    let packed_len = quads * quad_bytes + singles * single_bytes;
-    scratch.resize(m * a_bytes + packed_len, 0);
+    let row_bytes = nb * packed_block_bytes(1);
+    scratch.resize(m * a_bytes + m * row_bytes, 0);
     let (acts, packed) = scratch.split_at_mut(m * a_bytes);
     quantize_rows(pool, act, x, cols, acts, a_bytes)?;
     let acts: &[u8] = acts;
     let row = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
-    let (packed_quads, packed_singles) = packed.split_at_mut(quads * quad_bytes);
-    pool.par_chunks_mut(packed_quads, quad_bytes.max(1), |g, out| {
-        let i = 4 * g;
-        pack_group(
-            act,
-            tk.offset,
-            &[row(i), row(i + 1), row(i + 2), row(i + 3)],
-            out,
-        );
-    });
     if few {
         let rows: [&[u8]; FEW_ROWS] = std::array::from_fn(|i| row(i.min(m - 1)));
-        pack_group(act, tk.offset, &rows[..m], packed_singles);
+        pack_group(act, tk.offset, &rows[..m], packed);
     } else {
-        for (j, out) in packed_singles
-            .chunks_exact_mut(single_bytes.max(1))
-            .enumerate()
-        {
-            pack_group(act, tk.offset, &[row(4 * quads + j)], out);
-        }
+        pool.par_chunks_mut(packed, row_bytes.max(1), |i, out| {
+            pack_group(act, tk.offset, &[row(i)], out);
+        });
     }
-    let packed = Packed {
-        data: packed,
-        quads,
-        singles,
-        quad_bytes,
-        single_bytes,
-        nb,
-    };
+    let packed: &[u8] = packed;
     let mut outs = [SharedMut(std::ptr::null_mut()); MAX_FUSED];
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
         *o = SharedMut(y.as_mut_ptr());
@@ -128,31 +122,30 @@ pub(crate) fn matmul_tiled(
     let total: usize = ws.iter().map(|w| w.rows).sum();
     pool.run(|ith, nth| {
         // The threads split the rows of all the matrices, concatenated.
-        let mine = ThreadPool::split(total, ith, nth, ROW_TILE);
+        let mine = ThreadPool::split(total, ith, nth, PANEL_ROWS);
         let mut base = 0;
         for (w, &out) in ws.iter().zip(&outs) {
             let (lo, hi) = (mine.start.max(base), mine.end.min(base + w.rows));
             if lo < hi && few {
                 let (r0, r1) = (lo - base, hi - base);
                 let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
-                let a = &packed.data[..m * single_bytes];
-                // SAFETY: `wrows` holds rows r0..r1 of nb blocks at stride row_bytes, `a` one
-                // packed group of m rows (m ≤ 8 selects the kernel of that arity); the kernel
-                // writes out[i·w.rows + r] for i < m, r0 ≤ r < r1: inside y (m × w.rows), and
-                // this thread owns those rows of every output row.
+                // SAFETY: `wrows` holds rows r0..r1 of nb blocks at stride row_bytes, `packed`
+                // one packed group of m rows (m ≤ 8 selects the kernel of that arity); the
+                // kernel writes out[i·w.rows + r] for i < m, r0 ≤ r < r1: inside y
+                // (m × w.rows), and this thread owns those rows of every output row.
                 unsafe {
                     (tk.rows[m - 1])(
                         nb,
                         wrows.as_ptr(),
                         w.row_bytes(),
                         r1 - r0,
-                        a.as_ptr(),
+                        packed.as_ptr(),
                         out.ptr().add(r0),
                         w.rows,
                     )
                 };
             } else if lo < hi {
-                tile_rows(tk, &packed, w, lo - base..hi - base, out);
+                panel_rows(tk, packed, m, w, lo - base..hi - base, out);
             }
             base += w.rows;
         }
@@ -160,75 +153,56 @@ pub(crate) fn matmul_tiled(
     Ok(())
 }
 
-/// Packed activations: `quads` groups of four rows, then `singles` single rows.
-struct Packed<'a> {
-    data: &'a [u8],
-    quads: usize,
-    singles: usize,
-    quad_bytes: usize,
-    single_bytes: usize,
-    nb: usize,
-}
-
-/// Weight rows `rows` of `w` against every packed activation row, into `out` (`m × w.rows`).
-/// The caller (one pool thread) owns those rows of `out`.
-fn tile_rows(
+/// Weight rows `rows` of `w`, 16 at a time repacked into a panel, against all `m` packed
+/// activation rows (one-row groups of `nb` blocks each), into `out` (`m × w.rows`). The caller
+/// (one pool thread) owns those rows of `out`.
+fn panel_rows(
     tk: &TileKernels,
-    p: &Packed<'_>,
+    packed: &[u8],
+    m: usize,
     w: &QMatrix<'_>,
     rows: std::ops::Range<usize>,
     out: SharedMut<f32>,
 ) {
-    let (quads, nb) = (p.quads, p.nb);
-    let tile = ROW_TILE;
-    let mut r0 = rows.start;
-    while r0 < rows.end {
-        let r1 = (r0 + tile).min(rows.end);
-        for g in 0..quads + p.singles {
-            let (i0, ra, a) = if g < quads {
-                (4 * g, 4, &p.data[g * p.quad_bytes..(g + 1) * p.quad_bytes])
-            } else {
-                let j = g - quads;
-                let off = quads * p.quad_bytes + j * p.single_bytes;
-                (4 * quads + j, 1, &p.data[off..off + p.single_bytes])
-            };
-            if ra == 1 {
-                // The rows left over after the groups of four, against this L1-hot tile.
-                let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
-                // SAFETY: `wrows` holds rows r0..r1, `a` one packed row; the kernel writes
-                // out[i0·w.rows + r] for r0 ≤ r < r1, inside y (i0 < m, r1 ≤ w.rows), rows the
-                // calling thread owns.
+    let nb = w.cols / 32;
+    let a_stride = nb * packed_block_bytes(1);
+    assert!(
+        packed.len() >= m * a_stride && rows.end <= w.rows,
+        "invariant: packed rows and weight rows checked by matmul_tiled"
+    );
+    PANEL.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(nb * PANEL_BLOCK_BYTES, 0);
+        let mut r = rows.start;
+        while r < rows.end {
+            let n = PANEL_ROWS.min(rows.end - r);
+            let wrows = &w.data()[r * w.row_bytes()..(r + n) * w.row_bytes()];
+            // SAFETY: `wrows` holds n ≤ 16 rows of nb blocks at stride row_bytes, `buf` has room
+            // for nb panel blocks.
+            unsafe { (tk.pack_panel)(nb, wrows.as_ptr(), w.row_bytes(), n, buf.as_mut_ptr()) };
+            let mut i = 0;
+            while i < m {
+                let ra = PANEL_ACT_ROWS.min(m - i);
+                // SAFETY: `buf` holds nb panel blocks, `packed` rows i..i + ra of nb packed
+                // blocks at stride a_stride (asserted above); the kernel writes
+                // out[(i + k)·w.rows + r + j] for k < ra, j < n: inside y (m × w.rows,
+                // r + n ≤ w.rows), rows this thread owns.
                 unsafe {
-                    (tk.rows[0])(
+                    (tk.panel[ra - 1])(
                         nb,
-                        wrows.as_ptr(),
-                        w.row_bytes(),
-                        r1 - r0,
-                        a.as_ptr(),
-                        out.ptr().add(i0 * w.rows + r0),
+                        buf.as_ptr(),
+                        packed[i * a_stride..].as_ptr(),
+                        a_stride,
+                        out.ptr().add(i * w.rows + r),
                         w.rows,
+                        n,
                     )
                 };
-                continue;
+                i += ra;
             }
-            let mut r = r0;
-            while r < r1 {
-                let rw = if r + 4 <= r1 { 4 } else { 1 };
-                let f: TileFn = if rw == 4 { tk.w4a4 } else { tk.w1a4 };
-                let wrows = &w.data()[r * w.row_bytes()..(r + rw) * w.row_bytes()];
-                let v = f(nb, wrows, w.row_bytes(), a);
-                for (i, vi) in v.iter().enumerate() {
-                    for (dr, &val) in vi.iter().enumerate().take(rw) {
-                        // SAFETY: as above, for element (i0 + i)·w.rows + r + dr (i < 4 rows of
-                        // this group, r + dr < r1).
-                        unsafe { *out.ptr().add((i0 + i) * w.rows + r + dr) = val };
-                    }
-                }
-                r += rw;
-            }
+            r += n;
         }
-        r0 = r1;
-    }
+    });
 }
 
 #[cfg(test)]
@@ -281,6 +255,9 @@ mod tests {
                     (33, 6),
                     (19, 7),
                     (50, 8),
+                    (37, 17),
+                    (64, 24),
+                    (16, 10),
                 ] {
                     let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
                     let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();

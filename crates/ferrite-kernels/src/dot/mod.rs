@@ -36,9 +36,6 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
         }
     }
 }
-/// Register-tiled kernel: `nb` blocks of a weight tile (rows at stride `w_stride` bytes) against
-/// one packed activation group (see `tiled`); returns `out[i][r]` = row r · activation row i.
-pub(crate) type TileFn = fn(usize, &[u8], usize, &[u8]) -> [[f32; 4]; 4];
 /// `out[i·out_stride + r]` = weight row r · packed activation row i for `n_rows` weight rows
 /// (pointer at stride `w_stride`) and one packed group of 1–8 rows: `(nb, w, w_stride, n_rows,
 /// a, out, out_stride)`.
@@ -48,16 +45,41 @@ pub(crate) type TileFn = fn(usize, &[u8], usize, &[u8]) -> [[f32; 4]; 4];
 /// `nb` blocks of this arity, and `out` be valid for every write above; `tiled` checks this.
 pub(crate) type RowsFn = unsafe fn(usize, *const u8, usize, usize, *const u8, *mut f32, usize);
 
-/// The tile kernels of one 32-element format: 4 or 1 weight rows × 4 activation rows, rows one
-/// at a time × 1 activation row, and
-/// the offset that makes its quants unsigned (the packed activations carry `−offset · Σ a`).
+/// Repack `n_rows` (≤ 16) weight rows into a panel: `(nb, w, w_stride, n_rows, out)`.
+///
+/// # Safety
+/// `w` must hold `n_rows` rows of `nb` blocks at stride `w_stride` and `out` be valid for `nb`
+/// panel blocks (see `panel`).
+pub(crate) type PackPanelFn = unsafe fn(usize, *const u8, usize, usize, *mut u8);
+/// `out[i·out_stride + r]` = panel row r · packed activation row i, for `r < n_rows` and the
+/// kernel's 1–8 activation rows at stride `a_stride`: `(nb, panel, a, a_stride, out, out_stride,
+/// n_rows)`.
+///
+/// # Safety
+/// `panel` must hold `nb` panel blocks, `a` the kernel's rows of `nb` packed blocks, and `out`
+/// be valid for 16 (masked to `n_rows`) floats at every `out + i·out_stride`; `tiled` checks.
+pub(crate) type PanelFn = unsafe fn(usize, *const u8, *const u8, usize, *mut f32, usize, usize);
+
+/// Q4_K panel against four Q8_K activation rows: `(nsb, panel, a, a_stride, pairs, p_stride,
+/// out, out_stride, n_rows)` (see `arch::x86_64::qpanel::panel_q4k`).
+///
+/// # Safety
+/// As that kernel's contract; `matmul` checks it.
+pub(crate) type Q4kPanelFn =
+    unsafe fn(usize, *const u8, *const u8, usize, *const u32, usize, *mut f32, usize, usize);
+
+/// The tile kernels of one 32-element format: weight rows streamed against a few activation
+/// rows, weight panels against many (prompts), and the offset that makes its quants unsigned
+/// (the packed activations carry `−offset · Σ a`).
 #[derive(Clone, Copy)]
 pub(crate) struct TileKernels {
     pub(crate) offset: i32,
-    pub(crate) w4a4: TileFn,
-    pub(crate) w1a4: TileFn,
     /// Rows in long streams against a group of 1 to 8 activation rows (index = count − 1).
     pub(crate) rows: [RowsFn; 8],
+    /// Weight panels (for more than 8 activation rows).
+    pub(crate) pack_panel: PackPanelFn,
+    /// A panel against 1 or 2 activation rows (index = count − 1).
+    pub(crate) panel: [PanelFn; 2],
 }
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
@@ -104,6 +126,8 @@ pub struct Kernels {
     /// Four-row versions of `q4_k_rp4` and `q6_k_tl` (SIMD ISAs only).
     q4_k_rp4_x4: Option<Dot4Fn>,
     q6_k_tl_x4: Option<Dot4Fn>,
+    /// `q4_k_rp4_x4` on 16 repacked weight rows at once (AVX-512 VNNI only).
+    q4_k_panel: Option<Q4kPanelFn>,
     /// Register-tiled kernels (AVX-512 VNNI only), used for every batch shape.
     tiles: [Option<TileKernels>; QuantType::ALL.len()],
     pub(crate) mad_f16: MadF16Fn,
@@ -140,6 +164,7 @@ impl Kernels {
             q5_k_tl: scalar::q5_k_q8_k_tl,
             q6_k_tl: scalar::q6_k_q8_k_tl,
             q4_k_rp4_x4: None,
+            q4_k_panel: None,
             q6_k_tl_x4: None,
             tiles: [None; QuantType::ALL.len()],
             mad_f16: scalar::mad_f16,
@@ -216,6 +241,12 @@ impl Kernels {
             QuantType::Q4_K | QuantType::Q5_K | QuantType::Q6_K => None,
             _ => self.quad_fn(t).map(|f| (1, f)),
         }
+    }
+
+    /// The Q4_K panel kernel (for the rows `matrix_quad_fn` gives `q4_k_rp4_x4`), where this
+    /// ISA has it.
+    pub(crate) fn q4_k_panel(&self) -> Option<Q4kPanelFn> {
+        self.q4_k_panel
     }
 
     /// The register-tiled kernels for `t`, where this ISA has them.
@@ -366,10 +397,10 @@ mod x86 {
     //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
     //! table whose ISA the CPU was checked to support.
     use super::{Dot4Fn, DotFn, Kernels, TileKernels};
-    use crate::arch::x86_64::qtile::{self, unsigned_offset, weight_block_bytes};
+    use crate::arch::x86_64::qpanel;
+    use crate::arch::x86_64::qtile::{self, unsigned_offset};
     use crate::arch::x86_64::{act, fdot};
     use crate::quant::QuantType;
-    use crate::tiled::packed_block_bytes;
     use crate::Isa;
 
     macro_rules! entry {
@@ -513,32 +544,9 @@ mod x86 {
     quant_entries!(avx2);
     quant_entries!(vnni);
 
-    fn tile_entry<const F: u8, const RW: usize, const RA: usize>(
-        nb: usize,
-        w: &[u8],
-        w_stride: usize,
-        a: &[u8],
-    ) -> [[f32; 4]; 4] {
-        assert!(
-            (RW - 1) * w_stride + nb * weight_block_bytes(F) <= w.len()
-                && nb * packed_block_bytes(RA) <= a.len(),
-            "invariant: tile lengths checked by the caller"
-        );
-        // SAFETY: the RW rows of nb blocks and the nb packed blocks were just checked to lie in
-        // `w` and `a`; this entry is only installed for the AVX-512 VNNI ISA.
-        let v = unsafe { qtile::tile::<F, RW, RA>(nb, w.as_ptr(), w_stride, a.as_ptr()) };
-        let mut out = [[0f32; 4]; 4];
-        for (o, v) in out.iter_mut().zip(v) {
-            o[..RW].copy_from_slice(&v);
-        }
-        out
-    }
-
     fn tiles<const F: u8>() -> TileKernels {
         TileKernels {
             offset: unsigned_offset(F),
-            w4a4: tile_entry::<F, 4, 4>,
-            w1a4: tile_entry::<F, 1, 4>,
             rows: [
                 qtile::rows::<F, 4, 1>,
                 qtile::rows::<F, 4, 2>,
@@ -550,7 +558,17 @@ mod x86 {
                 qtile::rows::<F, 2, 7>,
                 qtile::rows::<F, 2, 8>,
             ],
+            pack_panel: qpanel::pack_panel::<F>,
+            panel: if qtile::has_min(F) {
+                panels::<true>()
+            } else {
+                panels::<false>()
+            },
         }
+    }
+
+    fn panels<const MIN: bool>() -> [super::PanelFn; 2] {
+        [qpanel::panel::<MIN, 1>, qpanel::panel::<MIN, 2>]
     }
 
     fn mad_f16(y: &mut [u16], x: &[u8], v: f32) {
@@ -715,6 +733,7 @@ mod x86 {
                     k.tiles[super::slot(t)] = Some(tk);
                 }
                 k.q4_k_rp4_x4 = Some(vnni::q4_k_rp4_x4);
+                k.q4_k_panel = Some(qpanel::panel_q4k);
                 k.q6_k_tl_x4 = Some(vnni::q6_k_tl_x4);
                 k.q4_k_rp = vnni::q4_k_rp;
                 k.q4_k_rp4 = vnni::q4_k_rp4;

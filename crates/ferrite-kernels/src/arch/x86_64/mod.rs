@@ -6,4 +6,5 @@ pub(crate) mod fdot;
 pub(crate) mod fp4dot;
 pub(crate) mod libm_expf;
 pub(crate) mod qdot;
+pub(crate) mod qpanel;
 pub(crate) mod qtile;

@@ -55,7 +55,7 @@ pub(crate) const fn unsigned_offset(f: u8) -> i32 {
     }
 }
 
-const fn has_min(f: u8) -> bool {
+pub(crate) const fn has_min(f: u8) -> bool {
     matches!(f, Q4_1 | Q5_1)
 }
 
@@ -79,7 +79,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// Weight block at `x` as 32 unsigned bytes `w + o`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn decode<const F: u8>(x: *const u8) -> __m256i {
+pub(crate) unsafe fn decode<const F: u8>(x: *const u8) -> __m256i {
     // SAFETY: (all arms) the block at `x` is readable (module contract); offsets are the
     // ggml layouts in `quant::blocks`.
     unsafe {
