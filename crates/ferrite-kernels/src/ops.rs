@@ -147,6 +147,33 @@ pub fn f32_to_f16_bits(x: &[f32], out: &mut [u16]) {
     }
 }
 
+/// One step of the softmax denominator `S = S·ms + vs`. clang contracts ggml's expression
+/// into one FMA; with ms = 1 that is a plain f32 add (the f64 sum of two f32 rounds to the same
+/// f32 as their f32 sum), which keeps the slow emulated FMA off this per-key dependency chain.
+#[inline(always)]
+fn softmax_step(sum: f32, ms: f32, vs: f32) -> f32 {
+    if ms == 1.0 {
+        sum + vs
+    } else {
+        crate::compat::fma(sum, ms, vs)
+    }
+}
+
+/// [`softmax_step`] over a block of keys (weights `e`, `raised` as in
+/// `AttentionAccumulator::add`). A function of its own so that the sum stays in a register:
+/// the chain of one add per key is a visible part of prompt processing.
+#[inline(never)]
+fn softmax_sum(mut sum: f32, e: &[f32], raised: &[bool]) -> f32 {
+    for (&e, &raised) in e.iter().zip(raised) {
+        sum = if raised {
+            softmax_step(sum, e, 1.0)
+        } else {
+            sum + e
+        };
+    }
+    sum
+}
+
 /// How the attention accumulator sums `p·v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttnAccum {
@@ -225,23 +252,28 @@ impl AttentionAccumulator {
         // Scores first, then every key's exponential in one vector call: the running maximum
         // after each key depends only on the scores, so each `expf` argument is known before
         // any is computed. The arithmetic is the one-key-at-a-time loop's, in the same order.
-        self.exps.clear();
-        self.raised.clear();
+        // The scores go in `exps` first, sixteen keys per kernel call where this ISA has one.
+        self.exps.resize(n, 0.0);
+        self.raised.resize(n, false);
+        if !k.attn_scores_f16(&self.q16, &keys[..n * row], &mut self.exps) {
+            for (j, s) in self.exps.iter_mut().enumerate() {
+                *s = dot(d, &keys[j * row..(j + 1) * row], q);
+            }
+        }
         let mut max = self.max;
-        for j in 0..n {
-            let mut s = dot(d, &keys[j * row..(j + 1) * row], q) * self.scale;
+        for (e, r) in self.exps.iter_mut().zip(self.raised.iter_mut()) {
+            let mut s = *e * self.scale;
             if let Some(c) = softcap {
                 s = c * (s / c).tanh();
             }
             // Online softmax step: a new maximum rescales what we have by exp(old − new);
             // otherwise this position weighs exp(s − max).
-            if s > max {
-                self.exps.push(max - s);
-                self.raised.push(true);
+            *r = s > max;
+            if *r {
+                *e = max - s;
                 max = s;
             } else {
-                self.exps.push(s - max);
-                self.raised.push(false);
+                *e = s - max;
             }
         }
         self.max = max;
@@ -253,37 +285,31 @@ impl AttentionAccumulator {
                 &self.exps,
                 &self.raised,
             );
-        for j in 0..n {
-            let (ms, vs) = if self.raised[j] {
-                (self.exps[j], 1.0)
-            } else {
-                (1.0, self.exps[j])
-            };
-            let v = &values[j * row..(j + 1) * row];
-            match self.mode {
-                AttnAccum::F16 if fused => {}
-                AttnAccum::F16 => {
-                    if ms != 1.0 {
-                        (k.scale_f16)(&mut self.acc16, ms);
+        let mut sum = self.sum;
+        if fused {
+            sum = softmax_sum(sum, &self.exps, &self.raised);
+        } else {
+            for (j, (&e, &raised)) in self.exps.iter().zip(&self.raised).enumerate() {
+                let (ms, vs) = if raised { (e, 1.0) } else { (1.0, e) };
+                let v = &values[j * row..(j + 1) * row];
+                match self.mode {
+                    AttnAccum::F16 => {
+                        if ms != 1.0 {
+                            (k.scale_f16)(&mut self.acc16, ms);
+                        }
+                        (k.mad_f16)(&mut self.acc16, v, vs);
                     }
-                    (k.mad_f16)(&mut self.acc16, v, vs);
-                }
-                AttnAccum::F32 => {
-                    for (a, vb) in self.acc.iter_mut().zip(v.chunks_exact(2)) {
-                        let x = f16::from_bits(u16::from_le_bytes([vb[0], vb[1]])).to_f32();
-                        *a = *a * ms + vs * x;
+                    AttnAccum::F32 => {
+                        for (a, vb) in self.acc.iter_mut().zip(v.chunks_exact(2)) {
+                            let x = f16::from_bits(u16::from_le_bytes([vb[0], vb[1]])).to_f32();
+                            *a = *a * ms + vs * x;
+                        }
                     }
                 }
+                sum = softmax_step(sum, ms, vs);
             }
-            // clang contracts ggml's `S = S*ms + vs` into one FMA. With ms = 1 that is a plain
-            // f32 add (the f64 sum of two f32 rounds to the same f32 as their f32 sum), which
-            // keeps the slow emulated FMA off this per-key dependency chain.
-            self.sum = if ms == 1.0 {
-                self.sum + vs
-            } else {
-                crate::compat::fma(self.sum, ms, vs)
-            };
         }
+        self.sum = sum;
     }
 
     /// Write the normalised result.
@@ -389,6 +415,36 @@ mod tests {
                     "{mode:?} {i}: {} vs {want}",
                     out[i]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn block_scores_equal_the_f16_dot_key_by_key() {
+        let mut rnd = crate::test_util::uniform(0x9e37_79b9_7f4a_7c15u64, -3.0, 6.0);
+        for d in [64usize, 128, 256] {
+            for n in [0usize, 1, 15, 16, 17, 40] {
+                let q: Vec<u16> = (0..d).map(|_| f16::from_f32(rnd()).to_bits()).collect();
+                let keys: Vec<u8> = (0..n * d)
+                    .flat_map(|_| f16::from_f32(rnd()).to_bits().to_le_bytes())
+                    .collect();
+                for isa in Isa::available() {
+                    let k = Kernels::new(isa).unwrap();
+                    let mut got = vec![0f32; n];
+                    if !k.attn_scores_f16(&q, &keys, &mut got) {
+                        assert!(isa != Isa::Avx512, "AVX-512 has block scores for d {d}");
+                        continue;
+                    }
+                    let qb: &[u8] = bytemuck::cast_slice(&q);
+                    for (j, g) in got.iter().enumerate() {
+                        let want = k.dot(QuantType::F16, d, &keys[j * 2 * d..(j + 1) * 2 * d], qb);
+                        assert_eq!(
+                            g.to_bits(),
+                            want.unwrap().to_bits(),
+                            "{isa} d {d} key {j}/{n}"
+                        );
+                    }
+                }
             }
         }
     }

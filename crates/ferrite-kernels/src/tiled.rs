@@ -55,10 +55,14 @@ pub(crate) fn pack_group(act: QuantType, offset: i32, rows: &[&[u8]], out: &mut 
             let blk = &row[b * ab..(b + 1) * ab];
             let q = &blk[qoff..qoff + 32];
             qs[32 * i..32 * (i + 1)].copy_from_slice(q);
-            for (l, four) in q.chunks_exact(4).enumerate() {
-                let sum: i32 = four.iter().map(|&v| i32::from(v as i8)).sum();
-                let c = (-offset * sum).to_le_bytes();
-                corr[32 * i + 4 * l..32 * i + 4 * l + 4].copy_from_slice(&c);
+            let ci = &mut corr[32 * i..32 * (i + 1)];
+            if offset == 0 {
+                ci.fill(0); // the unsigned formats (Q4_1, Q5_1) need no correction
+            } else {
+                for (c, four) in ci.chunks_exact_mut(4).zip(q.chunks_exact(4)) {
+                    let sum: i32 = four.iter().map(|&v| i32::from(v as i8)).sum();
+                    c.copy_from_slice(&(-offset * sum).to_le_bytes());
+                }
             }
             ds[4 * i..4 * i + 4].copy_from_slice(&f16(blk, 0).to_le_bytes());
             let s = if act == QuantType::Q8_1 {

@@ -99,6 +99,15 @@ fn attn_values_none(_: &mut [u16], _: &[u8], _: &[f32], _: &[bool]) -> bool {
     false
 }
 
+/// Attention scores of one f16 query against a block of f16 keys (see
+/// [`Kernels::attn_scores_f16`]); returns false where this ISA has no block version for the
+/// head size.
+pub(crate) type AttnScoresFn = fn(&[u16], &[u8], &mut [f32]) -> bool;
+
+fn attn_scores_none(_: &[u16], _: &[u8], _: &mut [f32]) -> bool {
+    false
+}
+
 /// libm's `expf` on every element (the reference).
 fn expf_libm(x: &mut [f32]) {
     for v in x {
@@ -135,6 +144,7 @@ pub struct Kernels {
     swiglu: SwigluFn,
     expf: ExpFn,
     attn_values: AttnValuesFn,
+    attn_scores: AttnScoresFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -172,6 +182,7 @@ impl Kernels {
             swiglu: crate::compat::swiglu,
             expf: expf_libm,
             attn_values: attn_values_none,
+            attn_scores: attn_scores_none,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -298,6 +309,16 @@ impl Kernels {
     /// where one reproduces this platform's libm exactly, libm itself otherwise).
     pub fn expf(&self, x: &mut [f32]) {
         (self.expf)(x)
+    }
+
+    /// `out[j]` = the F16 dot kernel of key row j (of `q.len()` halves) with the query `q`, for
+    /// the `out.len()` keys in `keys`, bit-identical to calling it key by key. Returns false
+    /// (having done nothing) when this ISA has no block version for this head size.
+    pub fn attn_scores_f16(&self, q: &[u16], keys: &[u8], out: &mut [f32]) -> bool {
+        if keys.len() != 2 * q.len() * out.len() {
+            return false;
+        }
+        (self.attn_scores)(q, keys, out)
     }
 
     /// Attention's value accumulation over a block of keys into the f16 accumulator `acc`: per
@@ -614,6 +635,25 @@ mod x86 {
         true
     }
 
+    fn attn_scores_avx512(q: &[u16], keys: &[u8], out: &mut [f32]) -> bool {
+        let (d, n) = (q.len(), out.len());
+        if keys.len() != 2 * d * n {
+            return false;
+        }
+        let (q, k, o) = (q.as_ptr() as *const u8, keys.as_ptr(), out.as_mut_ptr());
+        // SAFETY: lengths checked just above (a query of d = 64·C halves, n key rows of d
+        // halves, n outputs); installed only for the AVX-512 ISA.
+        unsafe {
+            match d {
+                64 => fdot::attn_scores_f16_avx512::<1>(q, k, n, o),
+                128 => fdot::attn_scores_f16_avx512::<2>(q, k, n, o),
+                256 => fdot::attn_scores_f16_avx512::<4>(q, k, n, o),
+                _ => return false,
+            }
+        }
+        true
+    }
+
     fn expf_avx512(x: &mut [f32]) {
         // SAFETY: installed only for the AVX-512 ISA (which includes AVX2 and FMA).
         unsafe { crate::arch::x86_64::libm_expf::expf_avx512(x) }
@@ -680,6 +720,7 @@ mod x86 {
         }
         if k.isa == Isa::Avx512 {
             k.attn_values = attn_values_avx512;
+            k.attn_scores = attn_scores_avx512;
         }
         k.swiglu = match k.isa {
             Isa::Avx512 => swiglu_avx512,

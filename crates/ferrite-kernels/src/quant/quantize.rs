@@ -21,34 +21,62 @@ fn rne(x: f32) -> i32 {
     }
 }
 
-/// Q8_0 activations: `d = amax/127`, `q = rne(x·127/amax)`.
+/// Q8_0 activations: `d = amax/127`, `q = rne(x·127/amax)` (AVX-512 where the CPU has it,
+/// bit-identical to [`quantize_block_q8_0`]).
 pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F/BW checked just above.
+        return unsafe { crate::arch::x86_64::quant8::q8_0(x, out, quantize_block_q8_0) };
+    }
     for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        b.d = f16_bytes(d);
-        for (q, &v) in b.qs.iter_mut().zip(xb) {
-            *q = rne(v * id) as i8;
-        }
+        quantize_block_q8_0(xb, b);
+    }
+}
+
+/// One Q8_0 block, the plain reference.
+pub(crate) fn quantize_block_q8_0(xb: &[f32], b: &mut BlockQ8_0) {
+    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    b.d = f16_bytes(d);
+    for (q, &v) in b.qs.iter_mut().zip(xb) {
+        *q = rne(v * id) as i8;
     }
 }
 
 /// Q8_1 activations: Q8_0 plus `s = d·Σq` (f32 product, stored as f16).
 pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        b.d = f16_bytes(d);
-        let mut sum = 0i32;
-        for (q, &v) in b.qs.iter_mut().zip(xb) {
-            let r = rne(v * id);
-            sum += r;
-            *q = r as i8;
-        }
-        b.s = f16_bytes(d * sum as f32);
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F/BW checked just above.
+        return unsafe { crate::arch::x86_64::quant8::q8_1(x, out, quantize_block_q8_1) };
     }
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        quantize_block_q8_1(xb, b);
+    }
+}
+
+/// One Q8_1 block, the plain reference.
+pub(crate) fn quantize_block_q8_1(xb: &[f32], b: &mut BlockQ8_1) {
+    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    b.d = f16_bytes(d);
+    let mut sum = 0i32;
+    for (q, &v) in b.qs.iter_mut().zip(xb) {
+        let r = rne(v * id);
+        sum += r;
+        *q = r as i8;
+    }
+    b.s = f16_bytes(d * sum as f32);
+}
+
+/// Whether the vector activation quantizers can run (checked once, then a cached load).
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// Q8_K activations: scale from the signed extreme (`−127/max`), plus sums of 16 quants.
@@ -434,6 +462,74 @@ mod rne_tests {
         xs.extend([4_194_303.5, 4_194_304.5, 1e9, -1e9, f32::NAN]);
         for x in xs {
             assert_eq!(rne(x), x.round_ties_even() as i32, "{x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod activation_tests {
+    use super::*;
+
+    /// The row quantizers (vector where the CPU has it) against the per-block references, on
+    /// blocks with halfway ties (amax = 127, so x·id = x), zeros, tiny and denormal scales,
+    /// infinities and NaNs.
+    #[test]
+    fn row_quantizers_equal_the_block_references() {
+        let mut rnd = crate::test_util::uniform(0x2545_f491_4f6c_dd1du64, -3.0, 6.0);
+        let mut blocks: Vec<[f32; QK]> = Vec::new();
+        for _ in 0..200 {
+            blocks.push(std::array::from_fn(|_| rnd()));
+        }
+        blocks.push(std::array::from_fn(|i| {
+            if i == 0 {
+                127.0
+            } else {
+                i as f32 - 15.5
+            }
+        }));
+        blocks.push(std::array::from_fn(|i| {
+            (i as f32 - 16.0) * 0.5 + 100.0 * f32::from(i == 3)
+        }));
+        blocks.push([0.0; QK]);
+        blocks.push(std::array::from_fn(|i| if i % 2 == 0 { -0.0 } else { 0.0 }));
+        blocks.push(std::array::from_fn(|i| (i as f32) * 1e-40));
+        blocks.push(std::array::from_fn(|i| (i as f32) * 1e-30));
+        blocks.push(std::array::from_fn(|i| {
+            if i == 7 {
+                f32::INFINITY
+            } else {
+                1.0
+            }
+        }));
+        blocks.push(std::array::from_fn(
+            |i| if i == 9 { f32::NAN } else { -2.0 },
+        ));
+        let x: Vec<f32> = blocks.concat();
+        let nb = blocks.len();
+        let mut got0 = vec![
+            BlockQ8_0 {
+                d: [0; 2],
+                qs: [0; QK]
+            };
+            nb
+        ];
+        let mut got1 = vec![
+            BlockQ8_1 {
+                d: [0; 2],
+                s: [0; 2],
+                qs: [0; QK]
+            };
+            nb
+        ];
+        quantize_row_q8_0(&x, &mut got0);
+        quantize_row_q8_1(&x, &mut got1);
+        for (i, xb) in blocks.iter().enumerate() {
+            let mut want0 = got0[i];
+            let mut want1 = got1[i];
+            quantize_block_q8_0(xb, &mut want0);
+            quantize_block_q8_1(xb, &mut want1);
+            assert_eq!(got0[i], want0, "Q8_0 block {i}");
+            assert_eq!(got1[i], want1, "Q8_1 block {i}");
         }
     }
 }

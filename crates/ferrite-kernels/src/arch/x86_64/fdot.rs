@@ -372,3 +372,104 @@ pub(crate) unsafe fn f16_avx512(n: usize, x: *const u8, y: *const u8) -> f32 {
     }
     sum as f32
 }
+
+/// `out[j] = f16_avx512(64·C, q, keys + j·row)` for `n` keys of `64·C` halves each (the scores
+/// of one query against a block of keys), bit-identical to calling [`f16_avx512`] per key: each
+/// key's four accumulators are combined as there, and sixteen keys' 16-lane sums are then
+/// reduced together, with shuffles pairing exactly the lanes `_mm512_reduce_add_ps` pairs
+/// (8+8, 4+4, (0+2) and (1+3), then their sum), so one add serves sixteen keys.
+///
+/// # Safety
+/// `q` must hold `64·C` halves, `keys` `n` rows of `64·C` halves, `out` room for `n` floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn attn_scores_f16_avx512<const C: usize>(
+    q: *const u8,
+    keys: *const u8,
+    n: usize,
+    out: *mut f32,
+) {
+    let d = 64 * C;
+    let qv: [[__m512; 4]; C] = std::array::from_fn(|c| {
+        std::array::from_fn(|k| {
+            // SAFETY: q holds d = 64·C halves (contract).
+            unsafe { load_f16x16(q, 64 * c + 16 * k) }
+        })
+    });
+    // The 16-lane sum x0 of key j (the value `f16_avx512` reduces).
+    let key_sum = |j: usize| {
+        let kp = keys.wrapping_add(2 * d * j);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (c, qc) in qv.iter().enumerate() {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: key j < n has d halves (contract).
+                *a = _mm512_fmadd_ps(unsafe { load_f16x16(kp, 64 * c + 16 * k) }, qc[k], *a);
+            }
+        }
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]))
+    };
+    let mut j = 0;
+    while j + 16 <= n {
+        let x: [__m512; 16] = std::array::from_fn(|i| key_sum(j + i));
+        // Lanes i + i+8 of each key: keys 2t, 2t+1 → [8 sums of 2t | 8 sums of 2t+1].
+        let h8: [__m512; 8] = std::array::from_fn(|t| {
+            let (a, b) = (x[2 * t], x[2 * t + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Lanes i + i+4: [4 of key 4t | 4t+1 | 4t+2 | 4t+3].
+        let h4: [__m512; 4] = std::array::from_fn(|t| {
+            let (a, b) = (h8[2 * t], h8[2 * t + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            )
+        });
+        // (0+2), (1+3) within each 128-bit lane: [u0 u1 of h4[2t] | v0 v1 of h4[2t+1]].
+        let h2: [__m512; 2] = std::array::from_fn(|t| {
+            let (a, b) = (h4[2 * t], h4[2 * t + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // (0+2) + (1+3).
+        let r = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(h2[0], h2[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(h2[0], h2[1]),
+        );
+        // Lane 4L + e holds key KEY_OF_LANE[4L + e]; put the keys in order.
+        // SAFETY: KEY_LANES is 16 i32.
+        let idx = unsafe { _mm512_loadu_si512(KEY_LANES.as_ptr() as *const __m512i) };
+        let r = _mm512_permutexvar_ps(idx, r);
+        // SAFETY: keys j..j + 16 < n have room in out (contract).
+        unsafe { _mm512_storeu_ps(out.add(j), r) };
+        j += 16;
+    }
+    while j < n {
+        // SAFETY: key j < n (contract).
+        unsafe { *out.add(j) = f16_avx512(d, q, keys.add(2 * d * j)) };
+        j += 1;
+    }
+}
+
+/// For each key k of a group of 16, the lane of the reduced vector that holds its score
+/// (see `attn_scores_f16_avx512`).
+static KEY_LANES: [i32; 16] = key_lanes();
+
+const fn key_lanes() -> [i32; 16] {
+    // Trace where key k's sum lands. After h8, key 2t + p is in vector t, half p (lanes 8p..).
+    // After h4 (pairs of h8 vectors, f32x4 lanes 0,2 of a then of b): key 4t + 2s + p sits in
+    // vector t, 128-bit lane 2s + p. After h2 (pairs of h4, elements 0,1 of a, 0,1 of b):
+    // vector u holds key 8u + 4v + l in 128-bit lane l, elements 2v, 2v+1. After the last step
+    // (elements 0,2 of a, 0,2 of b): key 8u + 4v + l is in 128-bit lane l, element 2u + v.
+    let mut lanes = [0i32; 16];
+    let mut key = 0;
+    while key < 16 {
+        let (u, v, l) = (key / 8, (key / 4) % 2, key % 4);
+        lanes[key] = (4 * l + 2 * u + v) as i32;
+        key += 1;
+    }
+    lanes
+}

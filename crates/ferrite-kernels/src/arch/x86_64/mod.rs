@@ -8,3 +8,4 @@ pub(crate) mod libm_expf;
 pub(crate) mod qdot;
 pub(crate) mod qpanel;
 pub(crate) mod qtile;
+pub(crate) mod quant8;
