@@ -36,42 +36,22 @@ pub(crate) const fn packed_block_bytes(ra: usize) -> usize {
     ra * 72
 }
 
-/// Pack `rows.len()` (1 or 4) quantized activation rows (Q8_0 or Q8_1 blocks, `act`) into
-/// `out`: per block, the rows' 32 quants, their 8 lane corrections `−offset · Σ` of each four
-/// quants (i32), their scales d and their Q8_1 sums s (f32; 0 for Q8_0).
-pub(crate) fn pack_group(act: QuantType, offset: i32, rows: &[&[u8]], out: &mut [u8]) {
+/// Pack `rows.len()` (1 to 8) quantized activation rows (Q8_0 or Q8_1 blocks, `act`) into
+/// `out` with `tk`'s packer: per block, the rows' 32 quants, their 8 lane corrections
+/// `−offset · Σ` of each four quants (i32), their scales d and their Q8_1 sums s (f32; 0 for
+/// Q8_0).
+pub(crate) fn pack_group(tk: &TileKernels, act: QuantType, rows: &[&[u8]], out: &mut [u8]) {
     let ra = rows.len();
-    let (ab, qoff) = if act == QuantType::Q8_1 {
-        (36, 4)
-    } else {
-        (34, 2)
-    };
-    let f16 = |b: &[u8], o: usize| half::f16::from_le_bytes([b[o], b[o + 1]]).to_f32();
-    for (b, dst) in out.chunks_exact_mut(packed_block_bytes(ra)).enumerate() {
-        let (qs, rest) = dst.split_at_mut(32 * ra);
-        let (corr, rest) = rest.split_at_mut(32 * ra);
-        let (ds, ss) = rest.split_at_mut(4 * ra);
-        for (i, row) in rows.iter().enumerate() {
-            let blk = &row[b * ab..(b + 1) * ab];
-            let q = &blk[qoff..qoff + 32];
-            qs[32 * i..32 * (i + 1)].copy_from_slice(q);
-            let ci = &mut corr[32 * i..32 * (i + 1)];
-            if offset == 0 {
-                ci.fill(0); // the unsigned formats (Q4_1, Q5_1) need no correction
-            } else {
-                for (c, four) in ci.chunks_exact_mut(4).zip(q.chunks_exact(4)) {
-                    let sum: i32 = four.iter().map(|&v| i32::from(v as i8)).sum();
-                    c.copy_from_slice(&(-offset * sum).to_le_bytes());
-                }
-            }
-            ds[4 * i..4 * i + 4].copy_from_slice(&f16(blk, 0).to_le_bytes());
-            let s = if act == QuantType::Q8_1 {
-                f16(blk, 2)
-            } else {
-                0.0
-            };
-            ss[4 * i..4 * i + 4].copy_from_slice(&s.to_le_bytes());
-        }
+    let ab = if act == QuantType::Q8_1 { 36 } else { 34 };
+    let nb = out.len() / packed_block_bytes(ra).max(1);
+    for (i, row) in rows.iter().enumerate() {
+        assert!(
+            row.len() >= nb * ab && out.len() >= nb * packed_block_bytes(ra) && ra <= 8,
+            "invariant: activation rows and packed group sized by matmul_tiled"
+        );
+        // SAFETY: `row` holds nb blocks of ab bytes, `out` nb packed blocks of ra rows (both
+        // asserted), i < ra.
+        unsafe { (tk.pack_row)(nb, ab, tk.offset, row.as_ptr(), out.as_mut_ptr(), ra, i) };
     }
 }
 
@@ -112,10 +92,10 @@ pub(crate) fn matmul_tiled(
     let row = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
     if few {
         let rows: [&[u8]; FEW_ROWS] = std::array::from_fn(|i| row(i.min(m - 1)));
-        pack_group(act, tk.offset, &rows[..m], packed);
+        pack_group(tk, act, &rows[..m], packed);
     } else {
         pool.par_chunks_mut(packed, row_bytes.max(1), |i, out| {
-            pack_group(act, tk.offset, &[row(i)], out);
+            pack_group(tk, act, &[row(i)], out);
         });
     }
     let packed: &[u8] = packed;

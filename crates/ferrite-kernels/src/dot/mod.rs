@@ -45,6 +45,14 @@ pub(crate) fn quad_scales(act: QuantType, n: usize, a: [&[u8]; 4], out: &mut Vec
 /// `nb` blocks of this arity, and `out` be valid for every write above; `tiled` checks this.
 pub(crate) type RowsFn = unsafe fn(usize, *const u8, usize, usize, *const u8, *mut f32, usize);
 
+/// Pack one quantized activation row as row `i` of a group of `ra`: `(nb, block bytes, offset,
+/// row, out, ra, i)` (see `arch::x86_64::qtile::pack_row`).
+///
+/// # Safety
+/// `row` must hold `nb` Q8_0 (34-byte) or Q8_1 (36-byte) blocks, `out` `nb` packed blocks of
+/// `ra` rows, and `i < ra`; `tiled` checks.
+pub(crate) type PackRowFn = unsafe fn(usize, usize, i32, *const u8, *mut u8, usize, usize);
+
 /// Repack `n_rows` (≤ 16) weight rows into a panel: `(nb, w, w_stride, n_rows, out)`.
 ///
 /// # Safety
@@ -74,6 +82,8 @@ pub(crate) type Q4kPanelFn =
 #[derive(Clone, Copy)]
 pub(crate) struct TileKernels {
     pub(crate) offset: i32,
+    /// Packs one activation row into a group (`crate::tiled::pack_group`'s arithmetic).
+    pub(crate) pack_row: PackRowFn,
     /// Rows in long streams against a group of 1 to 8 activation rows (index = count − 1).
     pub(crate) rows: [RowsFn; 8],
     /// Weight panels (for more than 8 activation rows).
@@ -568,6 +578,7 @@ mod x86 {
     fn tiles<const F: u8>() -> TileKernels {
         TileKernels {
             offset: unsigned_offset(F),
+            pack_row: qtile::pack_row,
             rows: [
                 qtile::rows::<F, 4, 1>,
                 qtile::rows::<F, 4, 2>,

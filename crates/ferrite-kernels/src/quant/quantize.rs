@@ -79,34 +79,45 @@ fn avx512() -> bool {
         && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
-/// Q8_K activations: scale from the signed extreme (`−127/max`), plus sums of 16 quants.
+/// Q8_K activations: scale from the signed extreme (`−127/max`), plus sums of 16 quants
+/// (AVX-512 where the CPU has it, bit-identical to [`quantize_block_q8_k`]).
 pub fn quantize_row_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
-    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let mut amax = 0f32;
-        let mut max = 0f32;
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
-            *b = bytemuck::Zeroable::zeroed();
-            continue;
-        }
-        let iscale = -127.0 / max;
-        for (q, &v) in b.qs.iter_mut().zip(xb) {
-            *q = rne(iscale * v).min(127) as i8;
-        }
-        for j in 0..16 {
-            let s: i32 = b.qs[16 * j..16 * j + 16]
-                .iter()
-                .map(|&q| i32::from(q))
-                .sum();
-            b.bsums[j] = (s as i16).to_le_bytes();
-        }
-        b.d = (1.0 / iscale).to_le_bytes();
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F/BW checked just above.
+        return unsafe { crate::arch::x86_64::quant8::q8_k(x, out, quantize_block_q8_k) };
     }
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        quantize_block_q8_k(xb, b);
+    }
+}
+
+/// One Q8_K block, the plain reference.
+pub(crate) fn quantize_block_q8_k(xb: &[f32], b: &mut BlockQ8K) {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for &v in xb {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        *b = bytemuck::Zeroable::zeroed();
+        return;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in b.qs.iter_mut().zip(xb) {
+        *q = rne(iscale * v).min(127) as i8;
+    }
+    for j in 0..16 {
+        let s: i32 = b.qs[16 * j..16 * j + 16]
+            .iter()
+            .map(|&q| i32::from(q))
+            .sum();
+        b.bsums[j] = (s as i16).to_le_bytes();
+    }
+    b.d = (1.0 / iscale).to_le_bytes();
 }
 
 /// Quantize one row of weights `x` into `t`, writing `t.row_bytes(x.len())` bytes to `out`.
@@ -523,6 +534,22 @@ mod activation_tests {
         ];
         quantize_row_q8_0(&x, &mut got0);
         quantize_row_q8_1(&x, &mut got1);
+        // Q8_K: the same values in 256-element blocks, plus ties of |x| with opposite signs.
+        let mut xk: Vec<f32> = x[..x.len() / QK_K * QK_K].to_vec();
+        xk.extend((0..QK_K).map(|i| match i {
+            5 => -7.0,
+            9 => 7.0,
+            _ => (i % 13) as f32 * 0.25,
+        }));
+        xk.extend((0..QK_K).map(|i| if i == 200 { f32::NAN } else { 1.0 }));
+        let nk = xk.len() / QK_K;
+        let mut gotk = vec![<BlockQ8K as bytemuck::Zeroable>::zeroed(); nk];
+        quantize_row_q8_k(&xk, &mut gotk);
+        for (i, xb) in xk.chunks_exact(QK_K).enumerate() {
+            let mut want = <BlockQ8K as bytemuck::Zeroable>::zeroed();
+            quantize_block_q8_k(xb, &mut want);
+            assert_eq!(gotk[i], want, "Q8_K block {i}");
+        }
         for (i, xb) in blocks.iter().enumerate() {
             let mut want0 = got0[i];
             let mut want1 = got1[i];

@@ -204,3 +204,46 @@ pub(crate) unsafe fn rows<const F: u8, const RW: usize, const RA: usize>(
         }
     }
 }
+
+/// Pack `nb` blocks of one quantized activation row (`ab` bytes per block: 34 for Q8_0, 36 for
+/// Q8_1 with its sum `s`) as row `i` of a packed group of `ra` rows (layout in the module
+/// docs): quants, the corrections `−offset·Σ` of each four quants (`vpdpbusd` of the quants
+/// with ones: exact), `d` and `s` as f32 — what `crate::tiled::pack_group` computes.
+///
+/// # Safety
+/// `row` must hold `nb` blocks of `ab` bytes (34 or 36), `out` `nb` packed blocks of `ra`
+/// rows, `i < ra`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn pack_row(
+    nb: usize,
+    ab: usize,
+    offset: i32,
+    row: *const u8,
+    out: *mut u8,
+    ra: usize,
+    i: usize,
+) {
+    let q8_1 = ab == 36;
+    let qoff = if q8_1 { 4 } else { 2 };
+    let ones = _mm256_set1_epi8(1);
+    let neg = _mm256_set1_epi32(-offset);
+    for b in 0..nb {
+        // SAFETY: block b of the row and packed block b are in bounds (contract).
+        unsafe {
+            let src = row.add(b * ab);
+            let dst = out.add(b * packed_block_bytes(ra));
+            let q = load256(src.add(qoff));
+            _mm256_storeu_si256(dst.add(32 * i) as *mut __m256i, q);
+            let corr = if offset == 0 {
+                _mm256_setzero_si256()
+            } else {
+                let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+                _mm256_mullo_epi32(sums, neg)
+            };
+            _mm256_storeu_si256(dst.add(32 * ra + 32 * i) as *mut __m256i, corr);
+            (dst.add(64 * ra + 4 * i) as *mut f32).write_unaligned(f16_at(src));
+            let s = if q8_1 { f16_at(src.add(2)) } else { 0.0 };
+            (dst.add(68 * ra + 4 * i) as *mut f32).write_unaligned(s);
+        }
+    }
+}

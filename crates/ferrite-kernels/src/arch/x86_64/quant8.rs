@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::blocks::{f16_bytes, BlockQ8_0, BlockQ8_1, QK};
+use crate::quant::blocks::{f16_bytes, BlockQ8K, BlockQ8_0, BlockQ8_1, QK, QK_K};
 
 /// Quantize one 32-element block; `None` when the block needs the scalar path.
 ///
@@ -81,6 +81,67 @@ pub(crate) unsafe fn q8_1(x: &[f32], out: &mut [BlockQ8_1], scalar: fn(&[f32], &
                 b.s = f16_bytes(d * sum as f32);
             }
             None => scalar(xb, b),
+        }
+    }
+}
+
+/// Q8_K blocks (256 elements: `iscale = −127/max` of the signed extreme, `q = min(rne(iscale·x),
+/// 127)`, sums of each 16 quants), as the scalar `quantize_block_q8_k`: the extreme is the
+/// first element whose |x| equals the block's maximum |x| (the scalar loop keeps the first on
+/// ties). Blocks with a non-finite value or scale go to `scalar`.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &mut BlockQ8K)) {
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        // SAFETY: xb holds 256 floats, 16 per load.
+        let v: [__m512; 16] =
+            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * i)) });
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let mut amaxv = _mm512_setzero_ps();
+        let mut finite = true;
+        for vi in &v {
+            let a = _mm512_abs_ps(*vi);
+            finite &= _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, inf) == 0xFFFF;
+            amaxv = _mm512_max_ps(amaxv, a);
+        }
+        let amax = _mm512_reduce_max_ps(amaxv);
+        if !finite {
+            scalar(xb, b);
+            continue;
+        }
+        if amax == 0.0 {
+            scalar(xb, b); // the zeroed block
+            continue;
+        }
+        let am = _mm512_set1_ps(amax);
+        let first = v
+            .iter()
+            .enumerate()
+            .find_map(|(i, vi)| {
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(*vi), am);
+                (hit != 0).then(|| 16 * i + hit.trailing_zeros() as usize)
+            })
+            .expect("invariant: the maximum is one of the elements");
+        let iscale = -127.0 / xb[first];
+        if !iscale.is_finite() {
+            scalar(xb, b);
+            continue;
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+        let s = _mm512_set1_ps(iscale);
+        let top = _mm512_set1_epi32(127);
+        for (i, vi) in v.iter().enumerate() {
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(*vi, s)), top);
+            // SAFETY: 16 bytes at 16·i of the 256 quants.
+            unsafe {
+                _mm_storeu_si128(
+                    b.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
+                    _mm512_cvtepi32_epi8(q),
+                )
+            };
+            b.bsums[i] = (_mm512_reduce_add_epi32(q) as i16).to_le_bytes();
         }
     }
 }
