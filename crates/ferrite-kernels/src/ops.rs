@@ -4,6 +4,7 @@
 //! table, the query rounded to f16 before Q·K).
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::dot::Kernels;
 use crate::quant::QuantType;
@@ -142,9 +143,11 @@ pub fn scale_inplace(x: &mut [f32], s: f32) {
 
 /// f32 → IEEE half bits (round to nearest even).
 pub fn f32_to_f16_bits(x: &[f32], out: &mut [u16]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f16::from_f32(v).to_bits();
-    }
+    // `half`'s slice conversion rounds like `f16::from_f32` (nearest even), with F16C where
+    // the CPU has it.
+    let n = x.len().min(out.len());
+    let o: &mut [f16] = bytemuck::cast_slice_mut(&mut out[..n]);
+    o.convert_from_f32_slice(&x[..n]);
 }
 
 /// One step of the softmax denominator `S = S·ms + vs`. clang contracts ggml's expression
@@ -317,9 +320,11 @@ impl AttentionAccumulator {
         let inv = if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 };
         match self.mode {
             AttnAccum::F16 => {
-                for (o, &a) in out.iter_mut().zip(&self.acc16) {
-                    *o = f16::from_bits(a).to_f32() * inv;
-                }
+                // Exact conversion (vectorized by `half`), then the same product per element.
+                let n = out.len().min(self.acc16.len());
+                let acc: &[f16] = bytemuck::cast_slice(&self.acc16[..n]);
+                acc.convert_to_f32_slice(&mut out[..n]);
+                out[..n].iter_mut().for_each(|o| *o *= inv);
             }
             AttnAccum::F32 => {
                 for (o, &a) in out.iter_mut().zip(&self.acc) {
