@@ -145,7 +145,7 @@ fn gelu_f32(x: f32) -> f32 {
 }
 
 /// ggml's 65536-entry f16 GELU table, built once.
-fn gelu_table() -> &'static [u16] {
+pub(crate) fn gelu_table() -> &'static [u16] {
     static TABLE: OnceLock<Vec<u16>> = OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)

@@ -66,7 +66,9 @@ pub(crate) fn quantize_block_q8_1(xb: &[f32], b: &mut BlockQ8_1) {
     let mut sum = 0i32;
     for (q, &v) in b.qs.iter_mut().zip(xb) {
         let r = rne(v * id);
-        sum += r;
+        // Wrapping: a denormal maximum makes `id` infinite and `r` saturate (garbage in,
+        // garbage out, but never an overflow panic in a debug build).
+        sum = sum.wrapping_add(r);
         *q = r as i8;
     }
     b.s = f16_bytes(d * sum as f32);

@@ -150,6 +150,62 @@ pub(crate) unsafe fn swiglu_avx2(n: usize, gate: *mut f32, up: *const f32) {
     }
 }
 
+/// GeGLU with ggml's f16 GELU table, 16 lanes at a time, bit-identical to
+/// [`crate::compat::geglu`]: the input rounded to f16 (`vcvtps2ph`, nearest even, as
+/// `f16::from_f32`), the table entry gathered, 0 at or below −10 and `x·u` at or above 10. A
+/// chunk holding a NaN, and the tail, go through the scalar code (NaN payloads may convert
+/// differently).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL and F16C; `table` must have 65536 entries (checked).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn geglu_avx512(gate: &mut [f32], up: &[f32], table: &[u16]) {
+    assert!(
+        table.len() == 1 << 16 && up.len() >= gate.len(),
+        "invariant: table and lengths"
+    );
+    let n = gate.len() / 16 * 16;
+    let (lo, hi) = (_mm512_set1_ps(-10.0), _mm512_set1_ps(10.0));
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n <= gate.len() <= up.len().
+        let (x, u) = unsafe {
+            (
+                _mm512_loadu_ps(gate.as_ptr().add(i)),
+                _mm512_loadu_ps(up.as_ptr().add(i)),
+            )
+        };
+        if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x) != 0 {
+            crate::compat::geglu(&mut gate[i..i + 16], &up[i..i + 16]);
+            i += 16;
+            continue;
+        }
+        let bits = _mm512_cvtepu16_epi32(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+        // The 4-byte gather at 2-byte scale reads entries k and k + 1: the index is clamped to
+        // 65534 so entry 65535 (a NaN pattern, which non-NaN input never produces) is not
+        // needed and no read passes the table's end.
+        let idx = _mm512_min_epu32(bits, _mm512_set1_epi32(0xFFFE));
+        // SAFETY: every index ≤ 65534, so bytes 2k..2k + 4 lie in the 131072-byte table.
+        let g = unsafe { _mm512_i32gather_epi32::<2>(idx, table.as_ptr() as *const i32) };
+        let g = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        let mut y = _mm512_mul_ps(g, u);
+        y = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, hi),
+            y,
+            _mm512_mul_ps(x, u),
+        );
+        y = _mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, lo),
+            y,
+            _mm512_setzero_ps(),
+        );
+        // SAFETY: as for the loads.
+        unsafe { _mm512_storeu_ps(gate.as_mut_ptr().add(i), y) };
+        i += 16;
+    }
+    crate::compat::geglu(&mut gate[n..], &up[n..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
