@@ -28,11 +28,11 @@ pub mod compat;
 pub mod dot;
 mod error;
 mod isa;
+mod k_panel;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod probe;
-mod q4k_panel;
 pub mod quant;
 #[cfg(test)]
 mod test_util;

@@ -133,18 +133,22 @@ pub fn matmul_grouped(
             }
             _ => None,
         };
-        match quad {
-            Some((2, _)) if k.q4_k_panel().is_some() => {
-                // Q4_K in llama.cpp's repacked-GEMM arithmetic: 16 weight rows per kernel call.
+        let panel = quad.and_then(|(id, _)| k.k_panel(w.ty, id));
+        match (quad, panel) {
+            (_, Some(f)) => {
+                // K-quants in llama.cpp's repacked-GEMM (Q4_K) or tiled (Q6_K) arithmetic: 16
+                // weight rows per kernel call. Q4_K also needs the activations' sum pairs.
                 let off = pairs.len();
-                for j in 0..4 {
-                    let a = &scratch[(i + j) * a_bytes..(i + j + 1) * a_bytes];
-                    crate::q4k_panel::sub_block_sum_pairs(a, &mut pairs);
+                if w.ty == QuantType::Q4_K {
+                    for j in 0..4 {
+                        let a = &scratch[(i + j) * a_bytes..(i + j + 1) * a_bytes];
+                        crate::k_panel::sub_block_sum_pairs(a, &mut pairs);
+                    }
                 }
-                plan.push(Step::PanelQ4K(i, off));
+                plan.push(Step::Panel(i, off, f));
                 i += 4;
             }
-            Some((id, f)) => {
+            (Some((id, f)), None) => {
                 let off = scales.len();
                 if id == 1 {
                     let a = |j: usize| &scratch[(i + j) * a_bytes..(i + j + 1) * a_bytes];
@@ -154,7 +158,7 @@ pub fn matmul_grouped(
                 plan.push(Step::Quad(i, f, off, scales.len() - off));
                 i += 4;
             }
-            None => {
+            (None, None) => {
                 plan.push(Step::Single(i));
                 i += 1;
             }
@@ -165,7 +169,6 @@ pub fn matmul_grouped(
         pairs: &pairs,
         acts: scratch,
         a_bytes,
-        q4k_panel: k.q4_k_panel(),
     };
     let out = SharedMut(y.as_mut_ptr());
     pool.run(|ith, nth| {
@@ -282,13 +285,13 @@ pub(crate) fn quantize_rows(
 }
 
 /// How activation rows are visited: one at a time, four at once with a four-row kernel
-/// (start row, kernel, offset and length of its f32 scales), or four at once against Q4_K
-/// panels of 16 weight rows (start row, offset of its sub-block sum pairs).
+/// (start row, kernel, offset and length of its f32 scales), or four at once against K-quant
+/// panels of 16 weight rows (start row, offset of its Q4_K sub-block sum pairs, kernel).
 #[derive(Clone, Copy)]
 enum Step {
     Single(usize),
     Quad(usize, Dot4Fn, usize, usize),
-    PanelQ4K(usize, usize),
+    Panel(usize, usize, crate::dot::KPanelFn),
 }
 
 /// The quantized activations (`a_bytes` per row) and what the plan's steps read besides.
@@ -297,12 +300,11 @@ struct Packed<'a> {
     pairs: &'a [u32],
     acts: &'a [u8],
     a_bytes: usize,
-    q4k_panel: Option<crate::dot::Q4kPanelFn>,
 }
 
 thread_local! {
-    /// Each pool thread's Q4_K panel buffer, reused across calls.
-    static Q4K_PANEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each pool thread's K-quant panel buffer, reused across calls.
+    static K_PANEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `dots[i]` is the kernel for activation row i (they differ only where llama.cpp's kernel
@@ -319,36 +321,46 @@ fn mat_rows(
 ) {
     let n = w.cols;
     let act = |i: usize| &p.acts[i * p.a_bytes..(i + 1) * p.a_bytes];
-    let panels = plan.iter().any(|s| matches!(s, Step::PanelQ4K(..)));
+    let panels = plan.iter().any(|s| matches!(s, Step::Panel(..)));
     let nsb = n / 256;
     let p_stride = 4 * nsb;
-    Q4K_PANEL.with(|buf| {
+    let (pack, panel_bytes): (crate::k_panel::PackPanel, usize) = if w.ty == QuantType::Q4_K {
+        (
+            crate::k_panel::pack_q4k_panel,
+            crate::k_panel::Q4K_PANEL_BYTES,
+        )
+    } else {
+        (
+            crate::k_panel::pack_q6k_panel,
+            crate::k_panel::Q6K_PANEL_BYTES,
+        )
+    };
+    K_PANEL.with(|buf| {
         let mut buf = buf.borrow_mut();
         if panels {
-            buf.resize(nsb * crate::q4k_panel::Q4K_PANEL_BYTES, 0);
+            buf.resize(nsb * panel_bytes, 0);
         }
         let mut r0 = rows.start;
         while r0 < rows.end {
             let r1 = (r0 + ROW_TILE).min(rows.end);
             if panels {
                 let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
-                crate::q4k_panel::pack_q4k_panel(nsb, wrows, w.row_bytes(), r1 - r0, &mut buf);
+                pack(nsb, wrows, w.row_bytes(), r1 - r0, &mut buf);
             }
             for step in plan {
                 match *step {
-                    Step::PanelQ4K(i0, off) => {
-                        let f = p
-                            .q4k_panel
-                            .expect("invariant: planned only with the kernel");
+                    Step::Panel(i0, off, f) => {
+                        let q4k = w.ty == QuantType::Q4_K;
                         assert!(
                             (i0 + 4) * p.a_bytes <= p.acts.len()
-                                && off + 4 * p_stride <= p.pairs.len()
+                                && (!q4k || off + 4 * p_stride <= p.pairs.len())
                                 && r1 - r0 <= ROW_TILE,
                             "invariant: panel step inside the activations"
                         );
                         // SAFETY: `buf` holds nsb panel super-blocks of rows r0..r1 (≤ 16),
-                        // activation rows i0..i0 + 4 of nsb Q8_K blocks and their pairs are in
-                        // bounds (asserted); the kernel writes out[(i0 + i)·w.rows + r0 + j] for
+                        // activation rows i0..i0 + 4 of nsb Q8_K blocks and (Q4_K) their pairs
+                        // are in bounds (asserted; the Q6_K kernel does not read the pairs);
+                        // the kernel writes out[(i0 + i)·w.rows + r0 + j] for
                         // i < 4, j < r1 − r0: inside y, rows this thread owns.
                         unsafe {
                             f(

@@ -68,12 +68,13 @@ pub(crate) type PackPanelFn = unsafe fn(usize, *const u8, usize, usize, *mut u8)
 /// be valid for 16 (masked to `n_rows`) floats at every `out + i·out_stride`; `tiled` checks.
 pub(crate) type PanelFn = unsafe fn(usize, *const u8, *const u8, usize, *mut f32, usize, usize);
 
-/// Q4_K panel against four Q8_K activation rows: `(nsb, panel, a, a_stride, pairs, p_stride,
-/// out, out_stride, n_rows)` (see `arch::x86_64::qpanel::panel_q4k`).
+/// K-quant panel against four Q8_K activation rows: `(nsb, panel, a, a_stride, pairs, p_stride,
+/// out, out_stride, n_rows)` (see `arch::x86_64::qpanel::panel_q4k` and `panel_q6k`; `pairs`
+/// is read by the Q4_K one only).
 ///
 /// # Safety
-/// As that kernel's contract; `matmul` checks it.
-pub(crate) type Q4kPanelFn =
+/// As those kernels' contracts; `matmul` checks them.
+pub(crate) type KPanelFn =
     unsafe fn(usize, *const u8, *const u8, usize, *const u32, usize, *mut f32, usize, usize);
 
 /// The tile kernels of one 32-element format: weight rows streamed against a few activation
@@ -145,8 +146,9 @@ pub struct Kernels {
     /// Four-row versions of `q4_k_rp4` and `q6_k_tl` (SIMD ISAs only).
     q4_k_rp4_x4: Option<Dot4Fn>,
     q6_k_tl_x4: Option<Dot4Fn>,
-    /// `q4_k_rp4_x4` on 16 repacked weight rows at once (AVX-512 VNNI only).
-    q4_k_panel: Option<Q4kPanelFn>,
+    /// `q4_k_rp4_x4` and `q6_k_tl_x4` on 16 repacked weight rows at once (AVX-512 VNNI only).
+    q4_k_panel: Option<KPanelFn>,
+    q6_k_panel: Option<KPanelFn>,
     /// Register-tiled kernels (AVX-512 VNNI only), used for every batch shape.
     tiles: [Option<TileKernels>; QuantType::ALL.len()],
     pub(crate) mad_f16: MadF16Fn,
@@ -185,6 +187,7 @@ impl Kernels {
             q6_k_tl: scalar::q6_k_q8_k_tl,
             q4_k_rp4_x4: None,
             q4_k_panel: None,
+            q6_k_panel: None,
             q6_k_tl_x4: None,
             tiles: [None; QuantType::ALL.len()],
             mad_f16: scalar::mad_f16,
@@ -264,10 +267,14 @@ impl Kernels {
         }
     }
 
-    /// The Q4_K panel kernel (for the rows `matrix_quad_fn` gives `q4_k_rp4_x4`), where this
-    /// ISA has it.
-    pub(crate) fn q4_k_panel(&self) -> Option<Q4kPanelFn> {
-        self.q4_k_panel
+    /// The panel kernel with the arithmetic of four-row kernel `quad_id` of `matrix_quad_fn`
+    /// (Q4_K's repacked GEMM, Q6_K's tiled matmul), where this ISA has one.
+    pub(crate) fn k_panel(&self, t: QuantType, quad_id: u8) -> Option<KPanelFn> {
+        match (t, quad_id) {
+            (QuantType::Q4_K, 2) => self.q4_k_panel,
+            (QuantType::Q6_K, 3) => self.q6_k_panel,
+            _ => None,
+        }
     }
 
     /// The register-tiled kernels for `t`, where this ISA has them.
@@ -786,6 +793,7 @@ mod x86 {
                 }
                 k.q4_k_rp4_x4 = Some(vnni::q4_k_rp4_x4);
                 k.q4_k_panel = Some(qpanel::panel_q4k);
+                k.q6_k_panel = Some(qpanel::panel_q6k);
                 k.q6_k_tl_x4 = Some(vnni::q6_k_tl_x4);
                 k.q4_k_rp = vnni::q4_k_rp;
                 k.q4_k_rp4 = vnni::q4_k_rp4;

@@ -34,7 +34,7 @@ use std::arch::x86_64::*;
 
 use super::common::f16_at;
 use super::qtile::{decode, has_min, weight_block_bytes};
-use crate::q4k_panel::{Q4K_PANEL_BYTES, Q4K_QUANTS};
+use crate::k_panel::{Q4K_PANEL_BYTES, Q4K_QUANTS, Q6K_PANEL_BYTES, Q6K_QUANTS};
 use crate::quant::blocks::BlockQ8K;
 use crate::tiled::{packed_block_bytes, PANEL_BLOCK_BYTES, PANEL_ROWS};
 
@@ -161,7 +161,7 @@ pub(crate) unsafe fn panel<const MIN: bool, const RA: usize>(
 /// The min term `mn₂c·s₂c + mn₂c₊₁·s₂c₊₁` (sub-block sums `s` of the activations) is one
 /// `vpmaddwd` of the panel's (mn₂c, mn₂c₊₁) i16 pairs with the activation's (s₂c, s₂c₊₁).
 ///
-/// Layouts (built by `crate::q4k_panel`): a panel super-block is [`Q4K_PANEL_BYTES`]:
+/// Layouts (built by `crate::k_panel`): a panel super-block is [`Q4K_PANEL_BYTES`]:
 /// `[16 × f32 d][16 × f32 dmin][8 × 16 × f32 scale][4 × 16 × (i16 mn₂c, i16 mn₂c₊₁)]` then
 /// for each sub-block g and chunk k, 16 rows × 4 quant bytes. Activations are Q8_K rows at
 /// stride `a_stride`; `pairs` holds, per row (stride `p_stride` u32s), per super-block, 4 u32
@@ -232,5 +232,82 @@ pub(crate) unsafe fn panel_q4k(
         let v = _mm512_sub_ps(acc[i], acc_m[i]);
         // SAFETY: the caller vouches for n_rows floats at out + i·out_stride.
         unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, v) };
+    }
+}
+
+/// Q6_K panels against four Q8_K activation rows, in the arithmetic of ggml's tiled K-quant
+/// matmul (`dot::scalar::q6_k_q8_k_tl`, which llama.cpp uses for Q6_K when a batch has 8 or
+/// more rows): per super-block the exact `isum = Σ_g sc_g·(Σ q·a − 32·s_g)` over the 16
+/// sub-blocks g of 16 (`s_g` the activation's sums of 16, which Q8_K stores), then
+/// `out += (f32(isum)·d_w)·d_a` — three float operations per super-block for 16 outputs.
+/// `Σ q·a` of a sub-block comes from four `vpdpbusd` on the unsigned quants (q + 32 ≤ 63),
+/// `sc_g·` from one `vpmulld`, and `Σ sc_g·s_g` from eight `vpmaddwd` of the panel's i16 scale
+/// pairs with the activation's i16 sum pairs (both < 2¹⁵); every step is exact in i32.
+///
+/// Layout (built by `crate::k_panel::pack_q6k_panel`): [`Q6K_PANEL_BYTES`] per super-block.
+///
+/// # Safety
+/// `w` must hold `nsb` panel super-blocks, `a` 4 rows of `nsb` Q8_K blocks at stride
+/// `a_stride`, and `out` be valid for 16 (masked to `n_rows`) floats at each `out +
+/// i·out_stride`, i < 4.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn panel_q6k(
+    nsb: usize,
+    w: *const u8,
+    a: *const u8,
+    a_stride: usize,
+    _pairs: *const u32, // the Q4_K panel's signature; Q6_K reads Q8_K's own sums
+    _p_stride: usize,
+    out: *mut f32,
+    out_stride: usize,
+    n_rows: usize,
+) {
+    const RA: usize = 4;
+    let mut acc = [_mm512_setzero_ps(); RA];
+    for sb in 0..nsb {
+        // SAFETY: super-block sb of the panel and of the 4 activation rows are in bounds
+        // (contract); Q8_K: f32 d at 0, 256 quants at 4, 16 i16 sums at 260.
+        unsafe {
+            let wp = w.add(sb * Q6K_PANEL_BYTES);
+            let ab = a.add(sb * Q8K_BLOCK_BYTES);
+            let mut isum = [_mm512_setzero_si512(); RA];
+            for g in 0..16 {
+                let mut p = [_mm512_setzero_si512(); RA];
+                for c in 0..4 {
+                    let wk = wp.add(Q6K_QUANTS + 64 * (4 * g + c));
+                    let wk = _mm512_loadu_si512(wk as *const __m512i);
+                    for (i, p) in p.iter_mut().enumerate() {
+                        let q = ab.add(i * a_stride + 4 + 16 * g + 4 * c);
+                        let av = _mm512_set1_epi32((q as *const i32).read_unaligned());
+                        *p = _mm512_dpbusd_epi32(*p, wk, av);
+                    }
+                }
+                let sc = _mm512_loadu_si512(wp.add(64 + 64 * g) as *const __m512i);
+                for (s, p) in isum.iter_mut().zip(p) {
+                    *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(p, sc));
+                }
+            }
+            let mut bias = [_mm512_setzero_si512(); RA];
+            for m in 0..8 {
+                let pair = _mm512_loadu_si512(wp.add(64 + 16 * 64 + 64 * m) as *const __m512i);
+                for (i, b) in bias.iter_mut().enumerate() {
+                    let s = (ab.add(i * a_stride + 260 + 4 * m) as *const i32).read_unaligned();
+                    *b = _mm512_add_epi32(*b, _mm512_madd_epi16(pair, _mm512_set1_epi32(s)));
+                }
+            }
+            let dw = _mm512_loadu_ps(wp as *const f32);
+            for i in 0..RA {
+                let s = _mm512_sub_epi32(isum[i], _mm512_slli_epi32::<5>(bias[i]));
+                let da = (ab.add(i * a_stride) as *const f32).read_unaligned();
+                let r = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), dw), _mm512_set1_ps(da));
+                acc[i] = _mm512_add_ps(acc[i], r);
+            }
+        }
+    }
+    let mask = ((1u32 << n_rows.min(PANEL_ROWS)) - 1) as __mmask16;
+    for (i, v) in acc.iter().enumerate() {
+        // SAFETY: the caller vouches for n_rows floats at out + i·out_stride.
+        unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, *v) };
     }
 }
