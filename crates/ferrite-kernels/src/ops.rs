@@ -257,6 +257,65 @@ impl AttentionAccumulator {
     /// Attend to `n` positions: `keys` and `values` are `n × head_dim` f16 rows (as bytes).
     /// `softcap`, when set, applies `c·tanh(s/c)` to each scaled score.
     pub fn add(&mut self, k: &Kernels, keys: &[u8], values: &[u8], n: usize, softcap: Option<f32>) {
+        self.weigh(k, keys, n, softcap);
+        let row = 2 * self.q16.len();
+        let fused = self.mode == AttnAccum::F16
+            && k.attn_values_f16(
+                &mut self.acc16,
+                &values[..n * row],
+                &self.exps,
+                &self.raised,
+            );
+        self.accumulate(k, values, n, fused);
+    }
+
+    /// [`add`](Self::add) for several queries attending to the same keys and values (the query
+    /// heads of one grouped-query KV head). Each accumulator's result is exactly what `add`
+    /// gives it; the value accumulation runs for all of them in one pass over the values
+    /// where this ISA has a kernel for the head size.
+    pub fn add_group(
+        k: &Kernels,
+        accs: &mut [AttentionAccumulator],
+        keys: &[u8],
+        values: &[u8],
+        n: usize,
+        softcap: Option<f32>,
+    ) {
+        for a in accs.iter_mut() {
+            a.weigh(k, keys, n, softcap);
+        }
+        let mut grouped = false;
+        if accs.len() <= 4 && accs.iter().all(|a| a.mode == AttnAccum::F16) {
+            let g = accs.len();
+            let row = 2 * accs.first().map_or(0, |a| a.q16.len());
+            let mut bufs: [&mut [u16]; 4] = Default::default();
+            let mut es: [&[f32]; 4] = Default::default();
+            let mut rs: [&[bool]; 4] = Default::default();
+            for (i, a) in accs.iter_mut().enumerate() {
+                let AttentionAccumulator {
+                    acc16,
+                    exps,
+                    raised,
+                    ..
+                } = a;
+                (bufs[i], es[i], rs[i]) =
+                    (acc16.as_mut_slice(), exps.as_slice(), raised.as_slice());
+            }
+            grouped =
+                k.attn_values_f16_group(&mut bufs[..g], &values[..n * row], &es[..g], &rs[..g]);
+        }
+        for a in accs.iter_mut() {
+            let row = 2 * a.q16.len();
+            let fused = grouped
+                || (a.mode == AttnAccum::F16
+                    && k.attn_values_f16(&mut a.acc16, &values[..n * row], &a.exps, &a.raised));
+            a.accumulate(k, values, n, fused);
+        }
+    }
+
+    /// The first half of [`add`](Self::add): each key's score, the running maximum, and in
+    /// `exps`/`raised` each key's weight (or rescale factor) for the value accumulation.
+    fn weigh(&mut self, k: &Kernels, keys: &[u8], n: usize, softcap: Option<f32>) {
         let d = self.q16.len();
         let row = 2 * d;
         let q: &[u8] = bytemuck::cast_slice(&self.q16);
@@ -292,13 +351,13 @@ impl AttentionAccumulator {
         }
         self.max = max;
         k.expf(&mut self.exps);
-        let fused = self.mode == AttnAccum::F16
-            && k.attn_values_f16(
-                &mut self.acc16,
-                &values[..n * row],
-                &self.exps,
-                &self.raised,
-            );
+    }
+
+    /// The second half of [`add`](Self::add): the values weighted by `exps` (already done when
+    /// `fused`, by a kernel) and the softmax denominator.
+    fn accumulate(&mut self, k: &Kernels, values: &[u8], n: usize, fused: bool) {
+        let row = 2 * self.q16.len();
+        debug_assert!(self.exps.len() == n && values.len() >= n * row);
         let mut sum = self.sum;
         if fused {
             sum = softmax_sum(sum, &self.exps, &self.raised);
@@ -491,6 +550,64 @@ mod tests {
                             want.unwrap().to_bits(),
                             "{isa} d {d} key {j}/{n}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_queries_equal_each_query_alone() {
+        let mut rnd = crate::test_util::uniform(0x1405_7b7e_f767_814fu64, -2.0, 4.0);
+        let to16 = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
+                .collect()
+        };
+        for d in [64usize, 72, 256] {
+            for g in [1usize, 2, 3, 4] {
+                let n = 41;
+                let qs: Vec<Vec<f32>> = (0..g).map(|_| (0..d).map(|_| rnd()).collect()).collect();
+                let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                for isa in Isa::available() {
+                    let k = Kernels::new(isa).unwrap();
+                    let blocks = [1usize, 16, 3, 21];
+                    let mut group: Vec<AttentionAccumulator> = qs
+                        .iter()
+                        .map(|q| {
+                            let mut a = AttentionAccumulator::new(d, AttnAccum::F16);
+                            a.begin(q, 0.7);
+                            a
+                        })
+                        .collect();
+                    let mut start = 0;
+                    for len in blocks {
+                        let (a, b) = (start * d * 2, (start + len) * d * 2);
+                        AttentionAccumulator::add_group(
+                            &k,
+                            &mut group,
+                            &kb[a..b],
+                            &vb[a..b],
+                            len,
+                            None,
+                        );
+                        start += len;
+                    }
+                    for (qi, q) in qs.iter().enumerate() {
+                        let mut alone = AttentionAccumulator::new(d, AttnAccum::F16);
+                        alone.begin(q, 0.7);
+                        let mut start = 0;
+                        for len in blocks {
+                            let (a, b) = (start * d * 2, (start + len) * d * 2);
+                            alone.add(&k, &kb[a..b], &vb[a..b], len, None);
+                            start += len;
+                        }
+                        let (mut x, mut y) = (vec![0f32; d], vec![0f32; d]);
+                        group[qi].finish(&mut x);
+                        alone.finish(&mut y);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&x), bits(&y), "{isa} d {d} group {g} query {qi}");
                     }
                 }
             }

@@ -183,7 +183,9 @@ pub struct AttentionParams {
 }
 
 /// Causal attention of every query of the batch over its sequence's cached keys and values;
-/// `q` is `T × n_heads·head_dim`, `out` the same shape. Parallel over (token, head).
+/// `q` is `T × n_heads·head_dim`, `out` the same shape. Parallel over (token, KV head): the
+/// query heads that share a KV head attend together, reading each key and value block once
+/// (each head's result is exactly what it would be alone).
 pub fn attention(
     cpu: &Cpu,
     kv: &dyn KvStore,
@@ -196,38 +198,46 @@ pub fn attention(
     let group = p.n_heads / p.n_kv_heads;
     out.resize(q.len(), 0.0);
     let (k, mode) = (cpu.kernels, cpu.attn_accum);
-    // A token's cost grows with its position (causal), so heads are dealt out round-robin
+    // A token's cost grows with its position (causal), so units are dealt out round-robin
     // rather than in contiguous runs, which gave the last thread most of a prompt's work.
-    cpu.pool.par_chunks_mut_interleaved(out, d, |c, o| {
-        let (t, h) = (c / p.n_heads, c % p.n_heads);
+    cpu.pool.par_chunks_mut_interleaved(out, group * d, |c, o| {
+        let (t, g) = (c / p.n_kv_heads, c % p.n_kv_heads);
         let pos = batch.positions[t];
         let lo = match p.window {
             Some(w) => (pos + 1).saturating_sub(w),
             None => 0,
         };
-        // One accumulator per pool thread, kept between calls: no allocation per head.
-        ACCUMULATOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let acc = match slot.as_mut() {
-                Some(a) if a.head_dim() == d && a.mode() == mode => a,
-                _ => slot.insert(AttentionAccumulator::new(d, mode)),
-            };
-            acc.begin(&q[c * d..(c + 1) * d], p.scale);
+        // One set of accumulators per pool thread, kept between calls: no allocation per unit.
+        ACCUMULATORS.with(|cell| {
+            let mut accs = cell.borrow_mut();
+            if accs.len() != group || accs.iter().any(|a| a.head_dim() != d || a.mode() != mode) {
+                *accs = (0..group)
+                    .map(|_| AttentionAccumulator::new(d, mode))
+                    .collect();
+            }
+            let q0 = c * group * d; // query heads g·group.. of token t are contiguous in q
+            for (h, acc) in accs.iter_mut().enumerate() {
+                acc.begin(&q[q0 + h * d..q0 + (h + 1) * d], p.scale);
+            }
             kv.read(
                 p.layer,
                 batch.slots[t],
-                h / group,
+                g,
                 lo..pos + 1,
-                &mut |keys, values, n| acc.add(&k, keys, values, n, p.softcap),
+                &mut |keys, values, n| {
+                    AttentionAccumulator::add_group(&k, &mut accs, keys, values, n, p.softcap)
+                },
             );
-            acc.finish(o);
+            for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(d)) {
+                acc.finish(oh);
+            }
         });
     });
 }
 
 thread_local! {
-    static ACCUMULATOR: std::cell::RefCell<Option<AttentionAccumulator>> =
-        const { std::cell::RefCell::new(None) };
+    static ACCUMULATORS: std::cell::RefCell<Vec<AttentionAccumulator>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Store K and V of every batch token in the cache.

@@ -110,6 +110,14 @@ fn attn_values_none(_: &mut [u16], _: &[u8], _: &[f32], _: &[bool]) -> bool {
     false
 }
 
+/// Attention's f16 value accumulation for several queries over the same block of keys (see
+/// [`Kernels::attn_values_f16_group`]); returns false where this ISA has no grouped version.
+pub(crate) type AttnValuesGroupFn = fn(&mut [&mut [u16]], &[u8], &[&[f32]], &[&[bool]]) -> bool;
+
+fn attn_values_group_none(_: &mut [&mut [u16]], _: &[u8], _: &[&[f32]], _: &[&[bool]]) -> bool {
+    false
+}
+
 /// Attention scores of one f16 query against a block of f16 keys (see
 /// [`Kernels::attn_scores_f16`]); returns false where this ISA has no block version for the
 /// head size.
@@ -157,6 +165,7 @@ pub struct Kernels {
     expf: ExpFn,
     attn_values: AttnValuesFn,
     attn_scores: AttnScoresFn,
+    attn_values_group: AttnValuesGroupFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -196,6 +205,7 @@ impl Kernels {
             expf: expf_libm,
             attn_values: attn_values_none,
             attn_scores: attn_scores_none,
+            attn_values_group: attn_values_group_none,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -336,6 +346,20 @@ impl Kernels {
             return false;
         }
         (self.attn_scores)(q, keys, out)
+    }
+
+    /// [`attn_values_f16`](Self::attn_values_f16) for several accumulators (one per query of a
+    /// grouped-query head) over the same values, `e[g]` and `raised[g]` belonging to `acc[g]`;
+    /// each accumulator ends exactly as `attn_values_f16` would leave it. Returns false
+    /// (having done nothing) when this ISA has no grouped version for this shape.
+    pub fn attn_values_f16_group(
+        &self,
+        acc: &mut [&mut [u16]],
+        values: &[u8],
+        e: &[&[f32]],
+        raised: &[&[bool]],
+    ) -> bool {
+        (self.attn_values_group)(acc, values, e, raised)
     }
 
     /// Attention's value accumulation over a block of keys into the f16 accumulator `acc`: per
@@ -672,6 +696,59 @@ mod x86 {
         true
     }
 
+    fn attn_values_group_avx512(
+        acc: &mut [&mut [u16]],
+        values: &[u8],
+        e: &[&[f32]],
+        raised: &[&[bool]],
+    ) -> bool {
+        let g = acc.len();
+        let d = acc.first().map_or(0, |a| a.len());
+        let n = e.first().map_or(0, |e| e.len());
+        // Head size 64 only: larger heads already give one query enough independent chains,
+        // and 4 queries × 4 chunks fill the registers.
+        if d != 64
+            || !(2..=4).contains(&g)
+            || e.len() != g
+            || raised.len() != g
+            || acc.iter().any(|a| a.len() != d)
+            || e.iter().any(|x| x.len() != n)
+            || raised.iter().any(|r| r.len() != n)
+            || values.len() != 2 * d * n
+        {
+            return false;
+        }
+        let v = values.as_ptr() as *const u16;
+        // SAFETY: shapes checked just above (g accumulators of 64 halves, n value rows of 64
+        // halves, n weights and flags per accumulator); installed only for the AVX-512 ISA.
+        unsafe {
+            match g {
+                2 => fdot::attn_values_f16_group_avx512::<4, 2>(
+                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
+                    v,
+                    n,
+                    std::array::from_fn(|i| e[i].as_ptr()),
+                    std::array::from_fn(|i| raised[i].as_ptr()),
+                ),
+                3 => fdot::attn_values_f16_group_avx512::<4, 3>(
+                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
+                    v,
+                    n,
+                    std::array::from_fn(|i| e[i].as_ptr()),
+                    std::array::from_fn(|i| raised[i].as_ptr()),
+                ),
+                _ => fdot::attn_values_f16_group_avx512::<4, 4>(
+                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
+                    v,
+                    n,
+                    std::array::from_fn(|i| e[i].as_ptr()),
+                    std::array::from_fn(|i| raised[i].as_ptr()),
+                ),
+            }
+        }
+        true
+    }
+
     fn expf_avx512(x: &mut [f32]) {
         // SAFETY: installed only for the AVX-512 ISA (which includes AVX2 and FMA).
         unsafe { crate::arch::x86_64::libm_expf::expf_avx512(x) }
@@ -739,6 +816,7 @@ mod x86 {
         if k.isa == Isa::Avx512 {
             k.attn_values = attn_values_avx512;
             k.attn_scores = attn_scores_avx512;
+            k.attn_values_group = attn_values_group_avx512;
         }
         k.swiglu = match k.isa {
             Isa::Avx512 => swiglu_avx512,

@@ -287,6 +287,70 @@ pub(crate) unsafe fn attn_values_f16_avx512<const C: usize>(
     }
 }
 
+/// [`attn_values_f16_avx512`] for `G` queries attending to the same keys (the query heads of
+/// one grouped-query KV head): each value chunk is loaded and widened once for all `G`
+/// accumulators, and the `G·C` accumulator chains run interleaved (one query's chain of
+/// FMA → f16 → f32 per key is latency-bound at small head sizes). Per accumulator the
+/// operations and their order are exactly [`attn_values_f16_avx512`]'s.
+///
+/// # Safety
+/// Each `acc[g]` must be valid for `C·16` halves, `values` for `n·C·16` halves, each `e[g]` and
+/// `raised[g]` for `n` elements; the CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(crate) unsafe fn attn_values_f16_group_avx512<const C: usize, const G: usize>(
+    acc: [*mut u16; G],
+    values: *const u16,
+    n: usize,
+    e: [*const f32; G],
+    raised: [*const bool; G],
+) {
+    let round = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    let mut y: [[__m512; C]; G] = std::array::from_fn(|g| {
+        std::array::from_fn(|c| {
+            // SAFETY: chunk c of accumulator g (contract).
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(acc[g].add(16 * c) as *const __m256i)) }
+        })
+    });
+    for j in 0..n {
+        // SAFETY: chunk c of value row j, inside the n·C·16 halves.
+        let x: [__m512; C] = std::array::from_fn(|c| unsafe {
+            _mm512_cvtph_ps(_mm256_loadu_si256(
+                values.add((j * C + c) * 16) as *const __m256i
+            ))
+        });
+        for (g, yg) in y.iter_mut().enumerate() {
+            // SAFETY: j < n entries of e[g] and raised[g].
+            let (ej, up) = unsafe { (*e[g].add(j), *raised[g].add(j)) };
+            let w = if up {
+                if ej != 1.0 {
+                    let m = _mm512_set1_ps(ej);
+                    for yc in yg.iter_mut() {
+                        *yc = round(_mm512_mul_ps(*yc, m));
+                    }
+                }
+                1.0
+            } else {
+                ej
+            };
+            let wv = _mm512_set1_ps(w);
+            for (yc, xc) in yg.iter_mut().zip(&x) {
+                *yc = round(_mm512_fmadd_ps(*xc, wv, *yc));
+            }
+        }
+    }
+    for (g, yg) in y.iter().enumerate() {
+        for (c, yc) in yg.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                _mm256_storeu_si256(
+                    acc[g].add(16 * c) as *mut __m256i,
+                    _mm512_cvtps_ph(*yc, _MM_FROUND_TO_NEAREST_INT),
+                )
+            };
+        }
+    }
+}
+
 /// [`scale_f16_avx2`] 16 lanes at a time.
 ///
 /// # Safety
