@@ -87,36 +87,43 @@ pub fn swiglu_rows(
     up: &[f32],
     width: usize,
 ) -> crate::Result<()> {
+    glu_rows("swiglu", pool, gate, up, width, |g, u| k.swiglu(g, u))
+}
+
+/// [`geglu_inplace`] row by row, rows spread over the pool, with the kernel family's SIMD
+/// version (bit-identical to the scalar reference).
+pub fn geglu_rows(
+    pool: &crate::ThreadPool,
+    k: &crate::Kernels,
+    gate: &mut [f32],
+    up: &[f32],
+    width: usize,
+) -> crate::Result<()> {
+    glu_rows("geglu", pool, gate, up, width, |g, u| k.geglu(g, u))
+}
+
+/// A gated activation `f` over rows of `width`, spread over the pool; the lengths are checked
+/// once here.
+fn glu_rows(
+    name: &str,
+    pool: &crate::ThreadPool,
+    gate: &mut [f32],
+    up: &[f32],
+    width: usize,
+    f: impl Fn(&mut [f32], &[f32]) -> crate::Result<()> + Sync,
+) -> crate::Result<()> {
     if gate.len() != up.len() {
         return Err(crate::Error::Shape(format!(
-            "swiglu: gate has {} values, up {}",
+            "{name}: gate has {} values, up {}",
             gate.len(),
             up.len()
         )));
     }
     pool.par_chunks_mut(gate, width, |i, g| {
         // Equal lengths: checked above, and chunks of both follow the same rows.
-        let _ = k.swiglu(g, &up[i * width..i * width + g.len()]);
+        let _ = f(g, &up[i * width..i * width + g.len()]);
     });
     Ok(())
-}
-
-/// [`geglu_inplace`] row by row, rows spread over the pool.
-pub fn geglu_rows(pool: &crate::ThreadPool, gate: &mut [f32], up: &[f32], width: usize) {
-    pool.par_chunks_mut(gate, width, |i, g| {
-        let u = &up[i * width..i * width + g.len()];
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the features were just checked; the table has 65536 entries.
-            return unsafe {
-                crate::arch::x86_64::act::geglu_avx512(g, u, crate::compat::gelu_table())
-            };
-        }
-        crate::compat::geglu(g, u)
-    });
 }
 
 /// tanh-approximated GELU in f32.
@@ -518,11 +525,18 @@ mod tests {
         for (g, u) in want.chunks_mut(width).zip(up.chunks(width)) {
             crate::compat::geglu(g, u);
         }
-        for nth in [1, 2] {
-            let mut got = gate.clone();
-            geglu_rows(&crate::ThreadPool::new(nth), &mut got, &up, width);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{nth} threads");
+        for isa in Isa::available() {
+            let k = Kernels::new(isa).unwrap();
+            for nth in [1, 2] {
+                let mut got = gate.clone();
+                geglu_rows(&crate::ThreadPool::new(nth), &k, &mut got, &up, width).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa} {nth} threads");
+            }
+            // Unequal lengths are refused.
+            let mut short = gate.clone();
+            let err = geglu_rows(&crate::ThreadPool::new(1), &k, &mut short, &up[1..], width);
+            assert!(err.is_err(), "{isa}");
         }
     }
 

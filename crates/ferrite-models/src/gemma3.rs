@@ -207,7 +207,7 @@ impl Model for Gemma3 {
             )?; // (T, FF) each
             cpu.trace("ffn_gate", il, &s.gate);
             cpu.trace("ffn_up", il, &s.up);
-            geglu_rows(&cpu.pool, &mut s.gate, &s.up, c.ffn_dim);
+            geglu_rows(&cpu.pool, &cpu.kernels, &mut s.gate, &s.up, c.ffn_dim)?;
             cpu.trace("ffn_geglu", il, &s.gate);
             cpu.linear_grouped(
                 &l.down,

@@ -97,14 +97,27 @@ pub(crate) struct TileKernels {
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
 /// `y = f16(y·v)`.
 pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
-/// `gate = silu(gate) · up` (equal lengths).
-pub(crate) type SwigluFn = fn(&mut [f32], &[f32]);
+/// `gate = act(gate) · up` (equal lengths): SwiGLU, GeGLU.
+pub(crate) type GluFn = fn(&mut [f32], &[f32]);
 /// `x[i] = expf(x[i])`, bit-identical to the platform's libm.
 pub(crate) type ExpFn = fn(&mut [f32]);
 /// Attention's f16 value accumulation over a block of keys (see
 /// [`Kernels::attn_values_f16`]); returns false where this ISA has no fused version for the
 /// head size, and the caller then goes key by key.
 pub(crate) type AttnValuesFn = fn(&mut [u16], &[u8], &[f32], &[bool]) -> bool;
+
+/// A gated activation after its length check.
+fn glu(name: &str, f: GluFn, gate: &mut [f32], up: &[f32]) -> Result<()> {
+    if gate.len() != up.len() {
+        return Err(Error::Shape(format!(
+            "{name}: gate has {} values, up {}",
+            gate.len(),
+            up.len()
+        )));
+    }
+    f(gate, up);
+    Ok(())
+}
 
 fn attn_values_none(_: &mut [u16], _: &[u8], _: &[f32], _: &[bool]) -> bool {
     false
@@ -161,7 +174,8 @@ pub struct Kernels {
     tiles: [Option<TileKernels>; QuantType::ALL.len()],
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
-    swiglu: SwigluFn,
+    swiglu: GluFn,
+    geglu: GluFn,
     expf: ExpFn,
     attn_values: AttnValuesFn,
     attn_scores: AttnScoresFn,
@@ -202,6 +216,7 @@ impl Kernels {
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
             swiglu: crate::compat::swiglu,
+            geglu: crate::compat::geglu,
             expf: expf_libm,
             attn_values: attn_values_none,
             attn_scores: attn_scores_none,
@@ -321,15 +336,12 @@ impl Kernels {
 
     /// `gate[i] = silu(gate[i]) · up[i]` with ggml's polynomial exp ([`crate::compat::swiglu`]).
     pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
-        if gate.len() != up.len() {
-            return Err(Error::Shape(format!(
-                "swiglu: gate has {} values, up {}",
-                gate.len(),
-                up.len()
-            )));
-        }
-        (self.swiglu)(gate, up);
-        Ok(())
+        glu("swiglu", self.swiglu, gate, up)
+    }
+
+    /// `gate[i] = gelu(gate[i]) · up[i]` with ggml's f16 GELU table ([`crate::compat::geglu`]).
+    pub fn geglu(&self, gate: &mut [f32], up: &[f32]) -> Result<()> {
+        glu("geglu", self.geglu, gate, up)
     }
 
     /// `x[i] = expf(x[i])` for every element, bit-identical to libm's `expf` (a vector path
@@ -775,6 +787,12 @@ mod x86 {
             .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 
+    fn geglu_avx512(gate: &mut [f32], up: &[f32]) {
+        // SAFETY: installed only for the AVX-512 ISA (F, BW, VL and F16C); the kernel checks the
+        // lengths and the table.
+        unsafe { act::geglu_avx512(gate, up, crate::compat::gelu_table()) }
+    }
+
     fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
         assert!(
             gate.len() == up.len(),
@@ -817,6 +835,9 @@ mod x86 {
             k.attn_values = attn_values_avx512;
             k.attn_scores = attn_scores_avx512;
             k.attn_values_group = attn_values_group_avx512;
+        }
+        if k.isa == Isa::Avx512 {
+            k.geglu = geglu_avx512;
         }
         k.swiglu = match k.isa {
             Isa::Avx512 => swiglu_avx512,

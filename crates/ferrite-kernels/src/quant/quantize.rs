@@ -36,13 +36,24 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
 
 /// One Q8_0 block, the plain reference.
 pub(crate) fn quantize_block_q8_0(xb: &[f32], b: &mut BlockQ8_0) {
+    b.d = f16_bytes(quantize_block_q8(xb, &mut b.qs).0);
+}
+
+/// The quants of one 32-element block as Q8_0 and Q8_1 share them: `d = amax/127`,
+/// `q = rne(x·127/amax)`; returns `d` and `Σq`.
+fn quantize_block_q8(xb: &[f32], qs: &mut [i8; QK]) -> (f32, i32) {
     let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    b.d = f16_bytes(d);
-    for (q, &v) in b.qs.iter_mut().zip(xb) {
-        *q = rne(v * id) as i8;
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(xb) {
+        let r = rne(v * id);
+        // Wrapping: a denormal maximum makes `id` infinite and `r` saturate (garbage in,
+        // garbage out, but never an overflow panic in a debug build).
+        sum = sum.wrapping_add(r);
+        *q = r as i8;
     }
+    (d, sum)
 }
 
 /// Q8_1 activations: Q8_0 plus `s = d·Σq` (f32 product, stored as f16).
@@ -59,18 +70,8 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 
 /// One Q8_1 block, the plain reference.
 pub(crate) fn quantize_block_q8_1(xb: &[f32], b: &mut BlockQ8_1) {
-    let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let (d, sum) = quantize_block_q8(xb, &mut b.qs);
     b.d = f16_bytes(d);
-    let mut sum = 0i32;
-    for (q, &v) in b.qs.iter_mut().zip(xb) {
-        let r = rne(v * id);
-        // Wrapping: a denormal maximum makes `id` infinite and `r` saturate (garbage in,
-        // garbage out, but never an overflow panic in a debug build).
-        sum = sum.wrapping_add(r);
-        *q = r as i8;
-    }
     b.s = f16_bytes(d * sum as f32);
 }
 

@@ -246,52 +246,15 @@ pub(crate) unsafe fn attn_values_f16_avx512<const C: usize>(
     e: *const f32,
     raised: *const bool,
 ) {
-    let round = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    // SAFETY: chunk c of the accumulator, c < C.
-    let mut y: [__m512; C] = std::array::from_fn(|c| unsafe {
-        _mm512_cvtph_ps(_mm256_loadu_si256(acc.add(16 * c) as *const __m256i))
-    });
-    for j in 0..n {
-        // SAFETY: j < n entries of e and raised.
-        let (ej, up) = unsafe { (*e.add(j), *raised.add(j)) };
-        let w = if up {
-            if ej != 1.0 {
-                let m = _mm512_set1_ps(ej);
-                for yc in y.iter_mut() {
-                    *yc = round(_mm512_mul_ps(*yc, m));
-                }
-            }
-            1.0
-        } else {
-            ej
-        };
-        let wv = _mm512_set1_ps(w);
-        for (c, yc) in y.iter_mut().enumerate() {
-            // SAFETY: chunk c of value row j, inside the n·C·16 halves.
-            let x = unsafe {
-                _mm512_cvtph_ps(_mm256_loadu_si256(
-                    values.add((j * C + c) * 16) as *const __m256i
-                ))
-            };
-            *yc = round(_mm512_fmadd_ps(x, wv, *yc));
-        }
-    }
-    for (c, yc) in y.iter().enumerate() {
-        // SAFETY: as above.
-        unsafe {
-            _mm256_storeu_si256(
-                acc.add(16 * c) as *mut __m256i,
-                _mm512_cvtps_ph(*yc, _MM_FROUND_TO_NEAREST_INT),
-            )
-        };
-    }
+    // SAFETY: the grouped kernel with one query has this function's contract.
+    unsafe { attn_values_f16_group_avx512::<C, 1>([acc], values, n, [e], [raised]) }
 }
 
 /// [`attn_values_f16_avx512`] for `G` queries attending to the same keys (the query heads of
 /// one grouped-query KV head): each value chunk is loaded and widened once for all `G`
-/// accumulators, and the `G·C` accumulator chains run interleaved (one query's chain of
-/// FMA → f16 → f32 per key is latency-bound at small head sizes). Per accumulator the
-/// operations and their order are exactly [`attn_values_f16_avx512`]'s.
+/// accumulators, and the `G·C` accumulator chains run interleaved. Per accumulator the
+/// operations and their order are exactly those of one query alone (`G = 1`, which is what
+/// [`attn_values_f16_avx512`] runs).
 ///
 /// # Safety
 /// Each `acc[g]` must be valid for `C·16` halves, `values` for `n·C·16` halves, each `e[g]` and

@@ -34,7 +34,10 @@ use std::arch::x86_64::*;
 
 use super::common::f16_at;
 use super::qtile::{decode, has_min, weight_block_bytes};
-use crate::k_panel::{Q4K_PANEL_BYTES, Q4K_QUANTS, Q6K_PANEL_BYTES, Q6K_QUANTS};
+use crate::k_panel::{
+    Q4K_DMIN, Q4K_MINS, Q4K_PANEL_BYTES, Q4K_QUANTS, Q4K_SCALES, Q6K_PAIRS, Q6K_PANEL_BYTES,
+    Q6K_QUANTS, Q6K_SCALES,
+};
 use crate::quant::blocks::BlockQ8K;
 use crate::tiled::{packed_block_bytes, PANEL_BLOCK_BYTES, PANEL_ROWS};
 
@@ -42,6 +45,26 @@ use crate::tiled::{packed_block_bytes, PANEL_BLOCK_BYTES, PANEL_ROWS};
 const Q8K_BLOCK_BYTES: usize = std::mem::size_of::<BlockQ8K>();
 /// Bytes of one packed activation block (a one-row group of `crate::tiled::pack_group`).
 const ACT_BLOCK_BYTES: usize = packed_block_bytes(1);
+
+/// Store `rows[i]` (one output per lane) at `out + i·out_stride`, lanes below `n_rows` only
+/// (a partial panel's missing rows are not written).
+///
+/// # Safety
+/// `out + i·out_stride` must be valid for `min(n_rows, 16)` floats for every `i < RA`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn store_rows<const RA: usize>(
+    out: *mut f32,
+    out_stride: usize,
+    n_rows: usize,
+    rows: [__m512; RA],
+) {
+    let mask = ((1u32 << n_rows.min(PANEL_ROWS)) - 1) as __mmask16;
+    for (i, v) in rows.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, *v) };
+    }
+}
 
 /// Repack rows `0..n_rows` (≤ 16) of `w` (stride `w_stride`, `nb` blocks of format `F`) into a
 /// panel at `out`; missing rows are zero (their outputs are masked off).
@@ -137,19 +160,20 @@ pub(crate) unsafe fn panel<const MIN: bool, const RA: usize>(
             }
         }
     }
-    let mask = ((1u32 << n_rows.min(PANEL_ROWS)) - 1) as __mmask16;
-    for i in 0..RA {
+    let sums: [__m512; RA] = std::array::from_fn(|i| {
         let l = &acc[i];
         // ggml's `hsum_float_8` order, one output per lane: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
         let h: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(l[j + 4], l[j]));
-        let mut s = _mm512_add_ps(_mm512_add_ps(h[0], h[2]), _mm512_add_ps(h[1], h[3]));
+        let s = _mm512_add_ps(_mm512_add_ps(h[0], h[2]), _mm512_add_ps(h[1], h[3]));
+        // The min formats' row kernels return `hsum + mins` (the others the sum alone).
         if MIN {
-            // The min formats' row kernels return `hsum + mins` (the others the sum alone).
-            s = _mm512_add_ps(s, mins[i]);
+            _mm512_add_ps(s, mins[i])
+        } else {
+            s
         }
-        // SAFETY: the caller vouches for n_rows floats at out + i·out_stride.
-        unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, s) };
-    }
+    });
+    // SAFETY: the caller vouches for the outputs (contract).
+    unsafe { store_rows(out, out_stride, n_rows, sums) };
 }
 
 /// Q4_K panels against four activation rows (Q8_K), in the arithmetic of ggml's repacked GEMM
@@ -196,7 +220,7 @@ pub(crate) unsafe fn panel_q4k(
             let da: [f32; RA] =
                 std::array::from_fn(|i| (ab.add(i * a_stride) as *const f32).read_unaligned());
             let dw = _mm512_loadu_ps(wp as *const f32);
-            let dm = _mm512_loadu_ps(wp.add(64) as *const f32);
+            let dm = _mm512_loadu_ps(wp.add(Q4K_DMIN) as *const f32);
             for c in 0..4 {
                 let mut p = [[_mm512_setzero_si512(); RA]; 2];
                 for k in 0..8 {
@@ -211,9 +235,9 @@ pub(crate) unsafe fn panel_q4k(
                         }
                     }
                 }
-                let sc0 = _mm512_loadu_ps(wp.add(128 + 128 * c) as *const f32);
-                let sc1 = _mm512_loadu_ps(wp.add(192 + 128 * c) as *const f32);
-                let mn = _mm512_loadu_si512(wp.add(640 + 64 * c) as *const __m512i);
+                let sc0 = _mm512_loadu_ps(wp.add(Q4K_SCALES + 64 * (2 * c)) as *const f32);
+                let sc1 = _mm512_loadu_ps(wp.add(Q4K_SCALES + 64 * (2 * c + 1)) as *const f32);
+                let mn = _mm512_loadu_si512(wp.add(Q4K_MINS + 64 * c) as *const __m512i);
                 for i in 0..RA {
                     let lo = _mm512_mul_ps(_mm512_cvtepi32_ps(p[0][i]), sc0);
                     let isum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1][i]), sc1, lo);
@@ -227,12 +251,9 @@ pub(crate) unsafe fn panel_q4k(
             }
         }
     }
-    let mask = ((1u32 << n_rows.min(PANEL_ROWS)) - 1) as __mmask16;
-    for i in 0..RA {
-        let v = _mm512_sub_ps(acc[i], acc_m[i]);
-        // SAFETY: the caller vouches for n_rows floats at out + i·out_stride.
-        unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, v) };
-    }
+    let v: [__m512; RA] = std::array::from_fn(|i| _mm512_sub_ps(acc[i], acc_m[i]));
+    // SAFETY: the caller vouches for the outputs (contract).
+    unsafe { store_rows(out, out_stride, n_rows, v) };
 }
 
 /// Q6_K panels against four Q8_K activation rows, in the arithmetic of ggml's tiled K-quant
@@ -283,14 +304,14 @@ pub(crate) unsafe fn panel_q6k(
                         *p = _mm512_dpbusd_epi32(*p, wk, av);
                     }
                 }
-                let sc = _mm512_loadu_si512(wp.add(64 + 64 * g) as *const __m512i);
+                let sc = _mm512_loadu_si512(wp.add(Q6K_SCALES + 64 * g) as *const __m512i);
                 for (s, p) in isum.iter_mut().zip(p) {
                     *s = _mm512_add_epi32(*s, _mm512_mullo_epi32(p, sc));
                 }
             }
             let mut bias = [_mm512_setzero_si512(); RA];
             for m in 0..8 {
-                let pair = _mm512_loadu_si512(wp.add(64 + 16 * 64 + 64 * m) as *const __m512i);
+                let pair = _mm512_loadu_si512(wp.add(Q6K_PAIRS + 64 * m) as *const __m512i);
                 for (i, b) in bias.iter_mut().enumerate() {
                     let s = (ab.add(i * a_stride + 260 + 4 * m) as *const i32).read_unaligned();
                     *b = _mm512_add_epi32(*b, _mm512_madd_epi16(pair, _mm512_set1_epi32(s)));
@@ -305,9 +326,6 @@ pub(crate) unsafe fn panel_q6k(
             }
         }
     }
-    let mask = ((1u32 << n_rows.min(PANEL_ROWS)) - 1) as __mmask16;
-    for (i, v) in acc.iter().enumerate() {
-        // SAFETY: the caller vouches for n_rows floats at out + i·out_stride.
-        unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, *v) };
-    }
+    // SAFETY: the caller vouches for the outputs (contract).
+    unsafe { store_rows(out, out_stride, n_rows, acc) };
 }
