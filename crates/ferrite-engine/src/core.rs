@@ -14,7 +14,7 @@ use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
 use crate::sampling::{Sampler, SamplingParams, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::spec::ngram::{self, NgramConfig};
-use crate::spec::{DraftJob, DraftModel};
+use crate::spec::{choose_k, Acceptance, DraftJob, DraftModel, StepCosts};
 use crate::stop::{StopMatcher, StopStep};
 use crate::{Error, FinishReason, Result};
 
@@ -172,15 +172,10 @@ pub struct EngineStats {
 /// Most draft tokens per verification.
 pub const MAX_SPEC_TOKENS: usize = 32;
 
-/// Draft length a request starts with (it grows by one after each full acceptance, up to k).
-const SPEC_START_K: usize = 2;
-/// Acceptance-rate estimate a request starts with.
-const SPEC_START_RATE: f64 = 0.7;
-/// Below this running acceptance rate drafting pauses. Every draft row costs a forward row; with
-/// today's kernels a row costs nearly a full decode step, so misses are expensive.
-const SPEC_MIN_RATE: f64 = 0.5;
-/// Steps without drafting after the rate falls below the minimum; then one draft probes again.
-const SPEC_PAUSE_STEPS: u32 = 32;
+/// A draft-model request that chose no drafts for this many steps drafts one token again, so
+/// its acceptance estimate can recover (n-gram requests keep learning from lookups that cost
+/// nothing, see [`ReqState::spec_proposal`]).
+const SPEC_PROBE_STEPS: u32 = 32;
 
 struct ReqState {
     sampler: Sampler,
@@ -193,41 +188,19 @@ struct ReqState {
     logprobs: Option<usize>,
     stopped_by_string: bool,
     spec: Option<NgramConfig>,
-    /// Current draft length (adapts to the acceptance rate).
-    spec_k: usize,
     spec_drafted: usize,
     spec_accepted: usize,
-    /// Running acceptance rate of this request's drafts.
-    spec_rate: f64,
-    /// Steps left without drafting (after a low acceptance rate).
-    spec_pause: u32,
+    /// Running estimate of the chance that this request's next draft token is accepted.
+    spec_acceptance: Acceptance,
+    /// The drafter's last proposal, including tokens beyond those sent for verification: the
+    /// tokens the step emits are compared with all of it, so an n-gram lookup that was not
+    /// worth verifying still teaches the acceptance estimate.
+    spec_proposal: Vec<u32>,
+    /// Steps since this request last verified drafts.
+    spec_idle: u32,
     arrival: Instant,
     first_token: Option<Instant>,
     sink: Box<dyn OutputSink>,
-}
-
-impl ReqState {
-    /// Adapt the draft length to this request's acceptance: grow after a full acceptance,
-    /// halve after a miss, and pause drafting while the running rate is below
-    /// [`SPEC_MIN_RATE`], probing again with one draft after [`SPEC_PAUSE_STEPS`]. Free-form
-    /// text, where n-gram drafts rarely match, thus pays for about one draft row per pause.
-    fn adapt_speculation(&mut self, accepted: usize, drafted: usize) {
-        let k = self.spec.map_or(0, |c| c.k);
-        self.spec_rate = 0.7 * self.spec_rate + 0.3 * (accepted as f64 / drafted as f64);
-        self.spec_k = if accepted == drafted {
-            (self.spec_k + 1).min(k)
-        } else if accepted == 0 {
-            (self.spec_k / 2).max(1)
-        } else {
-            self.spec_k
-        };
-        if self.spec_rate < SPEC_MIN_RATE {
-            self.spec_pause = SPEC_PAUSE_STEPS;
-            self.spec_k = 1;
-            // One accepted probe is enough to resume.
-            self.spec_rate = SPEC_MIN_RATE;
-        }
-    }
 }
 
 /// Model, KV cache, scheduler and per-request sampling state.
@@ -245,6 +218,11 @@ pub struct EngineCore {
     /// When set, requests with speculation on draft with this model instead of n-gram lookup
     /// (their `k` applies; `min_n`/`max_n` do not).
     draft: Option<DraftModel>,
+    /// Measured forward-pass time by number of rows: what a draft row costs here.
+    step_costs: StepCosts,
+    /// Acceptance of the draft model's tokens across requests: how well this pairing agrees
+    /// hardly depends on the prompt, so a new request starts from it.
+    draft_acceptance: Acceptance,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -332,6 +310,8 @@ impl EngineCore {
             next_id: 1,
             speculative: cfg.speculative,
             draft: None,
+            step_costs: StepCosts::default(),
+            draft_acceptance: Acceptance::default(),
         })
     }
 
@@ -408,13 +388,15 @@ impl EngineCore {
                         ignore_eos: req.ignore_eos,
                         logprobs: req.logprobs,
                         stopped_by_string: false,
-                        // Start short and grow on full acceptances: a miss costs a row per draft.
-                        spec_k: spec.map_or(0, |c| c.k.min(SPEC_START_K)),
                         spec,
                         spec_drafted: 0,
                         spec_accepted: 0,
-                        spec_rate: SPEC_START_RATE,
-                        spec_pause: 0,
+                        spec_acceptance: match self.draft {
+                            Some(_) => self.draft_acceptance,
+                            None => Acceptance::default(),
+                        },
+                        spec_proposal: Vec::new(),
+                        spec_idle: 0,
                         arrival: req.arrival,
                         first_token: None,
                         sink,
@@ -533,6 +515,7 @@ impl EngineCore {
             kernel_groups: Some(&groups),
         };
         let n = tokens.len();
+        let started = Instant::now();
         if let Err(e) = self.model.forward(&batch, &mut self.kv, &mut self.logits) {
             tracing::error!(error = %e, "forward pass failed");
             for s in &plan {
@@ -545,6 +528,7 @@ impl EngineCore {
             self.publish();
             return n;
         }
+        self.step_costs.record(n, started.elapsed().as_secs_f64());
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
         self.stats
             .forward_tokens
@@ -587,71 +571,95 @@ impl EngineCore {
                 st.spec_drafted += d;
             }
         }
-        let mut accepted = 0;
-        let mut alive = true;
+        let mut emitted = Vec::with_capacity(d + 1);
         for j in 0..=d {
             let mut row = logits[j * vocab..(j + 1) * vocab].to_vec();
             let draft = drafts.get(j).copied();
-            match self.emit_token(id, &mut row, draft.map(|t| (j, t))) {
-                Some(tok) if Some(tok) == draft => accepted += 1,
-                Some(_) => break,
-                None => {
-                    alive = false;
-                    break;
-                }
+            let Some(tok) = self.emit_token(id, &mut row, draft.map(|t| (j, t))) else {
+                // Finished or aborted: nothing left to draft for.
+                return;
+            };
+            emitted.push(tok);
+            if Some(tok) != draft {
+                break;
             }
         }
-        if d == 0 || !alive {
-            return;
+        let accepted = emitted.len() - 1;
+        if d > 0 {
+            self.sched.reject_drafts(id, d - accepted);
         }
-        self.sched.reject_drafts(id, d - accepted);
         if let Some(st) = self.states.get_mut(&id) {
-            st.adapt_speculation(accepted, d);
+            let proposal = std::mem::take(&mut st.spec_proposal);
+            st.spec_acceptance.observe(&proposal, &emitted);
+            if self.draft.is_some() {
+                self.draft_acceptance.observe(&proposal, &emitted);
+            }
         }
     }
 
-    /// How many drafts request `id` may take next step (0: none).
+    /// The most drafts request `id` may take next step (0: it does not speculate).
     fn draft_limit(&self, id: RequestId) -> usize {
         let max_len = self.max_model_len();
         let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
             return 0;
         };
-        if st.spec.is_none() || st.spec_pause > 0 {
+        let Some(cfg) = st.spec else {
             return 0;
-        }
+        };
         let n_out = r.num_tokens() - r.num_prompt_tokens;
         // Every draft position must fit the context, and drafts past max_tokens are waste.
-        st.spec_k
+        cfg.k
             .min(st.max_tokens.saturating_sub(n_out + 1))
             .min(max_len.saturating_sub(r.num_tokens() + 1))
     }
 
-    /// Propose drafts for the next step of requests that just produced tokens: n-gram lookup
-    /// per request, or one batched run of the draft model.
+    /// Propose drafts for the next step of requests that just produced tokens (n-gram lookup
+    /// per request, or one batched run of the draft model), verifying as many as pay for their
+    /// rows (see [`crate::spec::policy`]).
     fn propose(&mut self, ids: &[RequestId]) {
+        // The other requests' rows share the step (a guess: each decodes one token).
+        let others = ids.len().saturating_sub(1);
         let mut jobs = Vec::new();
         for &id in ids {
             let limit = self.draft_limit(id);
-            if let Some(st) = self.states.get_mut(&id) {
-                if st.spec.is_some() && st.spec_pause > 0 {
-                    st.spec_pause -= 1;
-                }
-            }
-            // A positive limit means the request speculates (see draft_limit).
             if limit == 0 {
                 continue;
             }
-            if self.draft.is_some() {
-                jobs.push((id, limit));
+            let Some(st) = self.states.get_mut(&id) else {
+                continue;
+            };
+            let adaptive = st.spec.is_some_and(|c| c.adaptive);
+            let alpha = st.spec_acceptance.rate();
+            let worth = |most: usize, draft_secs: f64| match adaptive {
+                true => choose_k(alpha, most, others, &self.step_costs, draft_secs),
+                false => most,
+            };
+            if let Some(draft) = &self.draft {
+                let secs = draft.token_secs();
+                let mut k = worth(limit, secs);
+                st.spec_idle = if k == 0 { st.spec_idle + 1 } else { 0 };
+                // A draft model learns only from drafts it ran: probe now and then, unless
+                // drafts could not pay even if every one were accepted (a draft as slow as
+                // the target), where probing only costs.
+                let could_pay = || choose_k(1.0, limit, others, &self.step_costs, secs) > 0;
+                if st.spec_idle >= SPEC_PROBE_STEPS && could_pay() {
+                    (k, st.spec_idle) = (1, 0);
+                }
+                if k > 0 {
+                    jobs.push((id, k));
+                }
                 continue;
             }
-            let cfg = self.states.get(&id).and_then(|st| st.spec);
-            if let (Some(cfg), Some(r)) = (cfg, self.sched.request(id)) {
-                let drafts = ngram::propose(&r.tokens, &cfg, limit);
-                if !drafts.is_empty() {
-                    self.sched.set_spec(id, drafts);
-                }
+            let (Some(cfg), Some(r)) = (st.spec, self.sched.request(id)) else {
+                continue;
+            };
+            // The whole lookup (it costs nothing), then only the part worth verifying.
+            let proposal = ngram::propose(&r.tokens, &cfg, limit);
+            let k = worth(proposal.len(), 0.0);
+            if k > 0 {
+                self.sched.set_spec(id, proposal[..k].to_vec());
             }
+            st.spec_proposal = proposal;
         }
         if jobs.is_empty() {
             return;
@@ -677,6 +685,9 @@ impl EngineCore {
             Ok(drafts) => {
                 let ids: Vec<RequestId> = batch.iter().map(|j| j.id).collect();
                 for (id, d) in ids.into_iter().zip(drafts) {
+                    if let Some(st) = self.states.get_mut(&id) {
+                        st.spec_proposal = d.clone();
+                    }
                     if !d.is_empty() {
                         self.sched.set_spec(id, d);
                     }

@@ -153,17 +153,28 @@ fn greedy_output_is_identical_with_and_without_drafts() {
                 .iter()
                 .map(|p| run_all(&mut plain, mk(std::slice::from_ref(p)))[0].tokens())
                 .collect();
-            // Speculation on, all requests in one batch, mixed with requests that opt out.
+            // Speculation on, all requests in one batch, mixed with requests that opt out and
+            // with requests that verify only the drafts worth their rows (the server default
+            // here verifies all of them, so drafts are surely checked).
             let spec = NgramConfig {
                 k: 5,
                 min_n: 1,
                 max_n: 3,
+                adaptive: false,
             };
             let mut c = core(&bytes, Some(spec));
             let mut reqs = mk(&prompts());
             for p in prompts().iter().take(3) {
                 let mut r = req(p.clone(), 40, greedy.clone());
                 r.speculative = Some(None);
+                reqs.push(r);
+            }
+            for p in prompts().iter().skip(3) {
+                let mut r = req(p.clone(), 40, greedy.clone());
+                r.speculative = Some(Some(NgramConfig {
+                    adaptive: true,
+                    ..spec
+                }));
                 reqs.push(r);
             }
             let sinks = run_all(&mut c, reqs);
@@ -173,6 +184,13 @@ fn greedy_output_is_identical_with_and_without_drafts() {
             for (i, w) in want.iter().take(3).enumerate() {
                 assert_eq!(&sinks[6 + i].tokens(), w, "{arch:?} {q} plain request {i}");
                 assert_eq!(sinks[6 + i].spec_counts().0, 0, "opted out, no drafts");
+            }
+            for (i, w) in want.iter().enumerate().skip(3) {
+                assert_eq!(
+                    &sinks[6 + i].tokens(),
+                    w,
+                    "{arch:?} {q} adaptive request {i}"
+                );
             }
             // Drafts were verified and some accepted, and the counters agree.
             let st = c.stats();
@@ -266,6 +284,7 @@ fn sampled_output_keeps_the_target_distribution() {
         k: 3,
         min_n: 1,
         max_n: 3,
+        adaptive: false,
     };
     // Exact joint distribution of the first two generated tokens, and the probability that the
     // second token accepts its draft. Pick, among candidate prompts, one where drafts are often
@@ -379,6 +398,7 @@ fn core_with_draft(bytes: &[u8], draft: &[u8], layers: Option<usize>) -> EngineC
         bytes,
         Some(NgramConfig {
             k: 4,
+            adaptive: false,
             ..NgramConfig::default()
         }),
     );
@@ -419,12 +439,30 @@ fn greedy_output_is_identical_with_draft_models() {
             let mut off = req(ps[0].clone(), 24, greedy.clone());
             off.speculative = Some(None);
             reqs.push(off);
+            // The same prompts verifying only the drafts worth their cost (with this draft's
+            // measured cost that may be none at all).
+            for p in &ps {
+                let mut r = req(p.clone(), 24, greedy.clone());
+                r.speculative = Some(Some(NgramConfig {
+                    k: 4,
+                    ..NgramConfig::default()
+                }));
+                reqs.push(r);
+            }
             let sinks = run_all(&mut c, reqs);
             for (i, w) in want.iter().enumerate() {
                 assert_eq!(&sinks[i].tokens(), w, "{arch:?}, draft {name}, request {i}");
             }
             assert_eq!(&sinks[ps.len()].tokens(), &want[0]);
             assert_eq!(sinks[ps.len()].spec_counts().0, 0, "opted out, no drafts");
+            for (i, w) in want.iter().enumerate() {
+                let s = &sinks[ps.len() + 1 + i];
+                assert_eq!(
+                    &s.tokens(),
+                    w,
+                    "{arch:?}, draft {name}, adaptive request {i}"
+                );
+            }
             let st = c.stats();
             let drafted = st.spec_draft_tokens.load(Ordering::Relaxed);
             let accepted = st.spec_accepted_tokens.load(Ordering::Relaxed);

@@ -97,6 +97,8 @@ pub enum SpecChoice {
         min_n: usize,
         /// Longest suffix matched.
         max_n: usize,
+        /// Verify only the drafts worth their cost (default) or all of them.
+        adaptive: bool,
     },
 }
 
@@ -336,12 +338,27 @@ fn speculative(o: &Map<String, Value>) -> Result<SpecChoice, ApiError> {
                     format!("`{p}.min_n` ({min_n}) must be ≤ `{p}.max_n` ({max_n})"),
                 ));
             }
-            Ok(SpecChoice::Ngram { k, min_n, max_n })
+            let adaptive = match so.get("adaptive") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => {
+                    return Err(ApiError::invalid(
+                        format!("{p}.adaptive"),
+                        format!("`{p}.adaptive` must be a boolean, got {}", kind(v)),
+                    ))
+                }
+            };
+            Ok(SpecChoice::Ngram {
+                k,
+                min_n,
+                max_n,
+                adaptive,
+            })
         }
         Some(v) => Err(ApiError::invalid(
             p,
             format!(
-                "`{p}` must be a boolean or an object {{k, min_n, max_n}}, got {}",
+                "`{p}` must be a boolean or an object {{k, min_n, max_n, adaptive}}, got {}",
                 kind(v)
             ),
         )),
@@ -556,4 +573,45 @@ fn stops(o: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
         ));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: Value) -> Result<SpecChoice, ApiError> {
+        let mut o = Map::new();
+        o.insert("speculative".into(), v);
+        speculative(&o)
+    }
+
+    #[test]
+    fn the_speculative_field_parses_and_rejects() {
+        assert_eq!(speculative(&Map::new()).unwrap(), SpecChoice::ServerDefault);
+        assert_eq!(spec(Value::Bool(true)).unwrap(), SpecChoice::ServerDefault);
+        assert_eq!(spec(Value::Bool(false)).unwrap(), SpecChoice::Off);
+        let ngram = |k, min_n, max_n, adaptive| SpecChoice::Ngram {
+            k,
+            min_n,
+            max_n,
+            adaptive,
+        };
+        assert_eq!(
+            spec(serde_json::json!({"k": 3})).unwrap(),
+            ngram(3, 2, 4, true)
+        );
+        assert_eq!(
+            spec(serde_json::json!({"k": 6, "min_n": 1, "max_n": 5, "adaptive": false})).unwrap(),
+            ngram(6, 1, 5, false)
+        );
+        for bad in [
+            serde_json::json!({"k": 0}),
+            serde_json::json!({"k": 33}),
+            serde_json::json!({"min_n": 5, "max_n": 2}),
+            serde_json::json!({"adaptive": "yes"}),
+            serde_json::json!(4),
+        ] {
+            assert!(spec(bad.clone()).is_err(), "{bad}");
+        }
+    }
 }

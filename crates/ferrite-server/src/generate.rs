@@ -143,9 +143,17 @@ async fn start(
             speculative: match req.speculative {
                 SpecChoice::ServerDefault => None,
                 SpecChoice::Off => Some(None),
-                SpecChoice::Ngram { k, min_n, max_n } => {
-                    Some(Some(NgramConfig { k, min_n, max_n }))
-                }
+                SpecChoice::Ngram {
+                    k,
+                    min_n,
+                    max_n,
+                    adaptive,
+                } => Some(Some(NgramConfig {
+                    k,
+                    min_n,
+                    max_n,
+                    adaptive,
+                })),
             },
         };
         let sink = Box::new(ChannelSink {

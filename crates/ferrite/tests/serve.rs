@@ -264,10 +264,13 @@ fn bench_quality_finds_speculation_left_greedy_answers_unchanged() {
          {\"messages\": [{\"role\": \"user\", \"content\": \"Repeat: red green blue red green blue\"}]}\n",
     )
     .unwrap();
-    let draft = format!("draft:{},k=3", model.display());
+    // Every draft verified (adaptive=off), so identity is checked with drafts on every step
+    // where the drafter has some; the adaptive choice only ever verifies fewer.
+    let draft = format!("draft:{},k=3,adaptive=off", model.display());
     for flag in [
+        "ngram:k=4,min_n=1,max_n=3,adaptive=off",
+        "self:layers=10,k=3,adaptive=off",
         "ngram:k=4,min_n=1,max_n=3",
-        "self:layers=10,k=3",
         draft.as_str(),
     ] {
         let spec = serve(&model, &["--speculative", flag]);

@@ -11,6 +11,7 @@ use std::ops::Range;
 use ferrite_models::{ContiguousKvCache, ForwardBatch, KvStore, KvVisitor, Model, SeqSlot};
 
 use crate::kv_cache::RequestId;
+use crate::spec::StepCosts;
 use crate::{Error, Result};
 
 /// Tokens fed to the draft per request per forward while it catches up on a prompt.
@@ -41,6 +42,8 @@ pub struct DraftModel {
     model: Box<dyn Model>,
     seqs: HashMap<RequestId, DraftSeq>,
     logits: Vec<f32>,
+    /// Measured forward-pass time of the draft by rows, for the cost of a draft token.
+    costs: StepCosts,
 }
 
 impl std::fmt::Debug for DraftModel {
@@ -103,6 +106,17 @@ impl DraftModel {
             model,
             seqs: HashMap::new(),
             logits: Vec::new(),
+            costs: StepCosts::default(),
+        }
+    }
+
+    /// Seconds one draft token costs (a single-row draft step, as measured; 0 before the
+    /// first measurement, so the first request drafts and the cost gets measured).
+    pub fn token_secs(&self) -> f64 {
+        if self.costs.measured() {
+            self.costs.cost(1)
+        } else {
+            0.0
         }
     }
 
@@ -148,9 +162,12 @@ impl DraftModel {
             logits_rows: &logits_rows,
             kernel_groups: None,
         };
+        let started = std::time::Instant::now();
         self.model
             .forward(&batch, &mut kv, &mut self.logits)
             .map_err(|e| Error::Config(format!("draft model forward: {e}")))?;
+        self.costs
+            .record(rows.len(), started.elapsed().as_secs_f64());
         let vocab = self.vocab_size();
         let mut next = 0;
         Ok(last

@@ -4,6 +4,8 @@
 
 pub mod draft;
 pub mod ngram;
+pub mod policy;
 
 pub use draft::{DraftJob, DraftModel};
 pub use ngram::NgramConfig;
+pub use policy::{choose_k, Acceptance, StepCosts};

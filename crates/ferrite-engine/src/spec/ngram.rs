@@ -1,7 +1,8 @@
 //! Prompt-lookup (n-gram) drafting, as vLLM's `NgramProposer`: find the longest suffix of the
 //! sequence, between `min_n` and `max_n` tokens long, that occurred earlier; propose the (up to)
 //! `k` tokens that followed its earliest occurrence. Costs O(L · max_n) per call with no state,
-//! and suits copy-heavy text (code edits, quotes, tool output echoed back).
+//! and suits copy-heavy text (code edits, quotes, tool output echoed back). How many of the
+//! proposed tokens are verified is the engine's choice (`super::policy`).
 
 /// n-gram drafter settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +13,10 @@ pub struct NgramConfig {
     pub min_n: usize,
     /// Longest suffix to match.
     pub max_n: usize,
+    /// Verify only as many of the (up to `k`) drafts as pay for their forward rows, judged by
+    /// measured step costs and the request's acceptance so far ([`super::policy`]); `false`
+    /// verifies every draft proposed (vLLM's behaviour).
+    pub adaptive: bool,
 }
 
 impl Default for NgramConfig {
@@ -20,6 +25,7 @@ impl Default for NgramConfig {
             k: 4,
             min_n: 2,
             max_n: 4,
+            adaptive: true,
         }
     }
 }
@@ -71,6 +77,7 @@ mod tests {
             k: 4,
             min_n: 2,
             max_n: 3,
+            adaptive: false,
         };
         // [1,2,3,4,2,3]: suffix [2,3] (n=2; [4,2,3] has no earlier match) at 1 → [4,2,3].
         assert_eq!(propose(&[1, 2, 3, 4, 2, 3], &cfg, 100), vec![4, 2, 3]);
@@ -89,6 +96,7 @@ mod tests {
             k: 1,
             min_n: 2,
             max_n: 2,
+            adaptive: false,
         };
         assert_eq!(propose(&t, &c2, 100), vec![1]);
         // Too short to match.

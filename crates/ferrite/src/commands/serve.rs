@@ -49,7 +49,9 @@ pub struct ServeArgs {
     pub served_model_name: Option<String>,
     /// Speculative decoding by default: `off`, `ngram[:k=4,min_n=2,max_n=4]` (prompt lookup),
     /// `draft:MODEL[,k=5]` (a draft model sharing the vocabulary: a .gguf path or known name) or
-    /// `self:layers=L[,k=4]` (the target's first L layers as the draft). Requests can override
+    /// `self:layers=L[,k=4]` (the target's first L layers as the draft). Each takes
+    /// `adaptive=off` to verify every draft instead of only those worth their forward rows
+    /// (measured step costs against the request's acceptance so far). Requests can override
     /// it with the `speculative` field (false, or {k, ...}); with a draft model loaded, requests
     /// that speculate use it.
     #[arg(long, env = "FERRITE_SPECULATIVE", default_value = "off")]
@@ -238,6 +240,14 @@ fn parse_speculative(s: &str) -> Result<SpecFlag> {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--speculative: {kv:?} is not key=value"))?;
+        if k == "adaptive" {
+            c.adaptive = match v {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => bail!("--speculative: adaptive must be on or off, got {v:?}"),
+            };
+            continue;
+        }
         let v: usize = v
             .parse()
             .with_context(|| format!("--speculative: {k} must be a number, got {v:?}"))?;
@@ -246,9 +256,11 @@ fn parse_speculative(s: &str) -> Result<SpecFlag> {
             ("ngram", "min_n") => c.min_n = v,
             ("ngram", "max_n") => c.max_n = v,
             ("self", "layers") => layers = Some(v),
-            ("ngram", _) => bail!("--speculative: unknown key {k:?} (k, min_n, max_n)"),
-            ("self", _) => bail!("--speculative: unknown key {k:?} (layers, k)"),
-            _ => bail!("--speculative: unknown key {k:?} (k)"),
+            ("ngram", _) => {
+                bail!("--speculative: unknown key {k:?} (k, min_n, max_n, adaptive)")
+            }
+            ("self", _) => bail!("--speculative: unknown key {k:?} (layers, k, adaptive)"),
+            _ => bail!("--speculative: unknown key {k:?} (k, adaptive)"),
         }
     }
     c.validate()
@@ -301,7 +313,11 @@ mod tests {
             .unwrap()
             .ngram
             .unwrap();
-        assert_eq!((c.k, c.min_n, c.max_n), (6, 2, 5));
+        assert_eq!((c.k, c.min_n, c.max_n, c.adaptive), (6, 2, 5, true));
+        let c = parse_speculative("ngram:adaptive=off,k=3").unwrap().ngram;
+        assert_eq!(c.map(|c| (c.k, c.adaptive)), Some((3, false)));
+        let d = parse_speculative("self:layers=8,adaptive=on").unwrap();
+        assert!(d.ngram.unwrap().adaptive);
         let d = parse_speculative("draft:small.gguf").unwrap();
         assert_eq!(d.draft, Some(DraftSource::Model("small.gguf".into())));
         assert_eq!(d.ngram.unwrap().k, 5);
@@ -321,6 +337,7 @@ mod tests {
             "ngram:q=1",
             "ngram:k=x",
             "ngram:min_n=5,max_n=2",
+            "ngram:adaptive=maybe",
         ] {
             assert!(parse_speculative(bad).is_err(), "{bad}");
         }
