@@ -4,7 +4,8 @@
 # output echo, free-form chat), greedy requests alternate between speculation off (the
 # per-request `"speculative": false`) and on (the server's --speculative), REPS times each,
 # ending at EOS or MAX_TOKENS. Prints a Markdown table for BENCHMARKS.md: output speed (tokens
-# after the first / time after the first, per request, median), speedup, acceptance from the
+# after the first / time after the first, per request, median), speedup (median over the
+# pairs of on / the off run just before it, and the pairs' range), acceptance from the
 # server's usage, and whether the two answers were identical. Idle machine, never during a build.
 #
 #   scripts/spec-bench.sh                                    # smollm2, ngram:k=4,min_n=2,max_n=4
@@ -48,8 +49,8 @@ def load(kind, i, r):
     rec = d["records"][0]
     text = "".join(e["content"] for e in rec["attempts"][-1]["events"])
     return d["metrics"]["output_speed_tok_s"]["p50"], d.get("speculative") or {}, text, rec["metrics"]["output_tokens"]
-print("| workload | output tok/s off | output tok/s on | speedup | output tokens | drafted | accepted | acceptance | accepted per output token | identical |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| workload | output tok/s off | output tok/s on | speedup | pairs min–max | output tokens | drafted | accepted | acceptance | accepted per output token | identical |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for i in range(1, n + 1):
     offs, ons, d, a, outs, same = [], [], 0, 0, 0, True
     for r in range(1, reps + 1):
@@ -58,6 +59,9 @@ for i in range(1, n + 1):
         offs.append(s0); ons.append(s1); outs += n1; same &= t0 == t1
         d += sp.get("draft_tokens", 0); a += sp.get("accepted_tokens", 0)
     off, on = statistics.median(offs), statistics.median(ons)
-    print(f"| {names[i-1]} | {off:.1f} | {on:.1f} | {on / off:.2f}x | {outs // reps} | {d} | {a} | "
+    # Each on run is compared with the off run just before it (same load on a shared host).
+    ratios = [b / a for a, b in zip(offs, ons)]
+    print(f"| {names[i-1]} | {off:.1f} | {on:.1f} | {statistics.median(ratios):.2f}x | "
+          f"{min(ratios):.2f}–{max(ratios):.2f} | {outs // reps} | {d} | {a} | "
           f"{a / d if d else 0:.2f} | {a / outs if outs else 0:.2f} | {'yes' if same else 'NO'} |")
 PY

@@ -14,7 +14,7 @@ use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
 use crate::sampling::{Sampler, SamplingParams, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::spec::ngram::{self, NgramConfig};
-use crate::spec::{choose_k, Acceptance, DraftJob, DraftModel, StepCosts};
+use crate::spec::{choose_k, Acceptance, DraftJob, DraftModel, Rates, StepCosts};
 use crate::stop::{StopMatcher, StopStep};
 use crate::{Error, FinishReason, Result};
 
@@ -629,9 +629,9 @@ impl EngineCore {
                 continue;
             };
             let adaptive = st.spec.is_some_and(|c| c.adaptive);
-            let alpha = st.spec_acceptance.rate();
+            let rates = st.spec_acceptance.rates();
             let worth = |most: usize, draft_secs: f64| match adaptive {
-                true => choose_k(alpha, most, others, &self.step_costs, draft_secs),
+                true => choose_k(rates, most, others, &self.step_costs, draft_secs),
                 false => most,
             };
             if let Some(draft) = &self.draft {
@@ -641,7 +641,11 @@ impl EngineCore {
                 // A draft model learns only from drafts it ran: probe now and then, unless
                 // drafts could not pay even if every one were accepted (a draft as slow as
                 // the target), where probing only costs.
-                let could_pay = || choose_k(1.0, limit, others, &self.step_costs, secs) > 0;
+                let sure = Rates {
+                    first: 1.0,
+                    rest: 1.0,
+                };
+                let could_pay = || choose_k(sure, limit, others, &self.step_costs, secs) > 0;
                 if st.spec_idle >= SPEC_PROBE_STEPS && could_pay() {
                     (k, st.spec_idle) = (1, 0);
                 }

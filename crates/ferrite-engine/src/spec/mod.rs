@@ -8,4 +8,4 @@ pub mod policy;
 
 pub use draft::{DraftJob, DraftModel};
 pub use ngram::NgramConfig;
-pub use policy::{choose_k, Acceptance, StepCosts};
+pub use policy::{choose_k, Acceptance, Rates, StepCosts};

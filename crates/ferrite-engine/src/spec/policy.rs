@@ -108,37 +108,72 @@ impl StepCosts {
     }
 }
 
-/// A request's running estimate of the probability that its next draft token is accepted,
-/// given that the ones before it were: accepted positions over accepted positions plus misses,
-/// with older observations fading.
+/// Hits and misses with older observations fading.
 #[derive(Debug, Clone, Copy)]
-pub struct Acceptance {
-    accepted: f64,
-    missed: f64,
+struct Odds {
+    hit: f64,
+    miss: f64,
+}
+
+impl Odds {
+    fn rate(&self) -> f64 {
+        self.hit / (self.hit + self.miss)
+    }
+
+    fn add(&mut self, hits: usize, misses: usize) {
+        self.hit = self.hit * ACCEPTANCE_DECAY + hits as f64;
+        self.miss = self.miss * ACCEPTANCE_DECAY + misses as f64;
+    }
 }
 
 /// Memory of the acceptance estimate: each observed step's counts weigh this much less.
 const ACCEPTANCE_DECAY: f64 = 0.9;
 
+/// Estimated acceptance probabilities of a draft's tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Of the first draft token.
+    pub first: f64,
+    /// Of each later one, given the one before was accepted.
+    pub rest: f64,
+}
+
+/// A request's running acceptance estimate, kept apart for a draft's first token and the
+/// ones after it: whether a lookup found the right copy shows at the first token, and once it
+/// has, the copy tends to go on.
+#[derive(Debug, Clone, Copy)]
+pub struct Acceptance {
+    first: Odds,
+    rest: Odds,
+}
+
 impl Default for Acceptance {
-    /// Even odds (one pseudo-acceptance and one pseudo-miss): enough to try one draft.
+    /// Even odds (one pseudo-hit and one pseudo-miss each): enough to try one draft.
     fn default() -> Self {
+        let even = Odds {
+            hit: 1.0,
+            miss: 1.0,
+        };
         Acceptance {
-            accepted: 1.0,
-            missed: 1.0,
+            first: even,
+            rest: even,
         }
     }
 }
 
 impl Acceptance {
-    /// The estimated per-token acceptance probability.
-    pub fn rate(&self) -> f64 {
-        self.accepted / (self.accepted + self.missed)
+    /// The estimated acceptance probabilities.
+    pub fn rates(&self) -> Rates {
+        Rates {
+            first: self.first.rate(),
+            rest: self.rest.rate(),
+        }
     }
 
     /// Compare a proposal with the tokens the target actually emitted after it (in order):
-    /// the matching prefix counts as accepted, a mismatch within both as one miss. Positions
-    /// the proposal did not cover, or the step did not emit, say nothing.
+    /// the matching prefix counts as accepted, a mismatch within both as one miss (of the
+    /// first token, or of a later one). Positions the proposal did not cover, or the step did
+    /// not emit, say nothing.
     pub fn observe(&mut self, proposal: &[u32], emitted: &[u32]) {
         let known = proposal.len().min(emitted.len());
         if known == 0 {
@@ -149,17 +184,24 @@ impl Acceptance {
             .zip(emitted)
             .take_while(|(p, e)| p == e)
             .count();
-        self.accepted = self.accepted * ACCEPTANCE_DECAY + hits as f64;
-        self.missed = self.missed * ACCEPTANCE_DECAY + f64::from(u8::from(hits < known));
+        let missed = usize::from(hits < known);
+        if hits == 0 {
+            self.first.add(0, 1);
+            self.rest.add(0, 0);
+        } else {
+            self.first.add(1, 0);
+            self.rest.add(hits - 1, missed);
+        }
     }
 }
 
 /// The number of drafts (0..=`max_k`) that maximises expected tokens per second of the step:
 /// `other_rows` rows of other requests share it (each yields one token), this request's row
-/// plus `k` draft rows yield `1 + α + … + α^k` tokens in expectation, and each draft token
-/// costs `draft_secs` to propose (0 for n-gram lookup).
+/// plus `k` draft rows yield `1 + a₁ + a₁a₂ + … + a₁⋯a_k` tokens in expectation (`a₁` the
+/// first token's acceptance, the others `rates.rest`), and each draft token costs
+/// `draft_secs` to propose (0 for n-gram lookup).
 pub fn choose_k(
-    alpha: f64,
+    rates: Rates,
     max_k: usize,
     other_rows: usize,
     costs: &StepCosts,
@@ -170,7 +212,7 @@ pub fn choose_k(
     let mut best_k = 0;
     let (mut expected, mut p) = (1.0, 1.0);
     for k in 1..=max_k {
-        p *= alpha;
+        p *= if k == 1 { rates.first } else { rates.rest };
         expected += p;
         let value = (base + expected) / (costs.cost(other_rows + 1 + k) + k as f64 * draft_secs);
         if value > best {
@@ -238,46 +280,70 @@ mod tests {
     #[test]
     fn acceptance_counts_the_matching_prefix_and_one_miss() {
         let mut a = Acceptance::default();
-        a.observe(&[1, 2, 3], &[1, 2, 3, 4]); // 3 hits, no miss seen
-        assert!((a.accepted - (0.9 + 3.0)).abs() < 1e-12 && (a.missed - 0.9).abs() < 1e-12);
-        a.observe(&[5, 6], &[5, 7]); // 1 hit, 1 miss
-        assert!((a.accepted - (3.9 * 0.9 + 1.0)).abs() < 1e-12);
-        assert!((a.missed - (0.81 + 1.0)).abs() < 1e-12);
-        let before = a.rate();
+        a.observe(&[1, 2, 3], &[1, 2, 3, 4]); // first hit, 2 later hits, no miss seen
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+        assert!(close(a.first.hit, 1.9) && close(a.first.miss, 0.9));
+        assert!(close(a.rest.hit, 2.9) && close(a.rest.miss, 0.9));
+        a.observe(&[5, 6], &[5, 7]); // first hit, then a miss
+        assert!(close(a.first.hit, 1.9 * 0.9 + 1.0) && close(a.first.miss, 0.81));
+        assert!(close(a.rest.hit, 2.9 * 0.9) && close(a.rest.miss, 0.81 + 1.0));
+        a.observe(&[8, 9], &[7]); // first miss: says nothing about later tokens
+        assert!(close(a.first.miss, 0.81 * 0.9 + 1.0) && close(a.rest.miss, 1.81 * 0.9));
+        let before = a.rates();
         a.observe(&[], &[1]);
         a.observe(&[1], &[]);
-        assert_eq!(a.rate(), before, "nothing known, nothing learned");
-        // Only misses drive the rate towards zero.
+        assert_eq!(a.rates(), before, "nothing known, nothing learned");
+        // Only misses drive the first rate towards zero; the later one keeps its ratio.
         for _ in 0..50 {
             a.observe(&[9], &[8]);
         }
-        assert!(a.rate() < 0.01);
+        assert!(a.rates().first < 0.01);
+        assert!((a.rates().rest - before.rest).abs() < 1e-9);
     }
 
     #[test]
     fn k_grows_with_acceptance_and_shrinks_with_row_cost() {
+        let flat_rate = |a: f64| Rates { first: a, rest: a };
         // The CPU shape: each extra row 0.3 of a step.
         let cpu = StepCosts::default();
         // Below 0.3 a draft row costs more than it returns.
-        assert_eq!(choose_k(0.25, 4, 0, &cpu, 0.0), 0);
-        assert_eq!(choose_k(0.0, 4, 0, &cpu, 0.0), 0);
+        assert_eq!(choose_k(flat_rate(0.25), 4, 0, &cpu, 0.0), 0);
+        assert_eq!(choose_k(flat_rate(0.0), 4, 0, &cpu, 0.0), 0);
         let ks: Vec<usize> = [0.35, 0.6, 0.8, 0.95, 1.0]
             .iter()
-            .map(|&a| choose_k(a, 8, 0, &cpu, 0.0))
+            .map(|&a| choose_k(flat_rate(a), 8, 0, &cpu, 0.0))
             .collect();
         assert!(ks[0] >= 1 && ks.windows(2).all(|w| w[0] <= w[1]), "{ks:?}");
         assert_eq!(ks[4], 8, "certain drafts: as many as allowed");
-        assert_eq!(choose_k(1.0, 3, 0, &cpu, 0.0), 3, "never above max_k");
+        assert_eq!(
+            choose_k(flat_rate(1.0), 3, 0, &cpu, 0.0),
+            3,
+            "never above max_k"
+        );
+        // A sure first token and unlikely later ones: one draft.
+        let sure_first = Rates {
+            first: 1.0,
+            rest: 0.1,
+        };
+        assert_eq!(choose_k(sure_first, 8, 0, &cpu, 0.0), 1);
+        // An unlikely first token whose copy then goes on: worth more than one draft, or none.
+        let long_shot = Rates {
+            first: 0.5,
+            rest: 1.0,
+        };
+        assert!(choose_k(long_shot, 8, 0, &cpu, 0.0) > 1);
         // Rows that cost (nearly) nothing, a memory-bound device: high acceptance is worth all
         // of k, where the CPU shape stops earlier.
         let flat = measured(&(1..=9).map(|m| (m, 0.004)).collect::<Vec<_>>(), 30);
-        assert_eq!(choose_k(0.9, 8, 0, &flat, 0.0), 8);
-        assert!(choose_k(0.9, 8, 0, &cpu, 0.0) < 8);
+        assert_eq!(choose_k(flat_rate(0.9), 8, 0, &flat, 0.0), 8);
+        assert!(choose_k(flat_rate(0.9), 8, 0, &cpu, 0.0) < 8);
         // An expensive drafter (a draft token costing as much as a step) needs high acceptance.
-        assert_eq!(choose_k(0.6, 4, 0, &flat, 0.004), 0);
-        assert!(choose_k(0.99, 4, 0, &flat, 0.002) > 0);
+        assert_eq!(choose_k(flat_rate(0.6), 4, 0, &flat, 0.004), 0);
+        assert!(choose_k(flat_rate(0.99), 4, 0, &flat, 0.002) > 0);
         // Sharing the step with other rows: the same acceptance buys fewer drafts, since the
         // extra rows slow the others' tokens too.
-        assert!(choose_k(0.8, 8, 6, &cpu, 0.0) < choose_k(0.8, 8, 0, &cpu, 0.0));
+        assert!(
+            choose_k(flat_rate(0.8), 8, 6, &cpu, 0.0) < choose_k(flat_rate(0.8), 8, 0, &cpu, 0.0)
+        );
     }
 }
