@@ -171,6 +171,16 @@ pub fn matmul_grouped(
         a_bytes,
     };
     let out = SharedMut(y.as_mut_ptr());
+    if m > crate::tiled::FEW_ROWS {
+        // Many activation rows: tiles of 16 weight rows are units large enough to be claimed
+        // one at a time, so a thread slowed by a co-tenant does not hold the other up.
+        let tiles = w.rows.div_ceil(ROW_TILE);
+        pool.run_claimed(tiles, |t| {
+            let rows = t * ROW_TILE..((t + 1) * ROW_TILE).min(w.rows);
+            mat_rows(&dots, &plan, &packed, w, rows, out);
+        });
+        return Ok(());
+    }
     pool.run(|ith, nth| {
         let rows = ThreadPool::split(w.rows, ith, nth, ROW_TILE);
         mat_rows(&dots, &plan, &packed, w, rows, out);

@@ -288,8 +288,24 @@ impl AttentionAccumulator {
         n: usize,
         softcap: Option<f32>,
     ) {
+        // Every query's scores in one pass over the keys where this ISA has the kernel.
+        let d = accs.first().map_or(0, |a| a.q16.len());
+        let mut qs: [&[u16]; 4] = Default::default();
+        let mut outs: [&mut [f32]; 4] = Default::default();
+        let g = accs.len();
+        let scored = (2..=4).contains(&g) && {
+            for (i, a) in accs.iter_mut().enumerate() {
+                a.exps.resize(n, 0.0);
+                let AttentionAccumulator { q16, exps, .. } = a;
+                (qs[i], outs[i]) = (q16.as_slice(), exps.as_mut_slice());
+            }
+            k.attn_scores_f16_group(&qs[..g], &keys[..n * 2 * d], &mut outs[..g])
+        };
         for a in accs.iter_mut() {
-            a.weigh(k, keys, n, softcap);
+            if !scored {
+                a.score(k, keys, n);
+            }
+            a.weigh_scores(k, n, softcap);
         }
         let mut grouped = false;
         if accs.len() <= 4 && accs.iter().all(|a| a.mode == AttnAccum::F16) {
@@ -323,23 +339,33 @@ impl AttentionAccumulator {
     /// The first half of [`add`](Self::add): each key's score, the running maximum, and in
     /// `exps`/`raised` each key's weight (or rescale factor) for the value accumulation.
     fn weigh(&mut self, k: &Kernels, keys: &[u8], n: usize, softcap: Option<f32>) {
+        self.score(k, keys, n);
+        self.weigh_scores(k, n, softcap);
+    }
+
+    /// Each key's score into `exps`, sixteen keys per kernel call where this ISA has one.
+    fn score(&mut self, k: &Kernels, keys: &[u8], n: usize) {
         let d = self.q16.len();
         let row = 2 * d;
-        let q: &[u8] = bytemuck::cast_slice(&self.q16);
-        let dot = k
-            .dot_fn(QuantType::F16)
-            .expect("invariant: F16 has a dot kernel");
-        // Scores first, then every key's exponential in one vector call: the running maximum
-        // after each key depends only on the scores, so each `expf` argument is known before
-        // any is computed. The arithmetic is the one-key-at-a-time loop's, in the same order.
-        // The scores go in `exps` first, sixteen keys per kernel call where this ISA has one.
         self.exps.resize(n, 0.0);
-        self.raised.resize(n, false);
         if !k.attn_scores_f16(&self.q16, &keys[..n * row], &mut self.exps) {
+            let q: &[u8] = bytemuck::cast_slice(&self.q16);
+            let dot = k
+                .dot_fn(QuantType::F16)
+                .expect("invariant: F16 has a dot kernel");
             for (j, s) in self.exps.iter_mut().enumerate() {
                 *s = dot(d, &keys[j * row..(j + 1) * row], q);
             }
         }
+    }
+
+    /// The scores in `exps` (n of them) to weights: scaled (and soft-capped), the running
+    /// maximum, then every key's exponential in one vector call — the running maximum after
+    /// each key depends only on the scores, so each `expf` argument is known before any is
+    /// computed. The arithmetic is the one-key-at-a-time loop's, in the same order.
+    fn weigh_scores(&mut self, k: &Kernels, n: usize, softcap: Option<f32>) {
+        debug_assert_eq!(self.exps.len(), n);
+        self.raised.resize(n, false);
         let mut max = self.max;
         for (e, r) in self.exps.iter_mut().zip(self.raised.iter_mut()) {
             let mut s = *e * self.scale;
@@ -564,6 +590,31 @@ mod tests {
                             want.unwrap().to_bits(),
                             "{isa} d {d} key {j}/{n}"
                         );
+                    }
+                    // Groups of queries: each query's scores as the one-query call gives them.
+                    for g in 2..=4usize {
+                        let qs: Vec<Vec<u16>> = (0..g)
+                            .map(|i| q.iter().map(|&h| h ^ (i as u16 * 0x0101)).collect())
+                            .collect();
+                        let refs: Vec<&[u16]> = qs.iter().map(|q| q.as_slice()).collect();
+                        let mut outs = vec![vec![0f32; n]; g];
+                        let mut views: Vec<&mut [f32]> =
+                            outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                        assert!(
+                            k.attn_scores_f16_group(&refs, &keys, &mut views),
+                            "{isa} {d}"
+                        );
+                        for (qi, (qq, o)) in qs.iter().zip(&outs).enumerate() {
+                            let mut alone = vec![0f32; n];
+                            assert!(k.attn_scores_f16(qq, &keys, &mut alone));
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(
+                                bits(o),
+                                bits(&alone),
+                                "{isa} d {d} n {n} group {g} query {qi}"
+                            );
+                        }
                     }
                 }
             }

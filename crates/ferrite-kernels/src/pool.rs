@@ -138,6 +138,25 @@ impl ThreadPool {
         }
     }
 
+    /// Call `f(unit)` once for every unit in `0..n_units`, the threads claiming units one at a
+    /// time from a shared counter: a thread slowed by a co-tenant (this host's vCPUs are
+    /// shared) takes fewer units instead of making the others wait at the end. For work cut
+    /// into units much larger than the cost of one atomic increment.
+    pub fn run_claimed<F: Fn(usize) + Sync>(&self, n_units: usize, f: F) {
+        if self.n_threads() == 1 || n_units <= 1 {
+            (0..n_units).for_each(f);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        self.run(|_, _| loop {
+            let u = next.fetch_add(1, Ordering::Relaxed);
+            if u >= n_units {
+                break;
+            }
+            f(u);
+        });
+    }
+
     /// Split `data` into chunks of `chunk` elements (the last may be shorter) and call
     /// `f(chunk_index, chunk)` for each, threads taking contiguous runs of chunks. The safe way for
     /// callers to fill disjoint parts of one buffer in parallel.
@@ -150,11 +169,11 @@ impl ThreadPool {
         self.chunks_on_threads(data, chunk, false, f)
     }
 
-    /// [`par_chunks_mut`](Self::par_chunks_mut), but chunk `i` goes to thread `i mod n_threads`
-    /// instead of threads taking contiguous runs: for work whose cost grows along the buffer
-    /// (causal attention, where later tokens see more keys), so each thread gets its share of
-    /// cheap and expensive chunks.
-    pub fn par_chunks_mut_interleaved<T: Send, F: Fn(usize, &mut [T]) + Sync>(
+    /// [`par_chunks_mut`](Self::par_chunks_mut) for work whose cost grows along the buffer
+    /// (causal attention, where later tokens see more keys): the threads claim chunks one at a
+    /// time from the last (dearest) to the first, so the work left at the end is cheap and a
+    /// slower thread simply claims fewer.
+    pub fn par_chunks_mut_growing<T: Send, F: Fn(usize, &mut [T]) + Sync>(
         &self,
         data: &mut [T],
         chunk: usize,
@@ -163,12 +182,12 @@ impl ThreadPool {
         self.chunks_on_threads(data, chunk, true, f)
     }
 
-    /// Both of the above: chunk indices split into contiguous runs, or dealt round-robin.
+    /// Both of the above: chunk indices split into contiguous runs, or claimed last first.
     fn chunks_on_threads<T: Send, F: Fn(usize, &mut [T]) + Sync>(
         &self,
         data: &mut [T],
         chunk: usize,
-        interleaved: bool,
+        growing: bool,
         f: F,
     ) {
         let chunk = chunk.max(1);
@@ -181,23 +200,23 @@ impl ThreadPool {
             return;
         }
         let base = SharedMut(data.as_mut_ptr());
+        let one = |i: usize| {
+            let start = i * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: chunk i covers [start, start + n) inside `data`; each chunk index goes to
+            // exactly one call (a thread's contiguous run, or one claim of the shared counter),
+            // so the mutable slices are disjoint, and `data` is borrowed mutably for the whole
+            // call.
+            let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
+            f(i, c);
+        };
+        if growing {
+            self.run_claimed(n_chunks, |u| one(n_chunks - 1 - u));
+            return;
+        }
         self.run(|ith, nth| {
-            let mine = if interleaved {
-                (ith..n_chunks).step_by(nth)
-            } else {
-                // A step of 1 over this thread's contiguous run.
-                let r = Self::split(n_chunks, ith, nth, 1);
-                (r.start..r.end).step_by(1)
-            };
-            for i in mine {
-                let start = i * chunk;
-                let n = chunk.min(len - start);
-                // SAFETY: chunk i covers [start, start + n) inside `data`; each chunk index goes to
-                // exactly one thread (its run, or i mod nth), so the mutable slices are disjoint,
-                // and `data` is borrowed mutably for the whole call.
-                let c = unsafe { std::slice::from_raw_parts_mut(base.ptr().add(start), n) };
-                f(i, c);
-            }
+            let r = Self::split(n_chunks, ith, nth, 1);
+            r.for_each(one);
         });
     }
 
@@ -347,21 +366,38 @@ mod tests {
     fn par_chunks_mut_visits_every_chunk_once() {
         for nth in 1..4 {
             let pool = ThreadPool::new(nth);
-            for interleaved in [false, true] {
+            for growing in [false, true] {
                 let mut v = vec![0usize; 103];
                 let f = |i: usize, c: &mut [usize]| {
                     for x in c.iter_mut() {
                         *x += i + 1;
                     }
                 };
-                if interleaved {
-                    pool.par_chunks_mut_interleaved(&mut v, 10, f);
+                if growing {
+                    pool.par_chunks_mut_growing(&mut v, 10, f);
                 } else {
                     pool.par_chunks_mut(&mut v, 10, f);
                 }
                 for (j, x) in v.iter().enumerate() {
-                    assert_eq!(*x, j / 10 + 1, "{nth} threads, interleaved {interleaved}");
+                    assert_eq!(*x, j / 10 + 1, "{nth} threads, growing {growing}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn claimed_units_are_each_run_once() {
+        for nth in 1..4 {
+            let pool = ThreadPool::new(nth);
+            for n in [0, 1, 2, 5, 97] {
+                let hits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
+                pool.run_claimed(n, |u| {
+                    hits[u].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                    "{nth} {n}"
+                );
             }
         }
     }

@@ -56,7 +56,7 @@ pub(crate) fn pack_group(tk: &TileKernels, act: QuantType, rows: &[&[u8]], out: 
 }
 
 /// Most activation rows that take the streaming kernels as one group.
-const FEW_ROWS: usize = 8;
+pub(crate) const FEW_ROWS: usize = 8;
 
 /// Most matrices one call multiplies with the same activations (Q, K, V).
 pub(crate) const MAX_FUSED: usize = 4;
@@ -103,14 +103,31 @@ pub(crate) fn matmul_tiled(
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
         *o = SharedMut(y.as_mut_ptr());
     }
+    if !few {
+        // Panels of 16 weight rows against all activation rows: units of work large enough
+        // (≥ 16·m·cols MACs) to be claimed one at a time, so neither thread waits for the
+        // other at the end.
+        let units: Vec<(usize, usize)> = ws
+            .iter()
+            .enumerate()
+            .flat_map(|(j, w)| (0..w.rows).step_by(PANEL_ROWS).map(move |r| (j, r)))
+            .collect();
+        pool.run_claimed(units.len(), |u| {
+            let (j, r) = units[u];
+            let w = &ws[j];
+            panel_rows(tk, packed, m, w, r..(r + PANEL_ROWS).min(w.rows), outs[j]);
+        });
+        return Ok(());
+    }
     let total: usize = ws.iter().map(|w| w.rows).sum();
     pool.run(|ith, nth| {
-        // The threads split the rows of all the matrices, concatenated.
+        // The threads split the rows of all the matrices, concatenated: long streams, one per
+        // part, for the streaming kernel (claiming small units would cut them short).
         let mine = ThreadPool::split(total, ith, nth, PANEL_ROWS);
         let mut base = 0;
         for (w, &out) in ws.iter().zip(&outs) {
             let (lo, hi) = (mine.start.max(base), mine.end.min(base + w.rows));
-            if lo < hi && few {
+            if lo < hi {
                 let (r0, r1) = (lo - base, hi - base);
                 let wrows = &w.data()[r0 * w.row_bytes()..r1 * w.row_bytes()];
                 // SAFETY: `wrows` holds rows r0..r1 of nb blocks at stride row_bytes, `packed`
@@ -128,8 +145,6 @@ pub(crate) fn matmul_tiled(
                         w.rows,
                     )
                 };
-            } else if lo < hi {
-                panel_rows(tk, packed, m, w, lo - base..hi - base, out);
             }
             base += w.rows;
         }

@@ -200,7 +200,7 @@ pub fn attention(
     let (k, mode) = (cpu.kernels, cpu.attn_accum);
     // A token's cost grows with its position (causal), so units are dealt out round-robin
     // rather than in contiguous runs, which gave the last thread most of a prompt's work.
-    cpu.pool.par_chunks_mut_interleaved(out, group * d, |c, o| {
+    cpu.pool.par_chunks_mut_growing(out, group * d, |c, o| {
         let (t, g) = (c / p.n_kv_heads, c % p.n_kv_heads);
         let pos = batch.positions[t];
         let lo = match p.window {

@@ -131,12 +131,12 @@ fn attn_values_group_none(_: &mut [&mut [u16]], _: &[u8], _: &[&[f32]], _: &[&[b
     false
 }
 
-/// Attention scores of one f16 query against a block of f16 keys (see
-/// [`Kernels::attn_scores_f16`]); returns false where this ISA has no block version for the
-/// head size.
-pub(crate) type AttnScoresFn = fn(&[u16], &[u8], &mut [f32]) -> bool;
+/// Attention scores of 1–4 f16 queries against one block of f16 keys (see
+/// [`Kernels::attn_scores_f16_group`]); returns false where this ISA has no block version for
+/// the head size.
+pub(crate) type AttnScoresFn = fn(&[&[u16]], &[u8], &mut [&mut [f32]]) -> bool;
 
-fn attn_scores_none(_: &[u16], _: &[u8], _: &mut [f32]) -> bool {
+fn attn_scores_none(_: &[&[u16]], _: &[u8], _: &mut [&mut [f32]]) -> bool {
     false
 }
 
@@ -354,7 +354,22 @@ impl Kernels {
     /// the `out.len()` keys in `keys`, bit-identical to calling it key by key. Returns false
     /// (having done nothing) when this ISA has no block version for this head size.
     pub fn attn_scores_f16(&self, q: &[u16], keys: &[u8], out: &mut [f32]) -> bool {
-        if keys.len() != 2 * q.len() * out.len() {
+        self.attn_scores_f16_group(&[q], keys, &mut [out])
+    }
+
+    /// [`attn_scores_f16`](Self::attn_scores_f16) for 1–4 queries of the same size against the
+    /// same keys (the query heads of one grouped-query KV head), each key widened once for all
+    /// of them; every score bit-identical to the single-query call. Returns false (having done
+    /// nothing) when this ISA has no block version for this head size or group.
+    pub fn attn_scores_f16_group(&self, q: &[&[u16]], keys: &[u8], out: &mut [&mut [f32]]) -> bool {
+        let d = q.first().map_or(0, |q| q.len());
+        let n = out.first().map_or(0, |o| o.len());
+        if !(1..=4).contains(&q.len())
+            || out.len() != q.len()
+            || q.iter().any(|q| q.len() != d)
+            || out.iter().any(|o| o.len() != n)
+            || keys.len() != 2 * d * n
+        {
             return false;
         }
         (self.attn_scores)(q, keys, out)
@@ -689,19 +704,47 @@ mod x86 {
         true
     }
 
-    fn attn_scores_avx512(q: &[u16], keys: &[u8], out: &mut [f32]) -> bool {
-        let (d, n) = (q.len(), out.len());
-        if keys.len() != 2 * d * n {
-            return false;
+    fn attn_scores_avx512(q: &[&[u16]], keys: &[u8], out: &mut [&mut [f32]]) -> bool {
+        // Shapes checked by `Kernels::attn_scores_f16_group`: 1–4 queries of d halves, n key
+        // rows of d halves, n outputs per query.
+        let (g, d) = (q.len(), q.first().map_or(0, |q| q.len()));
+        let n = out.first().map_or(0, |o| o.len());
+        let qp: [*const u8; 4] = std::array::from_fn(|i| q[i.min(g - 1)].as_ptr() as *const u8);
+        let op: Vec<*mut f32> = out.iter_mut().map(|o| o.as_mut_ptr()).collect();
+        let op: [*mut f32; 4] = std::array::from_fn(|i| op[i.min(g - 1)]);
+        /// One (head size, group size) instance.
+        macro_rules! scores {
+            ($c:literal) => {
+                match g {
+                    1 => fdot::attn_scores_f16_group_avx512::<$c, 1>(
+                        [qp[0]],
+                        keys.as_ptr(),
+                        n,
+                        [op[0]],
+                    ),
+                    2 => fdot::attn_scores_f16_group_avx512::<$c, 2>(
+                        [qp[0], qp[1]],
+                        keys.as_ptr(),
+                        n,
+                        [op[0], op[1]],
+                    ),
+                    3 => fdot::attn_scores_f16_group_avx512::<$c, 3>(
+                        [qp[0], qp[1], qp[2]],
+                        keys.as_ptr(),
+                        n,
+                        [op[0], op[1], op[2]],
+                    ),
+                    _ => fdot::attn_scores_f16_group_avx512::<$c, 4>(qp, keys.as_ptr(), n, op),
+                }
+            };
         }
-        let (q, k, o) = (q.as_ptr() as *const u8, keys.as_ptr(), out.as_mut_ptr());
-        // SAFETY: lengths checked just above (a query of d = 64·C halves, n key rows of d
-        // halves, n outputs); installed only for the AVX-512 ISA.
+        // SAFETY: shapes as above (each query d = 64·C halves, n key rows of d halves, n
+        // outputs per query, distinct output slices); installed only for the AVX-512 ISA.
         unsafe {
             match d {
-                64 => fdot::attn_scores_f16_avx512::<1>(q, k, n, o),
-                128 => fdot::attn_scores_f16_avx512::<2>(q, k, n, o),
-                256 => fdot::attn_scores_f16_avx512::<4>(q, k, n, o),
+                64 => scores!(1),
+                128 => scores!(2),
+                256 => scores!(4),
                 _ => return false,
             }
         }
@@ -717,9 +760,9 @@ mod x86 {
         let g = acc.len();
         let d = acc.first().map_or(0, |a| a.len());
         let n = e.first().map_or(0, |e| e.len());
-        // Head size 64 only: larger heads already give one query enough independent chains,
-        // and 4 queries × 4 chunks fill the registers.
-        if d != 64
+        // Head sizes of whole 64-column slices (64, 128, 256), done slice by slice: 4 queries ×
+        // 4 chunks fill the registers.
+        if !matches!(d, 64 | 128 | 256)
             || !(2..=4).contains(&g)
             || e.len() != g
             || raised.len() != g
@@ -731,31 +774,41 @@ mod x86 {
             return false;
         }
         let v = values.as_ptr() as *const u16;
-        // SAFETY: shapes checked just above (g accumulators of 64 halves, n value rows of 64
-        // halves, n weights and flags per accumulator); installed only for the AVX-512 ISA.
-        unsafe {
-            match g {
-                2 => fdot::attn_values_f16_group_avx512::<4, 2>(
-                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
-                    v,
-                    n,
-                    std::array::from_fn(|i| e[i].as_ptr()),
-                    std::array::from_fn(|i| raised[i].as_ptr()),
-                ),
-                3 => fdot::attn_values_f16_group_avx512::<4, 3>(
-                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
-                    v,
-                    n,
-                    std::array::from_fn(|i| e[i].as_ptr()),
-                    std::array::from_fn(|i| raised[i].as_ptr()),
-                ),
-                _ => fdot::attn_values_f16_group_avx512::<4, 4>(
-                    std::array::from_fn(|i| acc[i].as_mut_ptr()),
-                    v,
-                    n,
-                    std::array::from_fn(|i| e[i].as_ptr()),
-                    std::array::from_fn(|i| raised[i].as_ptr()),
-                ),
+        for s in (0..d).step_by(64) {
+            let mut accs = |i: usize| acc[i][s..].as_mut_ptr();
+            // SAFETY: shapes checked just above (g accumulators of d halves, n value rows of d
+            // halves, n weights and flags per accumulator): columns s..s + 64 of each are in
+            // bounds, rows d apart; installed only for the AVX-512 ISA.
+            unsafe {
+                let vs = v.add(s);
+                let es: [*const f32; 4] = std::array::from_fn(|i| e[i.min(g - 1)].as_ptr());
+                let rs: [*const bool; 4] = std::array::from_fn(|i| raised[i.min(g - 1)].as_ptr());
+                match g {
+                    2 => fdot::attn_values_f16_group_avx512::<4, 2>(
+                        [accs(0), accs(1)],
+                        vs,
+                        d,
+                        n,
+                        [es[0], es[1]],
+                        [rs[0], rs[1]],
+                    ),
+                    3 => fdot::attn_values_f16_group_avx512::<4, 3>(
+                        [accs(0), accs(1), accs(2)],
+                        vs,
+                        d,
+                        n,
+                        [es[0], es[1], es[2]],
+                        [rs[0], rs[1], rs[2]],
+                    ),
+                    _ => fdot::attn_values_f16_group_avx512::<4, 4>(
+                        [accs(0), accs(1), accs(2), accs(3)],
+                        vs,
+                        d,
+                        n,
+                        es,
+                        rs,
+                    ),
+                }
             }
         }
         true

@@ -246,23 +246,28 @@ pub(crate) unsafe fn attn_values_f16_avx512<const C: usize>(
     e: *const f32,
     raised: *const bool,
 ) {
-    // SAFETY: the grouped kernel with one query has this function's contract.
-    unsafe { attn_values_f16_group_avx512::<C, 1>([acc], values, n, [e], [raised]) }
+    // SAFETY: the grouped kernel with one query and rows of C·16 halves has this function's
+    // contract.
+    unsafe { attn_values_f16_group_avx512::<C, 1>([acc], values, 16 * C, n, [e], [raised]) }
 }
 
 /// [`attn_values_f16_avx512`] for `G` queries attending to the same keys (the query heads of
 /// one grouped-query KV head): each value chunk is loaded and widened once for all `G`
 /// accumulators, and the `G·C` accumulator chains run interleaved. Per accumulator the
 /// operations and their order are exactly those of one query alone (`G = 1`, which is what
-/// [`attn_values_f16_avx512`] runs).
+/// [`attn_values_f16_avx512`] runs). The `C·16` columns may be a slice of longer value rows
+/// (`stride` halves apart): every element's chain is independent of the other columns, so a
+/// wide head can be done slice by slice with the same results.
 ///
 /// # Safety
-/// Each `acc[g]` must be valid for `C·16` halves, `values` for `n·C·16` halves, each `e[g]` and
-/// `raised[g]` for `n` elements; the CPU must support AVX-512F.
+/// Each `acc[g]` must be valid for `C·16` halves, `values` for `n` rows of `stride ≥ C·16`
+/// halves (the last needs only `C·16`), each `e[g]` and `raised[g]` for `n` elements; the CPU
+/// must support AVX-512F.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 pub(crate) unsafe fn attn_values_f16_group_avx512<const C: usize, const G: usize>(
     acc: [*mut u16; G],
     values: *const u16,
+    stride: usize,
     n: usize,
     e: [*const f32; G],
     raised: [*const bool; G],
@@ -275,10 +280,10 @@ pub(crate) unsafe fn attn_values_f16_group_avx512<const C: usize, const G: usize
         })
     });
     for j in 0..n {
-        // SAFETY: chunk c of value row j, inside the n·C·16 halves.
+        // SAFETY: chunk c of value row j, inside the contract's n rows.
         let x: [__m512; C] = std::array::from_fn(|c| unsafe {
             _mm512_cvtph_ps(_mm256_loadu_si256(
-                values.add((j * C + c) * 16) as *const __m256i
+                values.add(j * stride + c * 16) as *const __m256i
             ))
         });
         for (g, yg) in y.iter_mut().enumerate() {
@@ -400,83 +405,103 @@ pub(crate) unsafe fn f16_avx512(n: usize, x: *const u8, y: *const u8) -> f32 {
     sum as f32
 }
 
-/// `out[j] = f16_avx512(64·C, q, keys + j·row)` for `n` keys of `64·C` halves each (the scores
-/// of one query against a block of keys), bit-identical to calling [`f16_avx512`] per key: each
-/// key's four accumulators are combined as there, and sixteen keys' 16-lane sums are then
-/// reduced together, with shuffles pairing exactly the lanes `_mm512_reduce_add_ps` pairs
-/// (8+8, 4+4, (0+2) and (1+3), then their sum), so one add serves sixteen keys.
+/// Sixteen keys' 16-lane sums reduced together, with shuffles pairing exactly the lanes
+/// `_mm512_reduce_add_ps` pairs (8+8, 4+4, (0+2) and (1+3), then their sum), so one add serves
+/// sixteen keys; lane k of the result is key k's sum.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+fn reduce_16_keys(x: [__m512; 16]) -> __m512 {
+    // Lanes i + i+8 of each key: keys 2t, 2t+1 → [8 sums of 2t | 8 sums of 2t+1].
+    let h8: [__m512; 8] = std::array::from_fn(|t| {
+        let (a, b) = (x[2 * t], x[2 * t + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    });
+    // Lanes i + i+4: [4 of key 4t | 4t+1 | 4t+2 | 4t+3].
+    let h4: [__m512; 4] = std::array::from_fn(|t| {
+        let (a, b) = (h8[2 * t], h8[2 * t + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    });
+    // (0+2), (1+3) within each 128-bit lane: [u0 u1 of h4[2t] | v0 v1 of h4[2t+1]].
+    let h2: [__m512; 2] = std::array::from_fn(|t| {
+        let (a, b) = (h4[2 * t], h4[2 * t + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+        )
+    });
+    // (0+2) + (1+3).
+    let r = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(h2[0], h2[1]),
+        _mm512_shuffle_ps::<0b11_01_11_01>(h2[0], h2[1]),
+    );
+    // Lane 4L + e holds key KEY_OF_LANE[4L + e]; put the keys in order.
+    // SAFETY: KEY_LANES is 16 i32.
+    let idx = unsafe { _mm512_loadu_si512(KEY_LANES.as_ptr() as *const __m512i) };
+    _mm512_permutexvar_ps(idx, r)
+}
+
+/// `out[g][j] = f16_avx512(64·C, q[g], keys + j·row)` for `G` queries (the query heads of one
+/// grouped-query KV head) against the same `n` keys, bit-identical to calling [`f16_avx512`]
+/// per query and key: each sixteen keys are widened to f32 once for all queries; per query
+/// and key the four accumulators and their combination are [`f16_avx512`]'s, and sixteen
+/// keys' sums are reduced together ([`reduce_16_keys`]).
 ///
 /// # Safety
-/// `q` must hold `64·C` halves, `keys` `n` rows of `64·C` halves, `out` room for `n` floats.
+/// Each `q[g]` must hold `64·C` halves, `keys` `n` rows of `64·C` halves, each `out[g]` room
+/// for `n` floats.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn attn_scores_f16_avx512<const C: usize>(
-    q: *const u8,
+pub(crate) unsafe fn attn_scores_f16_group_avx512<const C: usize, const G: usize>(
+    q: [*const u8; G],
     keys: *const u8,
     n: usize,
-    out: *mut f32,
+    out: [*mut f32; G],
 ) {
     let d = 64 * C;
-    let qv: [[__m512; 4]; C] = std::array::from_fn(|c| {
-        std::array::from_fn(|k| {
-            // SAFETY: q holds d = 64·C halves (contract).
-            unsafe { load_f16x16(q, 64 * c + 16 * k) }
-        })
-    });
-    // The 16-lane sum x0 of key j (the value `f16_avx512` reduces).
-    let key_sum = |j: usize| {
-        let kp = keys.wrapping_add(2 * d * j);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for (c, qc) in qv.iter().enumerate() {
-            for (k, a) in acc.iter_mut().enumerate() {
-                // SAFETY: key j < n has d halves (contract).
-                *a = _mm512_fmadd_ps(unsafe { load_f16x16(kp, 64 * c + 16 * k) }, qc[k], *a);
-            }
-        }
-        _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]))
-    };
+    let mut wide = [[[_mm512_setzero_ps(); 4]; C]; 16];
     let mut j = 0;
     while j + 16 <= n {
-        let x: [__m512; 16] = std::array::from_fn(|i| key_sum(j + i));
-        // Lanes i + i+8 of each key: keys 2t, 2t+1 → [8 sums of 2t | 8 sums of 2t+1].
-        let h8: [__m512; 8] = std::array::from_fn(|t| {
-            let (a, b) = (x[2 * t], x[2 * t + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-            )
-        });
-        // Lanes i + i+4: [4 of key 4t | 4t+1 | 4t+2 | 4t+3].
-        let h4: [__m512; 4] = std::array::from_fn(|t| {
-            let (a, b) = (h8[2 * t], h8[2 * t + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-            )
-        });
-        // (0+2), (1+3) within each 128-bit lane: [u0 u1 of h4[2t] | v0 v1 of h4[2t+1]].
-        let h2: [__m512; 2] = std::array::from_fn(|t| {
-            let (a, b) = (h4[2 * t], h4[2 * t + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
-            )
-        });
-        // (0+2) + (1+3).
-        let r = _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(h2[0], h2[1]),
-            _mm512_shuffle_ps::<0b11_01_11_01>(h2[0], h2[1]),
-        );
-        // Lane 4L + e holds key KEY_OF_LANE[4L + e]; put the keys in order.
-        // SAFETY: KEY_LANES is 16 i32.
-        let idx = unsafe { _mm512_loadu_si512(KEY_LANES.as_ptr() as *const __m512i) };
-        let r = _mm512_permutexvar_ps(idx, r);
-        // SAFETY: keys j..j + 16 < n have room in out (contract).
-        unsafe { _mm512_storeu_ps(out.add(j), r) };
+        for (i, wi) in wide.iter_mut().enumerate() {
+            let kp = keys.wrapping_add(2 * d * (j + i));
+            for (c, wc) in wi.iter_mut().enumerate() {
+                for (k, w) in wc.iter_mut().enumerate() {
+                    // SAFETY: key j + i < n has d halves (contract).
+                    *w = unsafe { load_f16x16(kp, 64 * c + 16 * k) };
+                }
+            }
+        }
+        for g in 0..G {
+            let qv: [[__m512; 4]; C] = std::array::from_fn(|c| {
+                std::array::from_fn(|k| {
+                    // SAFETY: q[g] holds d = 64·C halves (contract).
+                    unsafe { load_f16x16(q[g], 64 * c + 16 * k) }
+                })
+            });
+            // The 16-lane sum of key j + i (the value `f16_avx512` reduces).
+            let x: [__m512; 16] = std::array::from_fn(|i| {
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for (wc, qc) in wide[i].iter().zip(&qv) {
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(wc[k], qc[k], *a);
+                    }
+                }
+                _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]))
+            });
+            // SAFETY: keys j..j + 16 < n have room in out[g] (contract).
+            unsafe { _mm512_storeu_ps(out[g].add(j), reduce_16_keys(x)) };
+        }
         j += 16;
     }
     while j < n {
-        // SAFETY: key j < n (contract).
-        unsafe { *out.add(j) = f16_avx512(d, q, keys.add(2 * d * j)) };
+        for g in 0..G {
+            // SAFETY: key j < n (contract).
+            unsafe { *out[g].add(j) = f16_avx512(d, q[g], keys.add(2 * d * j)) };
+        }
         j += 1;
     }
 }
