@@ -208,10 +208,15 @@ pub enum AttnAccum {
 }
 
 /// Attention for one query head over key/value rows fed block by block, with an online softmax
-/// (running max and sum), so a paged cache never has to gather its blocks.
+/// (running max and sum), so a paged cache never has to gather its blocks. It may produce only
+/// some columns of the head's result ([`with_columns`](Self::with_columns)): the scores and
+/// softmax need the whole query and keys, but each output column depends only on its own
+/// value column, so two accumulators can share one head between threads.
 #[derive(Debug, Clone)]
 pub struct AttentionAccumulator {
     q16: Vec<u16>,
+    /// The output columns this accumulator produces (all of the head by default).
+    cols: std::ops::Range<usize>,
     acc16: Vec<u16>,
     acc: Vec<f32>,
     mode: AttnAccum,
@@ -229,6 +234,7 @@ impl AttentionAccumulator {
     pub fn new(head_dim: usize, mode: AttnAccum) -> AttentionAccumulator {
         AttentionAccumulator {
             q16: vec![0; head_dim],
+            cols: 0..head_dim,
             acc16: vec![0; head_dim],
             acc: vec![0.0; head_dim],
             mode,
@@ -240,9 +246,32 @@ impl AttentionAccumulator {
         }
     }
 
+    /// This accumulator producing only output columns `cols` of the head (clamped to it):
+    /// [`finish`](Self::finish) then writes `cols.len()` values, each exactly the whole head's
+    /// value in that column.
+    pub fn with_columns(mut self, cols: std::ops::Range<usize>) -> AttentionAccumulator {
+        self.set_columns(cols);
+        self
+    }
+
+    /// [`with_columns`](Self::with_columns) in place (reusing the buffers); takes effect from
+    /// the next [`begin`](Self::begin).
+    pub fn set_columns(&mut self, cols: std::ops::Range<usize>) {
+        let d = self.q16.len();
+        let cols = cols.start.min(d)..cols.end.min(d).max(cols.start.min(d));
+        self.acc16.resize(cols.len(), 0);
+        self.acc.resize(cols.len(), 0.0);
+        self.cols = cols;
+    }
+
     /// The head size this accumulator was made for.
     pub fn head_dim(&self) -> usize {
         self.q16.len()
+    }
+
+    /// The output columns it produces.
+    pub fn columns(&self) -> std::ops::Range<usize> {
+        self.cols.clone()
     }
 
     /// How it accumulates values.
@@ -265,14 +294,26 @@ impl AttentionAccumulator {
     /// `softcap`, when set, applies `c·tanh(s/c)` to each scaled score.
     pub fn add(&mut self, k: &Kernels, keys: &[u8], values: &[u8], n: usize, softcap: Option<f32>) {
         self.weigh(k, keys, n, softcap);
-        let row = 2 * self.q16.len();
+        let d = self.q16.len();
+        let row = 2 * d;
         let fused = self.mode == AttnAccum::F16
-            && k.attn_values_f16(
-                &mut self.acc16,
-                &values[..n * row],
-                &self.exps,
-                &self.raised,
-            );
+            && if self.cols.len() == d {
+                k.attn_values_f16(
+                    &mut self.acc16,
+                    &values[..n * row],
+                    &self.exps,
+                    &self.raised,
+                )
+            } else {
+                k.attn_values_f16_group(
+                    &mut [self.acc16.as_mut_slice()],
+                    &values[..n * row],
+                    d,
+                    self.cols.start,
+                    &[self.exps.as_slice()],
+                    &[self.raised.as_slice()],
+                )
+            };
         self.accumulate(k, values, n, fused);
     }
 
@@ -308,9 +349,15 @@ impl AttentionAccumulator {
             a.weigh_scores(k, n, softcap);
         }
         let mut grouped = false;
-        if accs.len() <= 4 && accs.iter().all(|a| a.mode == AttnAccum::F16) {
+        let cols = accs.first().map_or(0..0, |a| a.cols.clone());
+        if accs.len() <= 4
+            && accs
+                .iter()
+                .all(|a| a.mode == AttnAccum::F16 && a.cols == cols)
+            && (accs.len() > 1 || cols.len() != d)
+        {
             let g = accs.len();
-            let row = 2 * accs.first().map_or(0, |a| a.q16.len());
+            let row = 2 * d;
             let mut bufs: [&mut [u16]; 4] = Default::default();
             let mut es: [&[f32]; 4] = Default::default();
             let mut rs: [&[bool]; 4] = Default::default();
@@ -324,13 +371,20 @@ impl AttentionAccumulator {
                 (bufs[i], es[i], rs[i]) =
                     (acc16.as_mut_slice(), exps.as_slice(), raised.as_slice());
             }
-            grouped =
-                k.attn_values_f16_group(&mut bufs[..g], &values[..n * row], &es[..g], &rs[..g]);
+            grouped = k.attn_values_f16_group(
+                &mut bufs[..g],
+                &values[..n * row],
+                d,
+                cols.start,
+                &es[..g],
+                &rs[..g],
+            );
         }
         for a in accs.iter_mut() {
             let row = 2 * a.q16.len();
             let fused = grouped
                 || (a.mode == AttnAccum::F16
+                    && a.cols.len() == a.q16.len()
                     && k.attn_values_f16(&mut a.acc16, &values[..n * row], &a.exps, &a.raised));
             a.accumulate(k, values, n, fused);
         }
@@ -397,7 +451,7 @@ impl AttentionAccumulator {
         } else {
             for (j, (&e, &raised)) in self.exps.iter().zip(&self.raised).enumerate() {
                 let (ms, vs) = if raised { (e, 1.0) } else { (1.0, e) };
-                let v = &values[j * row..(j + 1) * row];
+                let v = &values[j * row + 2 * self.cols.start..j * row + 2 * self.cols.end];
                 match self.mode {
                     AttnAccum::F16 => {
                         if ms != 1.0 {
@@ -673,6 +727,86 @@ mod tests {
                         alone.finish(&mut y);
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&x), bits(&y), "{isa} d {d} group {g} query {qi}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_slices_equal_the_whole_head() {
+        let mut rnd = crate::test_util::uniform(0x6a09_e667_f3bc_c908u64, -2.0, 4.0);
+        let to16 = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
+                .collect()
+        };
+        // (head size, column cuts): halves, quarters, a 32-column slice, and a head size
+        // without a vector path (72) cut unevenly.
+        let cases: [(usize, &[usize]); 4] = [
+            (64, &[0, 32, 64]),
+            (256, &[0, 128, 256]),
+            (256, &[0, 64, 96, 192, 256]),
+            (72, &[0, 40, 72]),
+        ];
+        for (d, cuts) in cases {
+            for g in [1usize, 3, 4] {
+                let n = 37;
+                let qs: Vec<Vec<f32>> = (0..g).map(|_| (0..d).map(|_| rnd()).collect()).collect();
+                let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let blocks = [5usize, 16, 16];
+                let run = |k: &Kernels, cols: std::ops::Range<usize>, mode| -> Vec<Vec<f32>> {
+                    let mut accs: Vec<AttentionAccumulator> = qs
+                        .iter()
+                        .map(|q| {
+                            let mut a =
+                                AttentionAccumulator::new(d, mode).with_columns(cols.clone());
+                            a.begin(q, 0.6);
+                            a
+                        })
+                        .collect();
+                    let mut start = 0;
+                    for len in blocks {
+                        let (a, b) = (start * d * 2, (start + len) * d * 2);
+                        if g == 1 {
+                            accs[0].add(k, &kb[a..b], &vb[a..b], len, Some(20.0));
+                        } else {
+                            AttentionAccumulator::add_group(
+                                k,
+                                &mut accs,
+                                &kb[a..b],
+                                &vb[a..b],
+                                len,
+                                Some(20.0),
+                            );
+                        }
+                        start += len;
+                    }
+                    accs.iter()
+                        .map(|a| {
+                            let mut o = vec![0f32; a.columns().len()];
+                            a.finish(&mut o);
+                            o
+                        })
+                        .collect()
+                };
+                for isa in Isa::available() {
+                    let k = Kernels::new(isa).unwrap();
+                    for mode in [AttnAccum::F16, AttnAccum::F32] {
+                        let whole = run(&k, 0..d, mode);
+                        for w in cuts.windows(2) {
+                            let part = run(&k, w[0]..w[1], mode);
+                            for (qi, (p, full)) in part.iter().zip(&whole).enumerate() {
+                                let bits =
+                                    |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                                assert_eq!(
+                                    bits(p),
+                                    bits(&full[w[0]..w[1]]),
+                                    "{isa} {mode:?} d {d} group {g} query {qi} cols {w:?}"
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -251,3 +251,23 @@ fn positions_past_the_cache_are_rejected() {
         .to_string()
         .contains("vocabulary"));
 }
+
+/// Decoding with 2 and 3 threads, where each (token, KV head) of attention is cut into column
+/// parts taken by different threads, gives exactly the 1-thread logits.
+#[test]
+fn decoding_is_bit_identical_across_thread_counts() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        let bytes = TinyModel::new(arch).quant(QuantType::Q8_0).to_bytes();
+        let bits =
+            |v: Vec<Vec<f32>>| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+        let mut one = load(bytes.clone(), None, 1).unwrap();
+        let want = bits(decode_all(one.as_mut(), &PROMPT));
+        for threads in [2, 3] {
+            let mut m = load(bytes.clone(), None, threads).unwrap();
+            assert!(
+                bits(decode_all(m.as_mut(), &PROMPT)) == want,
+                "{arch:?}: {threads} threads"
+            );
+        }
+    }
+}

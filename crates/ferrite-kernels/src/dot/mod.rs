@@ -125,9 +125,17 @@ fn attn_values_none(_: &mut [u16], _: &[u8], _: &[f32], _: &[bool]) -> bool {
 
 /// Attention's f16 value accumulation for several queries over the same block of keys (see
 /// [`Kernels::attn_values_f16_group`]); returns false where this ISA has no grouped version.
-pub(crate) type AttnValuesGroupFn = fn(&mut [&mut [u16]], &[u8], &[&[f32]], &[&[bool]]) -> bool;
+pub(crate) type AttnValuesGroupFn =
+    fn(&mut [&mut [u16]], &[u8], usize, usize, &[&[f32]], &[&[bool]]) -> bool;
 
-fn attn_values_group_none(_: &mut [&mut [u16]], _: &[u8], _: &[&[f32]], _: &[&[bool]]) -> bool {
+fn attn_values_group_none(
+    _: &mut [&mut [u16]],
+    _: &[u8],
+    _: usize,
+    _: usize,
+    _: &[&[f32]],
+    _: &[&[bool]],
+) -> bool {
     false
 }
 
@@ -375,18 +383,22 @@ impl Kernels {
         (self.attn_scores)(q, keys, out)
     }
 
-    /// [`attn_values_f16`](Self::attn_values_f16) for several accumulators (one per query of a
-    /// grouped-query head) over the same values, `e[g]` and `raised[g]` belonging to `acc[g]`;
-    /// each accumulator ends exactly as `attn_values_f16` would leave it. Returns false
-    /// (having done nothing) when this ISA has no grouped version for this shape.
+    /// [`attn_values_f16`](Self::attn_values_f16) for 1–4 accumulators (one per query of a
+    /// grouped-query head) over the same values, `e[g]` and `raised[g]` belonging to `acc[g]`,
+    /// each accumulator holding columns `col0..col0 + acc[g].len()` of value rows of `row`
+    /// halves (a whole head, or a slice of it: every column's f16 chain is independent of the
+    /// others). Each accumulator ends exactly as `attn_values_f16` would leave those columns.
+    /// Returns false (having done nothing) when this ISA has no version for this shape.
     pub fn attn_values_f16_group(
         &self,
         acc: &mut [&mut [u16]],
         values: &[u8],
+        row: usize,
+        col0: usize,
         e: &[&[f32]],
         raised: &[&[bool]],
     ) -> bool {
-        (self.attn_values_group)(acc, values, e, raised)
+        (self.attn_values_group)(acc, values, row, col0, e, raised)
     }
 
     /// Attention's value accumulation over a block of keys into the f16 accumulator `acc`: per
@@ -754,61 +766,86 @@ mod x86 {
     fn attn_values_group_avx512(
         acc: &mut [&mut [u16]],
         values: &[u8],
+        row: usize,
+        col0: usize,
         e: &[&[f32]],
         raised: &[&[bool]],
     ) -> bool {
         let g = acc.len();
-        let d = acc.first().map_or(0, |a| a.len());
+        let width = acc.first().map_or(0, |a| a.len());
         let n = e.first().map_or(0, |e| e.len());
-        // Head sizes of whole 64-column slices (64, 128, 256), done slice by slice: 4 queries ×
-        // 4 chunks fill the registers.
-        if !matches!(d, 64 | 128 | 256)
-            || !(2..=4).contains(&g)
+        // Widths of whole 32-column slices, done 64 columns at a time (4 queries × 4 chunks
+        // fill the registers) and a last 32 if any.
+        if width == 0
+            || !width.is_multiple_of(32)
+            || col0 + width > row
+            || !(1..=4).contains(&g)
             || e.len() != g
             || raised.len() != g
-            || acc.iter().any(|a| a.len() != d)
+            || acc.iter().any(|a| a.len() != width)
             || e.iter().any(|x| x.len() != n)
             || raised.iter().any(|r| r.len() != n)
-            || values.len() != 2 * d * n
+            || values.len() != 2 * row * n
         {
             return false;
         }
         let v = values.as_ptr() as *const u16;
-        for s in (0..d).step_by(64) {
-            let mut accs = |i: usize| acc[i][s..].as_mut_ptr();
-            // SAFETY: shapes checked just above (g accumulators of d halves, n value rows of d
-            // halves, n weights and flags per accumulator): columns s..s + 64 of each are in
-            // bounds, rows d apart; installed only for the AVX-512 ISA.
-            unsafe {
-                let vs = v.add(s);
-                let es: [*const f32; 4] = std::array::from_fn(|i| e[i.min(g - 1)].as_ptr());
-                let rs: [*const bool; 4] = std::array::from_fn(|i| raised[i.min(g - 1)].as_ptr());
+        let es: [*const f32; 4] = std::array::from_fn(|i| e[i.min(g - 1)].as_ptr());
+        let rs: [*const bool; 4] = std::array::from_fn(|i| raised[i.min(g - 1)].as_ptr());
+        /// One (chunks, group size) instance over columns s.. of the accumulators.
+        macro_rules! slice {
+            ($c:literal, $s:expr) => {{
+                let s = $s;
+                let mut at = |i: usize| acc[i.min(g - 1)][s..].as_mut_ptr();
+                let vs = v.add(col0 + s);
                 match g {
-                    2 => fdot::attn_values_f16_group_avx512::<4, 2>(
-                        [accs(0), accs(1)],
+                    1 => fdot::attn_values_f16_group_avx512::<$c, 1>(
+                        [at(0)],
                         vs,
-                        d,
+                        row,
+                        n,
+                        [es[0]],
+                        [rs[0]],
+                    ),
+                    2 => fdot::attn_values_f16_group_avx512::<$c, 2>(
+                        [at(0), at(1)],
+                        vs,
+                        row,
                         n,
                         [es[0], es[1]],
                         [rs[0], rs[1]],
                     ),
-                    3 => fdot::attn_values_f16_group_avx512::<4, 3>(
-                        [accs(0), accs(1), accs(2)],
+                    3 => fdot::attn_values_f16_group_avx512::<$c, 3>(
+                        [at(0), at(1), at(2)],
                         vs,
-                        d,
+                        row,
                         n,
                         [es[0], es[1], es[2]],
                         [rs[0], rs[1], rs[2]],
                     ),
-                    _ => fdot::attn_values_f16_group_avx512::<4, 4>(
-                        [accs(0), accs(1), accs(2), accs(3)],
+                    _ => fdot::attn_values_f16_group_avx512::<$c, 4>(
+                        [at(0), at(1), at(2), at(3)],
                         vs,
-                        d,
+                        row,
                         n,
                         es,
                         rs,
                     ),
                 }
+            }};
+        }
+        let mut s = 0;
+        // SAFETY: shapes checked just above (g accumulators of `width` halves, n value rows of
+        // `row` halves with columns col0..col0 + width inside, n weights and flags per
+        // accumulator): each slice's columns are in bounds, rows `row` apart; installed only for
+        // the AVX-512 ISA.
+        unsafe {
+            while s + 64 <= width {
+                slice!(4, s);
+                s += 64;
+            }
+            if s < width {
+                slice!(2, s);
             }
         }
         true
