@@ -293,34 +293,15 @@ impl AttentionAccumulator {
     /// Attend to `n` positions: `keys` and `values` are `n × head_dim` f16 rows (as bytes).
     /// `softcap`, when set, applies `c·tanh(s/c)` to each scaled score.
     pub fn add(&mut self, k: &Kernels, keys: &[u8], values: &[u8], n: usize, softcap: Option<f32>) {
-        self.weigh(k, keys, n, softcap);
-        let d = self.q16.len();
-        let row = 2 * d;
-        let fused = self.mode == AttnAccum::F16
-            && if self.cols.len() == d {
-                k.attn_values_f16(
-                    &mut self.acc16,
-                    &values[..n * row],
-                    &self.exps,
-                    &self.raised,
-                )
-            } else {
-                k.attn_values_f16_group(
-                    &mut [self.acc16.as_mut_slice()],
-                    &values[..n * row],
-                    d,
-                    self.cols.start,
-                    &[self.exps.as_slice()],
-                    &[self.raised.as_slice()],
-                )
-            };
-        self.accumulate(k, values, n, fused);
+        // A group of one: the same kernel choices (whole head or column slice) in one place.
+        Self::add_group(k, std::slice::from_mut(self), keys, values, n, softcap);
     }
 
     /// [`add`](Self::add) for several queries attending to the same keys and values (the query
-    /// heads of one grouped-query KV head). Each accumulator's result is exactly what `add`
-    /// gives it; the value accumulation runs for all of them in one pass over the values
-    /// where this ISA has a kernel for the head size.
+    /// heads of one grouped-query KV head). Each accumulator's result is exactly what it gets
+    /// attending alone (a group of one, which `add` is, runs the single-query kernels); the
+    /// scores and the value accumulation run for all of them in one pass over the keys and
+    /// values where this ISA has a kernel for the head size.
     pub fn add_group(
         k: &Kernels,
         accs: &mut [AttentionAccumulator],
@@ -390,13 +371,6 @@ impl AttentionAccumulator {
         }
     }
 
-    /// The first half of [`add`](Self::add): each key's score, the running maximum, and in
-    /// `exps`/`raised` each key's weight (or rescale factor) for the value accumulation.
-    fn weigh(&mut self, k: &Kernels, keys: &[u8], n: usize, softcap: Option<f32>) {
-        self.score(k, keys, n);
-        self.weigh_scores(k, n, softcap);
-    }
-
     /// Each key's score into `exps`, sixteen keys per kernel call where this ISA has one.
     fn score(&mut self, k: &Kernels, keys: &[u8], n: usize) {
         let d = self.q16.len();
@@ -413,8 +387,9 @@ impl AttentionAccumulator {
         }
     }
 
-    /// The scores in `exps` (n of them) to weights: scaled (and soft-capped), the running
-    /// maximum, then every key's exponential in one vector call — the running maximum after
+    /// The scores in `exps` (n of them) to weights for the value accumulation, in `exps` and
+    /// `raised` (each key's weight, or rescale factor when it raised the maximum): scaled (and
+    /// soft-capped), the running maximum, then every key's exponential in one vector call — the running maximum after
     /// each key depends only on the scores, so each `expf` argument is known before any is
     /// computed. The arithmetic is the one-key-at-a-time loop's, in the same order.
     fn weigh_scores(&mut self, k: &Kernels, n: usize, softcap: Option<f32>) {
@@ -497,6 +472,18 @@ mod tests {
     use super::*;
     use crate::Isa;
 
+    /// f32 values as little-endian f16 bytes (a K/V cache row).
+    fn to_f16_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
+            .collect()
+    }
+
+    /// The bit patterns, for comparing results exactly.
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     #[test]
     fn rms_norm_unit_weights() {
         let x = [3.0f32, 4.0];
@@ -543,12 +530,7 @@ mod tests {
         let q: Vec<f32> = (0..d).map(|i| (i as f32 * 0.3).sin()).collect();
         let keys: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.17).cos()).collect();
         let vals: Vec<f32> = (0..n * d).map(|i| (i as f32 * 0.11).sin()).collect();
-        let to16 = |v: &[f32]| -> Vec<u8> {
-            v.iter()
-                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
-                .collect()
-        };
-        let (kb, vb) = (to16(&keys), to16(&vals));
+        let (kb, vb) = (to_f16_bytes(&keys), to_f16_bytes(&vals));
         let mut outs = Vec::new();
         for mode in [AttnAccum::F32, AttnAccum::F16] {
             let mut acc = AttentionAccumulator::new(d, mode);
@@ -610,7 +592,6 @@ mod tests {
             for nth in [1, 2] {
                 let mut got = gate.clone();
                 geglu_rows(&crate::ThreadPool::new(nth), &k, &mut got, &up, width).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa} {nth} threads");
             }
             // Unequal lengths are refused.
@@ -661,8 +642,6 @@ mod tests {
                         for (qi, (qq, o)) in qs.iter().zip(&outs).enumerate() {
                             let mut alone = vec![0f32; n];
                             assert!(k.attn_scores_f16(qq, &keys, &mut alone));
-                            let bits =
-                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                             assert_eq!(
                                 bits(o),
                                 bits(&alone),
@@ -678,17 +657,12 @@ mod tests {
     #[test]
     fn grouped_queries_equal_each_query_alone() {
         let mut rnd = crate::test_util::uniform(0x1405_7b7e_f767_814fu64, -2.0, 4.0);
-        let to16 = |v: &[f32]| -> Vec<u8> {
-            v.iter()
-                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
-                .collect()
-        };
         for d in [64usize, 72, 256] {
             for g in [1usize, 2, 3, 4] {
                 let n = 41;
                 let qs: Vec<Vec<f32>> = (0..g).map(|_| (0..d).map(|_| rnd()).collect()).collect();
-                let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
-                let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let kb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let vb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
                 for isa in Isa::available() {
                     let k = Kernels::new(isa).unwrap();
                     let blocks = [1usize, 16, 3, 21];
@@ -725,7 +699,6 @@ mod tests {
                         let (mut x, mut y) = (vec![0f32; d], vec![0f32; d]);
                         group[qi].finish(&mut x);
                         alone.finish(&mut y);
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&x), bits(&y), "{isa} d {d} group {g} query {qi}");
                     }
                 }
@@ -736,11 +709,6 @@ mod tests {
     #[test]
     fn column_slices_equal_the_whole_head() {
         let mut rnd = crate::test_util::uniform(0x6a09_e667_f3bc_c908u64, -2.0, 4.0);
-        let to16 = |v: &[f32]| -> Vec<u8> {
-            v.iter()
-                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
-                .collect()
-        };
         // (head size, column cuts): halves, quarters, a 32-column slice, and a head size
         // without a vector path (72) cut unevenly.
         let cases: [(usize, &[usize]); 4] = [
@@ -753,8 +721,8 @@ mod tests {
             for g in [1usize, 3, 4] {
                 let n = 37;
                 let qs: Vec<Vec<f32>> = (0..g).map(|_| (0..d).map(|_| rnd()).collect()).collect();
-                let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
-                let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let kb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+                let vb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
                 let blocks = [5usize, 16, 16];
                 let run = |k: &Kernels, cols: std::ops::Range<usize>, mode| -> Vec<Vec<f32>> {
                     let mut accs: Vec<AttentionAccumulator> = qs
@@ -798,8 +766,6 @@ mod tests {
                         for w in cuts.windows(2) {
                             let part = run(&k, w[0]..w[1], mode);
                             for (qi, (p, full)) in part.iter().zip(&whole).enumerate() {
-                                let bits =
-                                    |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                                 assert_eq!(
                                     bits(p),
                                     bits(&full[w[0]..w[1]]),
@@ -818,16 +784,11 @@ mod tests {
         // Head sizes with and without a fused vector path (72 is not a multiple of 16), blocks
         // of uneven length, scores that raise the maximum mid-block, with and without softcap.
         let mut rnd = crate::test_util::uniform(0x2545_f491_4f6c_dd1du64, -2.0, 4.0);
-        let to16 = |v: &[f32]| -> Vec<u8> {
-            v.iter()
-                .flat_map(|x| f16::from_f32(*x).to_bits().to_le_bytes())
-                .collect()
-        };
         for d in [16usize, 64, 72, 256] {
             let n = 37;
             let q: Vec<f32> = (0..d).map(|_| rnd()).collect();
-            let kb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
-            let vb = to16(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+            let kb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
+            let vb = to_f16_bytes(&(0..n * d).map(|_| rnd()).collect::<Vec<_>>());
             for softcap in [None, Some(3.0f32)] {
                 let run = |isa: Isa| {
                     let k = Kernels::new(isa).unwrap();
@@ -841,7 +802,7 @@ mod tests {
                     }
                     let mut out = vec![0f32; d];
                     acc.finish(&mut out);
-                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    bits(&out)
                 };
                 let want = run(Isa::Scalar);
                 for isa in Isa::available() {

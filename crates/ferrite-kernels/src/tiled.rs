@@ -107,15 +107,17 @@ pub(crate) fn matmul_tiled(
         // Panels of 16 weight rows against all activation rows: units of work large enough
         // (≥ 16·m·cols MACs) to be claimed one at a time, so neither thread waits for the
         // other at the end.
-        let units: Vec<(usize, usize)> = ws
-            .iter()
-            .enumerate()
-            .flat_map(|(j, w)| (0..w.rows).step_by(PANEL_ROWS).map(move |r| (j, r)))
-            .collect();
-        pool.run_claimed(units.len(), |u| {
-            let (j, r) = units[u];
-            let w = &ws[j];
-            panel_rows(tk, packed, m, w, r..(r + PANEL_ROWS).min(w.rows), outs[j]);
+        // Unit u is panel u of the matrices' panels, counted matrix after matrix.
+        let panels = |w: &QMatrix<'_>| w.rows.div_ceil(PANEL_ROWS);
+        pool.run_claimed(ws.iter().map(panels).sum(), |mut u| {
+            for (w, &out) in ws.iter().zip(&outs) {
+                if u < panels(w) {
+                    let r = u * PANEL_ROWS;
+                    panel_rows(tk, packed, m, w, r..(r + PANEL_ROWS).min(w.rows), out);
+                    return;
+                }
+                u -= panels(w);
+            }
         });
         return Ok(());
     }

@@ -716,37 +716,27 @@ mod x86 {
         true
     }
 
+    /// The first `G` of four per-query pointers (the group kernels take exactly `G`).
+    fn first<T: Copy, const G: usize>(a: [T; 4]) -> [T; G] {
+        std::array::from_fn(|i| a[i])
+    }
+
     fn attn_scores_avx512(q: &[&[u16]], keys: &[u8], out: &mut [&mut [f32]]) -> bool {
         // Shapes checked by `Kernels::attn_scores_f16_group`: 1–4 queries of d halves, n key
         // rows of d halves, n outputs per query.
         let (g, d) = (q.len(), q.first().map_or(0, |q| q.len()));
         let n = out.first().map_or(0, |o| o.len());
         let qp: [*const u8; 4] = std::array::from_fn(|i| q[i.min(g - 1)].as_ptr() as *const u8);
-        let op: Vec<*mut f32> = out.iter_mut().map(|o| o.as_mut_ptr()).collect();
-        let op: [*mut f32; 4] = std::array::from_fn(|i| op[i.min(g - 1)]);
+        let op: [*mut f32; 4] = std::array::from_fn(|i| out[i.min(g - 1)].as_mut_ptr());
+        let k = keys.as_ptr();
         /// One (head size, group size) instance.
         macro_rules! scores {
             ($c:literal) => {
                 match g {
-                    1 => fdot::attn_scores_f16_group_avx512::<$c, 1>(
-                        [qp[0]],
-                        keys.as_ptr(),
-                        n,
-                        [op[0]],
-                    ),
-                    2 => fdot::attn_scores_f16_group_avx512::<$c, 2>(
-                        [qp[0], qp[1]],
-                        keys.as_ptr(),
-                        n,
-                        [op[0], op[1]],
-                    ),
-                    3 => fdot::attn_scores_f16_group_avx512::<$c, 3>(
-                        [qp[0], qp[1], qp[2]],
-                        keys.as_ptr(),
-                        n,
-                        [op[0], op[1], op[2]],
-                    ),
-                    _ => fdot::attn_scores_f16_group_avx512::<$c, 4>(qp, keys.as_ptr(), n, op),
+                    1 => fdot::attn_scores_f16_group_avx512::<$c, 1>(first(qp), k, n, first(op)),
+                    2 => fdot::attn_scores_f16_group_avx512::<$c, 2>(first(qp), k, n, first(op)),
+                    3 => fdot::attn_scores_f16_group_avx512::<$c, 3>(first(qp), k, n, first(op)),
+                    _ => fdot::attn_scores_f16_group_avx512::<$c, 4>(qp, k, n, op),
                 }
             };
         }
@@ -796,41 +786,35 @@ mod x86 {
         macro_rules! slice {
             ($c:literal, $s:expr) => {{
                 let s = $s;
-                let mut at = |i: usize| acc[i.min(g - 1)][s..].as_mut_ptr();
+                let at: [*mut u16; 4] =
+                    std::array::from_fn(|i| acc[i.min(g - 1)][s..].as_mut_ptr());
                 let vs = v.add(col0 + s);
                 match g {
                     1 => fdot::attn_values_f16_group_avx512::<$c, 1>(
-                        [at(0)],
+                        first(at),
                         vs,
                         row,
                         n,
-                        [es[0]],
-                        [rs[0]],
+                        first(es),
+                        first(rs),
                     ),
                     2 => fdot::attn_values_f16_group_avx512::<$c, 2>(
-                        [at(0), at(1)],
+                        first(at),
                         vs,
                         row,
                         n,
-                        [es[0], es[1]],
-                        [rs[0], rs[1]],
+                        first(es),
+                        first(rs),
                     ),
                     3 => fdot::attn_values_f16_group_avx512::<$c, 3>(
-                        [at(0), at(1), at(2)],
+                        first(at),
                         vs,
                         row,
                         n,
-                        [es[0], es[1], es[2]],
-                        [rs[0], rs[1], rs[2]],
+                        first(es),
+                        first(rs),
                     ),
-                    _ => fdot::attn_values_f16_group_avx512::<$c, 4>(
-                        [at(0), at(1), at(2), at(3)],
-                        vs,
-                        row,
-                        n,
-                        es,
-                        rs,
-                    ),
+                    _ => fdot::attn_values_f16_group_avx512::<$c, 4>(at, vs, row, n, es, rs),
                 }
             }};
         }
