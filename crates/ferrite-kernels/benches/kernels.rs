@@ -14,6 +14,7 @@
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
 use ferrite_kernels::quant::{quantize_row, QuantType};
+use ferrite_kernels::stream_panels::repack_stream_panels;
 use ferrite_kernels::{matmul, probe, Kernels, QMatrix, ThreadPool};
 
 fn main() {
@@ -82,18 +83,34 @@ fn run_matmul(bencher: Bencher, ty: QuantType, rows: usize, cols: usize, m: usiz
     let k = Kernels::detect();
     let pool = ThreadPool::new(threads);
     let data = matrix(ty, rows, cols);
-    // Decoding reads every weight from memory (a model does not fit in cache), so one row of
-    // activations cycles through copies of the matrix adding up to ≥ 256 MiB; prompt
+    // Decoding reads every weight from memory (a model does not fit in cache), so a few rows of
+    // activations (one, or a speculative verification's) cycle through copies of the matrix adding up to ≥ 256 MiB; prompt
     // processing reuses one matrix, as a layer does across a prompt's rows.
-    let copies = if m == 1 {
+    let copies = if m <= 8 {
         (256usize << 20).div_ceil(data.len())
     } else {
         1
     };
     let data: Vec<u8> = data.repeat(copies);
+    // Stream panels, as the model loader makes them (FERRITE_BENCH_ROWS=1 measures the rows).
+    let panels: Vec<Vec<u8>> =
+        if k.uses_stream_panels(ty) && std::env::var_os("FERRITE_BENCH_ROWS").is_none() {
+            data.chunks_exact(data.len() / copies)
+                .map(|d| repack_stream_panels(ty, rows, cols, d).expect("shape"))
+                .collect()
+        } else {
+            Vec::new()
+        };
     let mats: Vec<QMatrix<'_>> = data
         .chunks_exact(data.len() / copies)
-        .map(|d| QMatrix::new(ty, rows, cols, d).expect("shape"))
+        .enumerate()
+        .map(|(i, d)| {
+            let w = QMatrix::new(ty, rows, cols, d).expect("shape");
+            match panels.get(i) {
+                Some(p) => w.with_stream_panels(p).expect("panels"),
+                None => w,
+            }
+        })
         .collect();
     let x = values(m * cols, 7);
     let mut y = vec![0f32; m * rows];
@@ -144,6 +161,33 @@ mod matvec {
     #[divan::bench(args = [1, 2], sample_count = 20)]
     fn q8_0_262144x640(b: Bencher, t: usize) {
         run_matmul(b, QuantType::Q8_0, 262144, 640, 1, t);
+    }
+}
+
+/// Speculative verification and small batches: 1–8 activation rows against weights read from
+/// memory (SmolLM2's FFN and output head); items are int8 MACs, so the time per row shows what
+/// each extra row costs.
+mod few_rows {
+    use super::*;
+
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8])]
+    fn q4_1_1536x576(b: Bencher, m: usize) {
+        run_matmul(b, QuantType::Q4_1, 1536, 576, m, 1);
+    }
+
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8], sample_count = 20)]
+    fn q8_0_49152x576(b: Bencher, m: usize) {
+        run_matmul(b, QuantType::Q8_0, 49152, 576, m, 1);
+    }
+
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8])]
+    fn q4_1_1536x576_2t(b: Bencher, m: usize) {
+        run_matmul(b, QuantType::Q4_1, 1536, 576, m, 2);
+    }
+
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8], sample_count = 20)]
+    fn q8_0_49152x576_2t(b: Bencher, m: usize) {
+        run_matmul(b, QuantType::Q8_0, 49152, 576, m, 2);
     }
 }
 

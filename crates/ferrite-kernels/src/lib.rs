@@ -34,6 +34,7 @@ pub mod ops;
 pub mod pool;
 pub mod probe;
 pub mod quant;
+pub mod stream_panels;
 #[cfg(test)]
 mod test_util;
 mod tiled;

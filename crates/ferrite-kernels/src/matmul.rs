@@ -25,6 +25,9 @@ pub struct QMatrix<'a> {
     pub cols: usize,
     data: &'a [u8],
     row_bytes: usize,
+    /// The same matrix repacked into stream panels (`crate::stream_panels`), when the model
+    /// loader made them: decoding reads these instead of the rows.
+    panels: Option<&'a [u8]>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -44,7 +47,32 @@ impl<'a> QMatrix<'a> {
             cols,
             data,
             row_bytes,
+            panels: None,
         })
+    }
+
+    /// The matrix with its stream panels (from [`crate::stream_panels::repack_stream_panels`]
+    /// of the same data); errors if their size is not the layout's.
+    pub fn with_stream_panels(self, panels: &'a [u8]) -> Result<QMatrix<'a>> {
+        let want = crate::stream_panels::stream_panels_len(self.ty, self.rows, self.cols);
+        if want != Some(panels.len()) {
+            return Err(Error::Shape(format!(
+                "{} matrix {}×{}: stream panels of {} bytes, want {want:?}",
+                self.ty,
+                self.rows,
+                self.cols,
+                panels.len()
+            )));
+        }
+        Ok(QMatrix {
+            panels: Some(panels),
+            ..self
+        })
+    }
+
+    /// The stream panels, if attached.
+    pub fn stream_panels(&self) -> Option<&'a [u8]> {
+        self.panels
     }
 
     /// Bytes of row `r`.
@@ -600,5 +628,8 @@ mod tests {
         let w = QMatrix::new(QuantType::Q8_0, 2, 32, &data).unwrap();
         let mut y = vec![0f32; 2];
         assert!(matmul(&k, &pool, &w, &[0f32; 31], 1, &mut y, &mut Vec::new()).is_err());
+        // Stream panels must be the layout's size: 16 rows' worth for this 2-row matrix.
+        assert!(w.with_stream_panels(&data).is_err());
+        assert!(w.with_stream_panels(&[0u8; 16 * 34]).is_ok());
     }
 }

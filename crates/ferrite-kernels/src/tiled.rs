@@ -16,6 +16,7 @@ use crate::dot::TileKernels;
 use crate::matmul::{quantize_rows, QMatrix};
 use crate::pool::{SharedMut, ThreadPool};
 use crate::quant::QuantType;
+use crate::stream_panels::STREAM_ROWS;
 use crate::Result;
 
 /// Weight rows per panel (one 512-bit vector of i32 lanes).
@@ -90,7 +91,13 @@ pub(crate) fn matmul_tiled(
     quantize_rows(pool, act, x, cols, acts, a_bytes)?;
     let acts: &[u8] = acts;
     let row = |i: usize| &acts[i * a_bytes..(i + 1) * a_bytes];
-    if few {
+    // The stream panels, like the prompt panels, read one-row groups.
+    let streams = few && ws.iter().all(|w| w.stream_panels().is_some());
+    if streams {
+        for (i, out) in packed.chunks_exact_mut(row_bytes.max(1)).enumerate() {
+            pack_group(tk, act, &[row(i)], out);
+        }
+    } else if few {
         let rows: [&[u8]; FEW_ROWS] = std::array::from_fn(|i| row(i.min(m - 1)));
         pack_group(tk, act, &rows[..m], packed);
     } else {
@@ -119,6 +126,10 @@ pub(crate) fn matmul_tiled(
                 u -= panels(w);
             }
         });
+        return Ok(());
+    }
+    if streams {
+        stream_products(tk, pool, ws, packed, m, &outs);
         return Ok(());
     }
     let total: usize = ws.iter().map(|w| w.rows).sum();
@@ -152,6 +163,67 @@ pub(crate) fn matmul_tiled(
         }
     });
     Ok(())
+}
+
+/// `ys[j] = x · W_jᵀ` for up to 8 packed activation rows (one-row groups) from the matrices'
+/// stream panels: the threads split the panels of all the matrices, concatenated, into one
+/// contiguous range each (one sequential stream per thread), and every activation row passes
+/// over each panel, two at a time, while it is in L1.
+fn stream_products(
+    tk: &TileKernels,
+    pool: &ThreadPool,
+    ws: &[QMatrix<'_>],
+    packed: &[u8],
+    m: usize,
+    outs: &[SharedMut<f32>; MAX_FUSED],
+) {
+    let panels = |w: &QMatrix<'_>| w.rows.div_ceil(STREAM_ROWS);
+    let total: usize = ws.iter().map(panels).sum();
+    pool.run(|ith, nth| {
+        let mine = ThreadPool::split(total, ith, nth, 1);
+        let mut base = 0;
+        for (w, &out) in ws.iter().zip(outs) {
+            let n = panels(w);
+            let nb = w.cols / 32;
+            let a_stride = nb * packed_block_bytes(1);
+            let pb = crate::stream_panels::stream_block_bytes(w.ty)
+                .expect("invariant: matrices with stream panels have a block size");
+            let data = w
+                .stream_panels()
+                .expect("invariant: checked by matmul_tiled");
+            for p in mine.start.max(base)..mine.end.min(base + n) {
+                let p = p - base;
+                let r = p * STREAM_ROWS;
+                let rows = STREAM_ROWS.min(w.rows - r);
+                let panel = &data[p * nb * pb..(p + 1) * nb * pb];
+                let mut i = 0;
+                while i < m {
+                    let ra = PANEL_ACT_ROWS.min(m - i);
+                    assert!(
+                        packed.len() >= (i + ra) * a_stride,
+                        "invariant: packed rows sized by matmul_tiled"
+                    );
+                    // SAFETY: `panel` is panel p (nb stream blocks, its length checked when the
+                    // panels were attached), `packed` holds rows i..i + ra of nb packed blocks
+                    // at stride a_stride (asserted); the kernel writes out[(i + k)·w.rows + r +
+                    // j] for k < ra, j < rows: inside y (m × w.rows), rows this thread owns.
+                    unsafe {
+                        (tk.stream[ra - 1])(
+                            nb,
+                            panel.as_ptr(),
+                            packed[i * a_stride..].as_ptr(),
+                            a_stride,
+                            out.ptr().add(i * w.rows + r),
+                            w.rows,
+                            rows,
+                        )
+                    };
+                    i += ra;
+                }
+            }
+            base += n;
+        }
+    });
 }
 
 /// Weight rows `rows` of `w`, 16 at a time repacked into a panel, against all `m` packed
@@ -210,11 +282,14 @@ fn panel_rows(
 mod tests {
     use crate::matmul::{matmul, QMatrix};
     use crate::quant::{quantize_activations, QuantType};
+    use crate::stream_panels::repack_stream_panels;
     use crate::test_util::{quantize_matrix, unit, xorshift};
     use crate::{Isa, Kernels, ThreadPool};
 
-    /// Every tile shape (4×4, 4×1, 1×4, 1×1 and the ragged edges of both) against the
-    /// single-row kernel, bit for bit, on random data with large and tiny magnitudes.
+    /// Every tile shape (4×4, 4×1, 1×4, 1×1 and the ragged edges of both), the prompt panels
+    /// and the stream panels (weights repacked as a loader does, partial last panels included)
+    /// against the single-row kernel, bit for bit, on random data with large and tiny
+    /// magnitudes.
     #[test]
     fn tiled_products_equal_the_row_kernel_bit_for_bit() {
         let mut next = xorshift(0x853c49e6748fea9bu64);
@@ -263,9 +338,22 @@ mod tests {
                     let wf: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
                     let x: Vec<f32> = (0..m * cols).map(|_| rnd()).collect();
                     let wq = quantize_matrix(ty, &wf, cols);
-                    let w = QMatrix::new(ty, rows, cols, &wq).unwrap();
-                    for nth in [1, 2, 3] {
+                    let plain = QMatrix::new(ty, rows, cols, &wq).unwrap();
+                    let panels = repack_stream_panels(ty, rows, cols, &wq).unwrap();
+                    let streamed = plain.with_stream_panels(&panels).unwrap();
+                    for (w, nth) in [
+                        (plain, 1),
+                        (plain, 2),
+                        (plain, 3),
+                        (streamed, 1),
+                        (streamed, 3),
+                    ] {
                         let pool = ThreadPool::new(nth);
+                        let layout = if w.stream_panels().is_some() {
+                            "panels"
+                        } else {
+                            "rows"
+                        };
                         let mut y = vec![0f32; m * rows];
                         matmul(&k, &pool, &w, &x, m, &mut y, &mut Vec::new()).unwrap();
                         let act = ty.activation_type();
@@ -278,7 +366,7 @@ mod tests {
                                 assert_eq!(
                                     y[i * rows + r].to_bits(),
                                     want.to_bits(),
-                                    "{isa} {ty} {rows}×{m} threads {nth}: row {i} col {r}"
+                                    "{isa} {ty} {layout} {rows}×{m} threads {nth}: row {i} col {r}"
                                 );
                             }
                         }

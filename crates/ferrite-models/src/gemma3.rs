@@ -61,30 +61,31 @@ impl Gemma3 {
             cfg.ffn_dim,
             cfg.head_dim,
         );
+        let k = &cpu.kernels;
         let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
                 Ok(Layer {
                     attn_norm: load_vector(file, &n("attn_norm"), d)?,
-                    wq: Linear::load(file, &n("attn_q"), q, d)?,
-                    wk: Linear::load(file, &n("attn_k"), kv, d)?,
-                    wv: Linear::load(file, &n("attn_v"), kv, d)?,
+                    wq: Linear::load(file, &n("attn_q"), q, d)?.repacked(k)?,
+                    wk: Linear::load(file, &n("attn_k"), kv, d)?.repacked(k)?,
+                    wv: Linear::load(file, &n("attn_v"), kv, d)?.repacked(k)?,
                     q_norm: load_vector(file, &n("attn_q_norm"), hd)?,
                     k_norm: load_vector(file, &n("attn_k_norm"), hd)?,
-                    wo: Linear::load(file, &n("attn_output"), d, q)?,
+                    wo: Linear::load(file, &n("attn_output"), d, q)?.repacked(k)?,
                     post_attn_norm: load_vector(file, &n("post_attention_norm"), d)?,
                     ffn_norm: load_vector(file, &n("ffn_norm"), d)?,
-                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?,
-                    up: Linear::load(file, &n("ffn_up"), ff, d)?,
-                    down: Linear::load(file, &n("ffn_down"), d, ff)?,
+                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?.repacked(k)?,
+                    up: Linear::load(file, &n("ffn_up"), ff, d)?.repacked(k)?,
+                    down: Linear::load(file, &n("ffn_down"), d, ff)?.repacked(k)?,
                     post_ffn_norm: load_vector(file, &n("post_ffw_norm"), d)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let output = match file.tensor("output.weight") {
-            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?,
-            None => embed.clone(),
+            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?.repacked(k)?,
+            None => embed.clone().repacked(k)?,
         };
         Ok(Gemma3 {
             output_norm: load_vector(file, "output_norm.weight", d)?,

@@ -47,26 +47,27 @@ impl Llama {
     /// Load and check every tensor.
     pub fn load(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Llama> {
         let (d, q, kv, ff) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        let k = &cpu.kernels;
         let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
                 Ok(Layer {
                     attn_norm: load_vector(file, &n("attn_norm"), d)?,
-                    wq: Linear::load(file, &n("attn_q"), q, d)?,
-                    wk: Linear::load(file, &n("attn_k"), kv, d)?,
-                    wv: Linear::load(file, &n("attn_v"), kv, d)?,
-                    wo: Linear::load(file, &n("attn_output"), d, q)?,
+                    wq: Linear::load(file, &n("attn_q"), q, d)?.repacked(k)?,
+                    wk: Linear::load(file, &n("attn_k"), kv, d)?.repacked(k)?,
+                    wv: Linear::load(file, &n("attn_v"), kv, d)?.repacked(k)?,
+                    wo: Linear::load(file, &n("attn_output"), d, q)?.repacked(k)?,
                     ffn_norm: load_vector(file, &n("ffn_norm"), d)?,
-                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?,
-                    up: Linear::load(file, &n("ffn_up"), ff, d)?,
-                    down: Linear::load(file, &n("ffn_down"), d, ff)?,
+                    gate: Linear::load(file, &n("ffn_gate"), ff, d)?.repacked(k)?,
+                    up: Linear::load(file, &n("ffn_up"), ff, d)?.repacked(k)?,
+                    down: Linear::load(file, &n("ffn_down"), d, ff)?.repacked(k)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let output = match file.tensor("output.weight") {
-            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?,
-            None => embed.clone(),
+            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?.repacked(k)?,
+            None => embed.clone().repacked(k)?,
         };
         Ok(Llama {
             output_norm: load_vector(file, "output_norm.weight", d)?,

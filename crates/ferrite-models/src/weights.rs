@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use ferrite_gguf::{GgmlType, GgufFile, TensorInfo};
 use ferrite_kernels::quant::{dequantize_row, QuantType};
-use ferrite_kernels::QMatrix;
+use ferrite_kernels::stream_panels::repack_stream_panels;
+use ferrite_kernels::{Kernels, QMatrix};
 
 use crate::{Error, Result};
 
@@ -39,6 +40,9 @@ pub struct Linear {
     /// `weight_scale_2`), from the optional F32 tensor `<name>.scale` of shape {1}, as
     /// llama.cpp stores it.
     pub scale: Option<f32>,
+    /// The matrix repacked into stream panels for decoding (see [`Linear::repacked`]); shared
+    /// by clones (a tied output head and its embedding table).
+    panels: Option<Arc<[u8]>>,
 }
 
 impl Linear {
@@ -67,18 +71,39 @@ impl Linear {
             rows,
             cols,
             scale,
+            panels: None,
         })
+    }
+
+    /// The matrix with a copy repacked into stream panels (`ferrite_kernels::stream_panels`)
+    /// when `kernels` read them for its format: decoding and speculative verification then
+    /// stream 16 interleaved rows at a time (same bytes per row, same results). Prompt-sized
+    /// products keep reading the mapped rows, so such a matrix costs its size twice in memory.
+    pub fn repacked(mut self, kernels: &Kernels) -> Result<Linear> {
+        if self.panels.is_none() && kernels.uses_stream_panels(self.ty) {
+            let data = self.file.tensor_data(&self.info);
+            let panels =
+                repack_stream_panels(self.ty, self.rows, self.cols, data).map_err(Error::Kernel)?;
+            self.panels = Some(panels.into());
+        }
+        Ok(self)
     }
 
     /// Kernel view of the matrix.
     pub fn matrix(&self) -> QMatrix<'_> {
-        QMatrix::new(
+        let m = QMatrix::new(
             self.ty,
             self.rows,
             self.cols,
             self.file.tensor_data(&self.info),
         )
-        .expect("invariant: shape and size validated at load")
+        .expect("invariant: shape and size validated at load");
+        match &self.panels {
+            Some(p) => m
+                .with_stream_panels(p)
+                .expect("invariant: panels repacked from this matrix"),
+            None => m,
+        }
     }
 
     /// Dequantize row `r` into `out` (`cols` elements), times the tensor scale if any:

@@ -91,6 +91,9 @@ pub(crate) struct TileKernels {
     pub(crate) pack_panel: PackPanelFn,
     /// A panel against 1 or 2 activation rows (index = count − 1).
     pub(crate) panel: [PanelFn; 2],
+    /// A stream panel (weights repacked at load, `crate::stream_panels`) against 1 or 2
+    /// activation rows (index = count − 1).
+    pub(crate) stream: [PanelFn; 2],
 }
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
@@ -310,6 +313,12 @@ impl Kernels {
         }
     }
 
+    /// Whether products with `t` read stream panels (`crate::stream_panels`) when a matrix
+    /// has them: a model loader repacks its weights only then.
+    pub fn uses_stream_panels(&self, t: QuantType) -> bool {
+        self.tile_kernels(t).is_some()
+    }
+
     /// The register-tiled kernels for `t`, where this ISA has them.
     pub(crate) fn tile_kernels(&self, t: QuantType) -> Option<&TileKernels> {
         self.tiles[slot(t)].as_ref()
@@ -498,9 +507,9 @@ mod x86 {
     //! row) so that no caller can make a kernel read out of bounds, and is only installed into a
     //! table whose ISA the CPU was checked to support.
     use super::{Dot4Fn, DotFn, Kernels, TileKernels};
-    use crate::arch::x86_64::qpanel;
     use crate::arch::x86_64::qtile::{self, unsigned_offset};
     use crate::arch::x86_64::{act, fdot};
+    use crate::arch::x86_64::{qpanel, qstream};
     use crate::quant::QuantType;
     use crate::Isa;
 
@@ -652,8 +661,8 @@ mod x86 {
             rows: [
                 qtile::rows::<F, 4, 1>,
                 qtile::rows::<F, 4, 2>,
-                qtile::rows::<F, 4, 3>,
-                qtile::rows::<F, 4, 4>,
+                qtile::rows::<F, 3, 3>,
+                qtile::rows::<F, 3, 4>,
                 // Five to eight rows: two streams, 2·RA accumulators in registers.
                 qtile::rows::<F, 2, 5>,
                 qtile::rows::<F, 2, 6>,
@@ -666,6 +675,7 @@ mod x86 {
             } else {
                 panels::<false>()
             },
+            stream: [qstream::stream_panel::<F, 1>, qstream::stream_panel::<F, 2>],
         }
     }
 

@@ -7,5 +7,6 @@ pub(crate) mod fp4dot;
 pub(crate) mod libm_expf;
 pub(crate) mod qdot;
 pub(crate) mod qpanel;
+pub(crate) mod qstream;
 pub(crate) mod qtile;
 pub(crate) mod quant8;

@@ -53,7 +53,7 @@ const ACT_BLOCK_BYTES: usize = packed_block_bytes(1);
 /// `out + i·out_stride` must be valid for `min(n_rows, 16)` floats for every `i < RA`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn store_rows<const RA: usize>(
+pub(crate) unsafe fn store_rows<const RA: usize>(
     out: *mut f32,
     out_stride: usize,
     n_rows: usize,
