@@ -249,10 +249,26 @@ fn panel_rows(
         let mut r = rows.start;
         while r < rows.end {
             let n = PANEL_ROWS.min(rows.end - r);
-            let wrows = &w.data()[r * w.row_bytes()..(r + n) * w.row_bytes()];
-            // SAFETY: `wrows` holds n ≤ 16 rows of nb blocks at stride row_bytes, `buf` has room
-            // for nb panel blocks.
-            unsafe { (tk.pack_panel)(nb, wrows.as_ptr(), w.row_bytes(), n, buf.as_mut_ptr()) };
+            match w.stream_panels() {
+                Some(data) if r.is_multiple_of(STREAM_ROWS) => {
+                    // The panel from the weights repacked at load: a vector unpack.
+                    let pb = crate::stream_panels::stream_block_bytes(w.ty)
+                        .expect("invariant: matrices with stream panels have a block size");
+                    let p = r / STREAM_ROWS;
+                    let panel = &data[p * nb * pb..(p + 1) * nb * pb];
+                    // SAFETY: `panel` is stream panel p, nb blocks (its length was checked
+                    // when the panels were attached), `buf` has room for nb panel blocks.
+                    unsafe { (tk.unpack_stream)(nb, panel.as_ptr(), buf.as_mut_ptr()) };
+                }
+                _ => {
+                    let wrows = &w.data()[r * w.row_bytes()..(r + n) * w.row_bytes()];
+                    // SAFETY: `wrows` holds n ≤ 16 rows of nb blocks at stride row_bytes, `buf`
+                    // has room for nb panel blocks.
+                    unsafe {
+                        (tk.pack_panel)(nb, wrows.as_ptr(), w.row_bytes(), n, buf.as_mut_ptr())
+                    };
+                }
+            }
             let mut i = 0;
             while i < m {
                 let ra = PANEL_ACT_ROWS.min(m - i);

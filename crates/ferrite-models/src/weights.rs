@@ -77,8 +77,10 @@ impl Linear {
 
     /// The matrix with a copy repacked into stream panels (`ferrite_kernels::stream_panels`)
     /// when `kernels` read them for its format: decoding and speculative verification then
-    /// stream 16 interleaved rows at a time (same bytes per row, same results). Prompt-sized
-    /// products keep reading the mapped rows, so such a matrix costs its size twice in memory.
+    /// stream 16 interleaved rows at a time (same bytes per row, same results), and prompt-sized
+    /// products unpack their panels from them. After loading, products no longer touch the
+    /// mapped rows (embedding lookups still do), so the copy costs the matrix's size in
+    /// anonymous memory while the mapped pages become reclaimable page cache.
     pub fn repacked(mut self, kernels: &Kernels) -> Result<Linear> {
         if self.panels.is_none() && kernels.uses_stream_panels(self.ty) {
             let data = self.file.tensor_data(&self.info);

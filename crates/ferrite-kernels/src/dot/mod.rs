@@ -94,7 +94,17 @@ pub(crate) struct TileKernels {
     /// A stream panel (weights repacked at load, `crate::stream_panels`) against 1 or 2
     /// activation rows (index = count − 1).
     pub(crate) stream: [PanelFn; 2],
+    /// A stream panel unpacked into a prompt panel: `(nb, stream panel, out)`, the bytes
+    /// `pack_panel` gives from the same 16 rows.
+    pub(crate) unpack_stream: UnpackStreamFn,
 }
+
+/// Unpack a stream panel of `nb` blocks into a prompt panel: `(nb, stream panel, out)`.
+///
+/// # Safety
+/// `stream panel` must hold `nb` stream panel blocks of the format, `out` be valid for `nb`
+/// prompt panel blocks; `tiled` checks.
+pub(crate) type UnpackStreamFn = unsafe fn(usize, *const u8, *mut u8);
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
@@ -676,6 +686,7 @@ mod x86 {
                 panels::<false>()
             },
             stream: [qstream::stream_panel::<F, 1>, qstream::stream_panel::<F, 2>],
+            unpack_stream: qstream::unpack_stream_panel::<F>,
         }
     }
 

@@ -23,10 +23,88 @@ use std::arch::x86_64::*;
 
 use super::qpanel::store_rows;
 use super::qtile::{has_min, weight_block_bytes, Q5_0, Q5_1, Q8_0};
-use crate::tiled::packed_block_bytes;
+use crate::tiled::{packed_block_bytes, PANEL_BLOCK_BYTES};
 
 /// Bytes of one packed activation block (a one-row group).
 const ACT_BLOCK_BYTES: usize = packed_block_bytes(1);
+
+/// 16 f16 values at `p` as f32.
+///
+/// # Safety
+/// 32 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn f16x16(p: *const u8) -> __m512 {
+    // SAFETY: the caller's contract.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p as *const __m256i) })
+}
+
+/// Call `f(k, chunk)` for the 8 chunks of the stream panel block at `wp`: chunk k holds the
+/// unsigned quants `w + o` of elements `4k..4k + 4` of all 16 rows (row j in i32 lane j), the
+/// bytes the row kernels' `qtile::decode` gives.
+///
+/// # Safety
+/// `wp` must point at one stream panel block of format `F`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn for_each_chunk<const F: u8>(wp: *const u8, mut f: impl FnMut(usize, __m512i)) {
+    let five = F == Q5_0 || F == Q5_1;
+    // Offsets inside a panel block: d, [m], [masks], quants.
+    let masks_at = if has_min(F) { 64 } else { 32 };
+    let q = masks_at + if five { 64 } else { 0 };
+    let low = _mm512_set1_epi8(0x0F);
+    // SAFETY: (both arms) the block's masks and quants are in bounds (contract; layout of
+    // `crate::stream_panels`).
+    unsafe {
+        let mut emit = |k: usize, wk: __m512i| {
+            if five {
+                let m = (wp.add(masks_at + 8 * k) as *const u64).read_unaligned();
+                f(k, _mm512_mask_add_epi8(wk, m, wk, _mm512_set1_epi8(16)))
+            } else {
+                f(k, wk)
+            }
+        };
+        if F == Q8_0 {
+            for k in 0..8 {
+                emit(k, _mm512_loadu_si512(wp.add(q + 64 * k) as *const __m512i));
+            }
+        } else {
+            for g in 0..4 {
+                let v = _mm512_loadu_si512(wp.add(q + 64 * g) as *const __m512i);
+                emit(g, _mm512_and_si512(v, low));
+                emit(g + 4, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+            }
+        }
+    }
+}
+
+/// Unpack one stream panel (`nb` blocks at `w`) into a prompt panel at `out` (the layout of
+/// [`super::qpanel::pack_panel`]: f32 d, f32 m, decoded unsigned chunks), the same bytes that
+/// packing the 16 rows from the matrix gives.
+///
+/// # Safety
+/// `w` must hold `nb` stream panel blocks of format `F`, `out` be valid for writing `nb`
+/// prompt panel blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn unpack_stream_panel<const F: u8>(nb: usize, w: *const u8, out: *mut u8) {
+    let pb = 16 * weight_block_bytes(F);
+    for b in 0..nb {
+        // SAFETY: stream block b and prompt block b are in bounds (contract).
+        unsafe {
+            let (wp, o) = (w.add(b * pb), out.add(b * PANEL_BLOCK_BYTES));
+            _mm512_storeu_ps(o as *mut f32, f16x16(wp));
+            let m = if has_min(F) {
+                f16x16(wp.add(32))
+            } else {
+                _mm512_setzero_ps()
+            };
+            _mm512_storeu_ps(o.add(64) as *mut f32, m);
+            for_each_chunk::<F>(wp, |k, wk| {
+                _mm512_storeu_si512(o.add(128 + 64 * k) as *mut __m512i, wk)
+            });
+        }
+    }
+}
 
 /// `out[i·out_stride + r]` = panel row r · activation row i (module docs).
 ///
@@ -43,13 +121,7 @@ pub(crate) unsafe fn stream_panel<const F: u8, const RA: usize>(
     n_rows: usize,
 ) {
     let pb = 16 * weight_block_bytes(F);
-    let five = F == Q5_0 || F == Q5_1;
     let min = has_min(F);
-    // Offsets inside a panel block: d, [m], [masks], quants.
-    let masks_at = if min { 64 } else { 32 };
-    let quants_at = masks_at + if five { 64 } else { 0 };
-    let low = _mm512_set1_epi8(0x0F);
-    let sixteen = _mm512_set1_epi8(16);
     // acc[i][k]: lane k of the row kernel (quants 4k..4k+4 of every block) for 16 outputs.
     let mut acc = [[_mm512_setzero_ps(); 8]; RA];
     let mut mins = [_mm512_setzero_ps(); RA];
@@ -60,18 +132,12 @@ pub(crate) unsafe fn stream_panel<const F: u8, const RA: usize>(
             let wp = w.add(b * pb);
             let ab = a.add(b * ACT_BLOCK_BYTES);
             let at = |i: usize, off: usize| ab.add(i * a_stride + off);
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(wp as *const __m256i));
+            let dw = f16x16(wp);
             let d: [__m512; RA] = std::array::from_fn(|i| {
                 let da = (at(i, 64) as *const f32).read_unaligned();
                 _mm512_mul_ps(dw, _mm512_set1_ps(da))
             });
-            let mut chunk = |k: usize, wk: __m512i| {
-                let wk = if five {
-                    let m = (wp.add(masks_at + 8 * k) as *const u64).read_unaligned();
-                    _mm512_mask_add_epi8(wk, m, wk, sixteen)
-                } else {
-                    wk
-                };
+            for_each_chunk::<F>(wp, |k, wk| {
                 for i in 0..RA {
                     let corr = if min {
                         _mm512_setzero_si512()
@@ -82,21 +148,9 @@ pub(crate) unsafe fn stream_panel<const F: u8, const RA: usize>(
                     let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr, wk, av));
                     acc[i][k] = _mm512_fmadd_ps(d[i], p, acc[i][k]);
                 }
-            };
-            let q = wp.add(quants_at);
-            if F == Q8_0 {
-                for k in 0..8 {
-                    chunk(k, _mm512_loadu_si512(q.add(64 * k) as *const __m512i));
-                }
-            } else {
-                for g in 0..4 {
-                    let v = _mm512_loadu_si512(q.add(64 * g) as *const __m512i);
-                    chunk(g, _mm512_and_si512(v, low));
-                    chunk(g + 4, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-                }
-            }
+            });
             if min {
-                let mw = _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(32) as *const __m256i));
+                let mw = f16x16(wp.add(32));
                 for (i, m) in mins.iter_mut().enumerate() {
                     let sa = (at(i, 68) as *const f32).read_unaligned();
                     *m = _mm512_fmadd_ps(mw, _mm512_set1_ps(sa), *m);
