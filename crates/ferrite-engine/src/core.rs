@@ -25,7 +25,8 @@ pub struct EngineConfig {
     pub max_num_seqs: usize,
     /// Token budget per forward pass.
     pub max_num_batched_tokens: usize,
-    /// Longest sequence; `None` takes the model's training context.
+    /// Longest sequence; `None` takes the model's training context, capped to the tokens the
+    /// KV cache holds.
     pub max_model_len: Option<usize>,
     /// Bytes of host memory for KV blocks.
     pub kv_cache_bytes: usize,
@@ -249,17 +250,31 @@ impl EngineCore {
             sc.validate()
                 .map_err(|m| Error::Config(format!("speculative decoding: {m}")))?;
         }
-        let max_len = cfg.max_model_len.unwrap_or(c.context_length);
+        let block_bytes =
+            PagedKvStore::block_bytes(c.n_layers, c.n_kv_heads, c.head_dim, cfg.block_size);
+        let num_blocks = cfg.kv_cache_bytes / block_bytes;
+        let usable_tokens = num_blocks.saturating_sub(1) * cfg.block_size;
+        // Unset, the longest sequence is the model's context, capped to what the KV cache
+        // holds (a model with a long context still serves with the default cache; the cap is
+        // logged). Set, it must fit, or start-up fails saying what to change.
+        let max_len = cfg.max_model_len.unwrap_or_else(|| {
+            let len = c.context_length.min(usable_tokens);
+            if len < c.context_length {
+                tracing::warn!(
+                    context = c.context_length,
+                    max_model_len = len,
+                    "the KV cache holds fewer tokens than the model's context: max model length \
+                     capped (raise --kv-cache-mib or set --max-model-len to choose)"
+                );
+            }
+            len
+        });
         if max_len < 2 || max_len > c.context_length {
             return bad(format!(
                 "max model length {max_len} must be between 2 and the model's context {}",
                 c.context_length
             ));
         }
-        let block_bytes =
-            PagedKvStore::block_bytes(c.n_layers, c.n_kv_heads, c.head_dim, cfg.block_size);
-        let num_blocks = cfg.kv_cache_bytes / block_bytes;
-        let usable_tokens = num_blocks.saturating_sub(1) * cfg.block_size;
         if usable_tokens < max_len {
             return bad(format!(
                 "a KV cache of {} MiB holds {usable_tokens} tokens ({} blocks of {} tokens, {} KiB each), less than one request of the max model length {max_len}; raise --kv-cache-mib to at least {} or lower --max-model-len",

@@ -318,3 +318,46 @@ fn logprobs_describe_the_raw_distribution_and_stop_strings_cut_text() {
     assert_eq!(sink.text(), full[..cut], "stop {stop:?} in {full:?}");
     assert_eq!(sink.finish().unwrap().reason, FinishReason::Stop);
 }
+
+/// Without `max_model_len` the longest sequence is the model's context capped to what the KV
+/// cache holds (the default cache must serve a long-context model); set explicitly beyond
+/// the cache, start-up fails with an error saying what to raise.
+#[test]
+fn max_model_len_defaults_to_what_the_kv_cache_holds() {
+    let bytes = TinyModel::new(TinyArch::Llama)
+        .quant(QuantType::Q8_0)
+        .to_bytes();
+    let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
+    let build = |cfg: &EngineConfig| {
+        let opts = LoadOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let m = load_model_from(&f, &opts).unwrap();
+        EngineCore::new(m, Arc::new(Tokenizer::from_gguf(&f).unwrap()), cfg)
+    };
+    let context = build(&cfg(64, 64 << 20)).unwrap().max_model_len();
+    let c = ferrite_models::ModelConfig::from_gguf(&f).unwrap();
+    let block = ferrite_engine::kv_cache::PagedKvStore::block_bytes(
+        c.n_layers,
+        c.n_kv_heads,
+        c.head_dim,
+        16,
+    );
+    // Five blocks: one is kept back, four hold 64 tokens.
+    let small = cfg(64, 5 * block);
+    assert!(
+        context > 64,
+        "the tiny model's context ({context}) exceeds the small cache"
+    );
+    assert_eq!(build(&small).unwrap().max_model_len(), 64);
+    let explicit = EngineConfig {
+        max_model_len: Some(context),
+        ..small
+    };
+    let err = build(&explicit)
+        .err()
+        .expect("a too-small cache is refused")
+        .to_string();
+    assert!(err.contains("raise --kv-cache-mib"), "{err}");
+}
