@@ -86,7 +86,7 @@ fn run_matmul(bencher: Bencher, ty: QuantType, rows: usize, cols: usize, m: usiz
     // Decoding reads every weight from memory (a model does not fit in cache), so a few rows of
     // activations (one, or a speculative verification's) cycle through copies of the matrix adding up to ≥ 256 MiB; prompt
     // processing reuses one matrix, as a layer does across a prompt's rows.
-    let copies = if m <= 8 {
+    let copies = if m <= 16 {
         (256usize << 20).div_ceil(data.len())
     } else {
         1
@@ -164,28 +164,28 @@ mod matvec {
     }
 }
 
-/// Speculative verification and small batches: 1–8 activation rows against weights read from
+/// Speculative verification and small batches: 1–16 activation rows against weights read from
 /// memory (SmolLM2's FFN and output head); items are int8 MACs, so the time per row shows what
 /// each extra row costs.
 mod few_rows {
     use super::*;
 
-    #[divan::bench(args = [1, 2, 3, 4, 5, 8])]
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8, 16])]
     fn q4_1_1536x576(b: Bencher, m: usize) {
         run_matmul(b, QuantType::Q4_1, 1536, 576, m, 1);
     }
 
-    #[divan::bench(args = [1, 2, 3, 4, 5, 8], sample_count = 20)]
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8, 16], sample_count = 20)]
     fn q8_0_49152x576(b: Bencher, m: usize) {
         run_matmul(b, QuantType::Q8_0, 49152, 576, m, 1);
     }
 
-    #[divan::bench(args = [1, 2, 3, 4, 5, 8])]
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8, 16])]
     fn q4_1_1536x576_2t(b: Bencher, m: usize) {
         run_matmul(b, QuantType::Q4_1, 1536, 576, m, 2);
     }
 
-    #[divan::bench(args = [1, 2, 3, 4, 5, 8], sample_count = 20)]
+    #[divan::bench(args = [1, 2, 3, 4, 5, 8, 16], sample_count = 20)]
     fn q8_0_49152x576_2t(b: Bencher, m: usize) {
         run_matmul(b, QuantType::Q8_0, 49152, 576, m, 2);
     }
