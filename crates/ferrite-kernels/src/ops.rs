@@ -7,7 +7,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use crate::dot::Kernels;
-use crate::quant::QuantType;
+use crate::kv_format::KvFormat;
+use crate::quant::{quantize_activations, QuantType};
 
 /// `out = x / rms(x) * w`, with the sum of squares accumulated in f64 as ggml does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -227,6 +228,11 @@ pub struct AttentionAccumulator {
     exps: Vec<f32>,
     /// Per block of keys: whether the key raised the running maximum.
     raised: Vec<bool>,
+    /// How the keys and values it is fed are stored.
+    kv: KvFormat,
+    /// The query quantized to Q8_0 (a Q8_0 cache: ggml quantizes the query to the K type's
+    /// dot-product partner).
+    q8: Vec<u8>,
 }
 
 impl AttentionAccumulator {
@@ -243,7 +249,25 @@ impl AttentionAccumulator {
             scale: 1.0,
             exps: Vec::new(),
             raised: Vec::new(),
+            kv: KvFormat::F16,
+            q8: Vec::new(),
         }
+    }
+
+    /// This accumulator fed keys and values stored as `kv`. With a Q8_0 cache it follows
+    /// llama.cpp's flash attention for that type: the query quantized to Q8_0, each score the
+    /// Q8_0 dot product, values dequantized to f32 and summed in an f32 accumulator
+    /// (`ggml_vec_mad_f32`), whatever the [`AttnAccum`] mode. Errors if the head size is not
+    /// a whole number of the format's blocks.
+    pub fn with_kv_format(mut self, kv: KvFormat) -> crate::Result<AttentionAccumulator> {
+        self.q8 = vec![0; kv.row_bytes(self.q16.len())?];
+        self.kv = kv;
+        Ok(self)
+    }
+
+    /// How the keys and values it is fed are stored.
+    pub fn kv_format(&self) -> KvFormat {
+        self.kv
     }
 
     /// This accumulator producing only output columns `cols` of the head (clamped to it):
@@ -283,6 +307,10 @@ impl AttentionAccumulator {
     /// before the dot product); `scale` multiplies every score.
     pub fn begin(&mut self, q: &[f32], scale: f32) {
         f32_to_f16_bits(q, &mut self.q16);
+        if self.kv == KvFormat::Q8_0 {
+            quantize_activations(QuantType::Q8_0, q, &mut self.q8)
+                .expect("invariant: head size checked by with_kv_format");
+        }
         self.acc.fill(0.0);
         self.acc16.fill(0);
         self.max = f32::NEG_INFINITY;
@@ -310,6 +338,10 @@ impl AttentionAccumulator {
         n: usize,
         softcap: Option<f32>,
     ) {
+        if accs.first().is_some_and(|a| a.kv == KvFormat::Q8_0) {
+            Self::add_q8_0(k, accs, keys, values, n, softcap);
+            return;
+        }
         // Every query's scores in one pass over the keys where this ISA has the kernel.
         let d = accs.first().map_or(0, |a| a.q16.len());
         let mut qs: [&[u16]; 4] = Default::default();
@@ -368,6 +400,97 @@ impl AttentionAccumulator {
                     && a.cols.len() == a.q16.len()
                     && k.attn_values_f16(&mut a.acc16, &values[..n * row], &a.exps, &a.raised));
             a.accumulate(k, values, n, fused);
+        }
+    }
+
+    /// [`add_group`](Self::add_group) over Q8_0 keys and values, in the arithmetic of
+    /// llama.cpp's flash attention for that cache type (see
+    /// [`with_kv_format`](Self::with_kv_format)): per key and query, a new maximum scales the
+    /// f32 accumulator by `exp(old − new)`, then `acc = fma(v, weight, acc)` element by element
+    /// over the dequantized value row — dequantized once for the whole group (up to 8 queries
+    /// with the same columns; more go in turns).
+    fn add_q8_0(
+        k: &Kernels,
+        accs: &mut [AttentionAccumulator],
+        keys: &[u8],
+        values: &[u8],
+        n: usize,
+        softcap: Option<f32>,
+    ) {
+        let dot = k
+            .dot_fn(QuantType::Q8_0)
+            .expect("invariant: Q8_0 has a dot kernel");
+        for a in accs.iter_mut() {
+            let (d, row) = (a.q16.len(), a.q8.len());
+            debug_assert!(keys.len() >= n * row && values.len() >= n * row);
+            a.exps.resize(n, 0.0);
+            if !k.attn_scores_q8_0(&a.q8, &keys[..n * row], d, &mut a.exps) {
+                for (j, s) in a.exps.iter_mut().enumerate() {
+                    *s = dot(d, &keys[j * row..(j + 1) * row], &a.q8);
+                }
+            }
+            a.weigh_scores(k, n, softcap);
+        }
+        for group in accs.chunks_mut(8) {
+            let cols = group[0].cols.clone();
+            if group.iter().any(|a| a.cols != cols) {
+                for a in group.iter_mut() {
+                    Self::values_q8_0(k, std::slice::from_mut(a), values, n);
+                }
+            } else {
+                Self::values_q8_0(k, group, values, n);
+            }
+        }
+    }
+
+    /// The value half of [`add_q8_0`](Self::add_q8_0) for accumulators with the same columns.
+    fn values_q8_0(k: &Kernels, accs: &mut [AttentionAccumulator], values: &[u8], n: usize) {
+        let Some(first) = accs.first() else {
+            return;
+        };
+        let row = first.q8.len();
+        // The value blocks of these accumulators' columns (whole 32-element blocks).
+        let (b0, b1) = (first.cols.start / 32 * 34, first.cols.end.div_ceil(32) * 34);
+        let g = accs.len();
+        if g <= 4 {
+            // The whole block with the accumulators in registers, where this ISA can.
+            let mut ys: [&mut [f32]; 4] = Default::default();
+            let mut es: [&[f32]; 4] = Default::default();
+            let mut rs: [&[bool]; 4] = Default::default();
+            let col0 = first.cols.start;
+            for (i, a) in accs.iter_mut().enumerate() {
+                let AttentionAccumulator {
+                    acc, exps, raised, ..
+                } = a;
+                (ys[i], es[i], rs[i]) = (acc.as_mut_slice(), &exps[..n], &raised[..n]);
+            }
+            if k.attn_values_q8_0_group(&mut ys[..g], values, row, col0, &es[..g], &rs[..g]) {
+                for a in accs.iter_mut() {
+                    a.sum = softmax_sum(a.sum, &a.exps[..n], &a.raised[..n]);
+                }
+                return;
+            }
+        }
+        let mut vs = [0f32; 8];
+        let mut sums: [f32; 8] = std::array::from_fn(|g| accs.get(g).map_or(0.0, |a| a.sum));
+        for j in 0..n {
+            for (g, a) in accs.iter_mut().enumerate() {
+                let (e, raised) = (a.exps[j], a.raised[j]);
+                let (ms, v) = if raised { (e, 1.0) } else { (1.0, e) };
+                if raised {
+                    a.acc.iter_mut().for_each(|x| *x *= ms);
+                }
+                vs[g] = v;
+                sums[g] = softmax_step(sums[g], ms, v);
+            }
+            let mut ys: [&mut [f32]; 8] = Default::default();
+            for (y, a) in ys.iter_mut().zip(accs.iter_mut()) {
+                *y = a.acc.as_mut_slice();
+            }
+            (k.mad_q8_0)(&mut ys[..g], &values[j * row + b0..j * row + b1], &vs[..g]);
+        }
+        for (a, &s) in accs.iter_mut().zip(&sums) {
+            a.sum = s;
         }
     }
 
@@ -450,7 +573,12 @@ impl AttentionAccumulator {
     /// Write the normalised result.
     pub fn finish(&self, out: &mut [f32]) {
         let inv = if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 };
-        match self.mode {
+        // A Q8_0 cache always sums in f32 (llama.cpp's `VKQ32`).
+        let mode = match self.kv {
+            KvFormat::F16 => self.mode,
+            KvFormat::Q8_0 => AttnAccum::F32,
+        };
+        match mode {
             AttnAccum::F16 => {
                 // Exact conversion (vectorized by `half`), then the same product per element.
                 let n = out.len().min(self.acc16.len());

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ferrite_kernels::ops::{rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle};
-use ferrite_kernels::{Kernels, ThreadPool};
+use ferrite_kernels::{Kernels, KvFormat, ThreadPool};
 
 use crate::kv::KvStore;
 use crate::weights::Linear;
@@ -23,6 +23,9 @@ pub struct Cpu {
     pub pool: Arc<ThreadPool>,
     /// How attention accumulates values (f16 like llama.cpp by default).
     pub attn_accum: AttnAccum,
+    /// How KV caches made for this model store rows (f16 by default; attention reads whatever
+    /// format the cache it is given has).
+    pub kv_format: KvFormat,
     /// Optional observer of intermediate tensors.
     pub trace: Option<TraceFn>,
 }
@@ -33,6 +36,7 @@ impl std::fmt::Debug for Cpu {
             .field("kernels", &self.kernels)
             .field("pool", &self.pool)
             .field("attn_accum", &self.attn_accum)
+            .field("kv_format", &self.kv_format)
             .finish()
     }
 }
@@ -44,6 +48,7 @@ impl Cpu {
             kernels,
             pool: Arc::new(ThreadPool::new(threads)),
             attn_accum: AttnAccum::default(),
+            kv_format: KvFormat::default(),
             trace: None,
         }
     }
@@ -270,9 +275,19 @@ fn attend(
     // One set of accumulators per pool thread, kept between calls: no allocation per unit.
     ACCUMULATORS.with(|cell| {
         let mut accs = cell.borrow_mut();
-        if accs.len() != group || accs.iter().any(|a| a.head_dim() != d || a.mode() != mode) {
+        let format = kv.format();
+        if accs.len() != group
+            || accs
+                .iter()
+                .any(|a| a.head_dim() != d || a.mode() != mode || a.kv_format() != format)
+        {
+            // A head size the format cannot hold was refused when the cache was made.
             *accs = (0..group)
-                .map(|_| AttentionAccumulator::new(d, mode))
+                .map(|_| {
+                    AttentionAccumulator::new(d, mode)
+                        .with_kv_format(format)
+                        .expect("invariant: the KV store checked the head size")
+                })
                 .collect();
         }
         let q0 = u * group * d; // query heads g·group.. of token t are contiguous in q

@@ -39,7 +39,7 @@ pub use cpu::Cpu;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;
-pub use kv::{store_f16_row, ContiguousKvCache, KvStore, KvVisitor, SeqSlot};
+pub use kv::{ContiguousKvCache, KvFormat, KvStore, KvVisitor, SeqSlot};
 pub use llama::Llama;
 
 use ferrite_gguf::GgufFile;
@@ -189,6 +189,8 @@ pub struct LoadOptions {
     pub threads: usize,
     /// How attention accumulates values: f16 like llama.cpp (default) or f32.
     pub attn_accum: AttnAccum,
+    /// How KV caches made for the model store rows (f16 by default, or Q8_0).
+    pub kv_format: KvFormat,
     /// Observer of intermediate tensors (debugging).
     pub trace: Option<cpu::TraceFn>,
 }
@@ -199,6 +201,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("isa", &self.isa)
             .field("threads", &self.threads)
             .field("attn_accum", &self.attn_accum)
+            .field("kv_format", &self.kv_format)
             .field("trace", &self.trace.is_some())
             .finish()
     }
@@ -210,6 +213,7 @@ impl Default for LoadOptions {
             isa: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             attn_accum: AttnAccum::default(),
+            kv_format: KvFormat::default(),
             trace: None,
         }
     }
@@ -230,6 +234,7 @@ pub fn load_model_from(file: &Arc<GgufFile>, opts: &LoadOptions) -> Result<Box<d
     };
     let mut cpu = Cpu::new(kernels, opts.threads.max(1));
     cpu.attn_accum = opts.attn_accum;
+    cpu.kv_format = opts.kv_format;
     cpu.trace = opts.trace.clone();
     tracing::debug!(arch = cfg.arch.name(), isa = %cpu.kernels.isa(), threads = opts.threads, "loading model");
     Ok(match cfg.arch {

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use ferrite_gguf::{GgufFile, Value};
 use ferrite_kernels::quant::QuantType;
 use ferrite_models::{
-    load_model_from, ContiguousKvCache, Error, ForwardBatch, Isa, LoadOptions, Model,
+    load_model_from, ContiguousKvCache, Error, ForwardBatch, Isa, KvFormat, LoadOptions, Model,
 };
 use ferrite_testkit::{reference, TinyArch, TinyModel};
 
 mod common;
-use common::{prefill_all, rel_err};
+use common::{prefill_all, prefill_in, rel_err};
 
 const PROMPT: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33];
 
@@ -29,8 +29,12 @@ fn load(bytes: Vec<u8>, isa: Option<Isa>, threads: usize) -> Result<Box<dyn Mode
 
 /// Logits at every position, one token per forward call (the decode path).
 fn decode_all(m: &mut dyn Model, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let c = m.config().clone();
-    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 64, 1).unwrap();
+    decode_in(m, tokens, KvFormat::F16)
+}
+
+/// [`decode_all`] with a cache storing rows as `format`.
+fn decode_in(m: &mut dyn Model, tokens: &[u32], format: KvFormat) -> Vec<Vec<f32>> {
+    let mut kv = common::cache(m, format);
     let mut all = Vec::new();
     for (p, &t) in tokens.iter().enumerate() {
         let mut out = Vec::new();
@@ -270,4 +274,38 @@ fn decoding_is_bit_identical_across_thread_counts() {
             );
         }
     }
+}
+
+/// A Q8_0 KV cache: decoding one token at a time equals prefilling the prompt at once and is
+/// bit-identical across thread counts (both architectures), its logits stay close to the f16
+/// cache's (the cache holds 8-bit rows), and a head size that is not a whole number of Q8_0
+/// blocks is refused when the cache is made.
+#[test]
+fn q8_0_kv_cache_decodes_consistently_and_close_to_f16() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        let bytes = TinyModel::new(arch).quant(QuantType::Q8_0).to_bytes();
+        let bits =
+            |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+        let mut one = load(bytes.clone(), None, 1).unwrap();
+        let want = decode_in(one.as_mut(), &PROMPT, KvFormat::Q8_0);
+        assert!(
+            bits(&prefill_in(one.as_mut(), &PROMPT, KvFormat::Q8_0)) == bits(&want),
+            "{arch:?}: prefill vs decode"
+        );
+        for threads in [2, 3] {
+            let mut m = load(bytes.clone(), None, threads).unwrap();
+            assert!(
+                bits(&decode_in(m.as_mut(), &PROMPT, KvFormat::Q8_0)) == bits(&want),
+                "{arch:?}: {threads} threads"
+            );
+        }
+        let f16 = decode_all(one.as_mut(), &PROMPT);
+        let err = rel_err(&want, &f16);
+        assert!(
+            err > 0.0 && err < 0.05,
+            "{arch:?}: Q8_0 cache vs f16 relative error {err}"
+        );
+    }
+    let bad = ContiguousKvCache::with_format(KvFormat::Q8_0, 1, 1, 48, 4, 1);
+    assert!(bad.is_err(), "48-element heads are not whole Q8_0 blocks");
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ferrite_gguf::GgufFile;
-use ferrite_models::{load_model_from, Isa, LoadOptions, Model};
+use ferrite_models::{load_model_from, Isa, KvFormat, LoadOptions, Model};
 use ferrite_tokenizer::Tokenizer;
 
 /// Options every model-using command shares.
@@ -20,6 +20,14 @@ pub struct ModelArgs {
     /// Force a kernel family: scalar, avx2, avx512, neon (default: the best this CPU has).
     #[arg(long, env = "FERRITE_FORCE_ISA")]
     pub isa: Option<String>,
+    /// KV cache storage: f16 (llama.cpp's default) or q8_0 (half the memory and the bytes
+    /// attention reads; the arithmetic of llama.cpp's `-ctk q8_0 -ctv q8_0 -fa on`).
+    #[arg(long, env = "FERRITE_KV_CACHE_TYPE", default_value = "f16", value_parser = parse_kv_format)]
+    pub kv_cache_type: KvFormat,
+}
+
+fn parse_kv_format(s: &str) -> std::result::Result<KvFormat, String> {
+    KvFormat::parse(s).map_err(|e| e.to_string())
 }
 
 /// A loaded model with its tokenizer and the file it came from.
@@ -60,6 +68,7 @@ impl ModelArgs {
             &LoadOptions {
                 isa,
                 threads: self.threads(),
+                kv_format: self.kv_cache_type,
                 ..Default::default()
             },
         )

@@ -1,20 +1,23 @@
-//! Paged KV storage: the block pool's blocks as f16 memory, laid out
-//! `[block][layer][kv_head][slot in block][head_dim]` so one block of one head is a contiguous
+//! Paged KV storage: the block pool's blocks as f16 (or Q8_0) rows, laid out
+//! `[block][layer][kv_head][slot in block][row]` so one block of one head is a contiguous
 //! run that attention reads in one piece. Before each forward the engine installs the block
 //! table of every batch slot; the model only sees [`KvStore`].
 
 use std::ops::Range;
 
-use ferrite_models::{store_f16_row, KvStore, KvVisitor, SeqSlot};
+use ferrite_models::{KvFormat, KvStore, KvVisitor, SeqSlot};
 
 use super::block_pool::BlockId;
 
-/// f16 keys and values for every block of the pool.
+/// Keys and values for every block of the pool.
 #[derive(Debug)]
 pub struct PagedKvStore {
     n_layers: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    format: KvFormat,
+    /// Bytes of one stored row (`head_dim` elements in `format`).
+    row_bytes: usize,
     block_size: usize,
     num_blocks: usize,
     max_len: usize,
@@ -24,32 +27,38 @@ pub struct PagedKvStore {
 }
 
 impl PagedKvStore {
-    /// Bytes one block takes (keys and values).
-    pub fn block_bytes(n_layers: usize, n_kv_heads: usize, head_dim: usize, bs: usize) -> usize {
-        2 * n_layers * n_kv_heads * bs * head_dim * 2
+    /// Bytes one block takes (keys and values), with rows of `row_bytes`
+    /// ([`KvFormat::row_bytes`] of the head size).
+    pub fn block_bytes(n_layers: usize, n_kv_heads: usize, row_bytes: usize, bs: usize) -> usize {
+        2 * n_layers * n_kv_heads * bs * row_bytes
     }
 
-    /// Storage for `num_blocks` blocks; sequences are limited to `max_len` positions.
+    /// Storage for `num_blocks` blocks of rows in `format`; sequences are limited to `max_len`
+    /// positions. Errors if the head size does not fit the format.
     pub fn new(
-        n_layers: usize,
-        n_kv_heads: usize,
-        head_dim: usize,
+        format: KvFormat,
+        (n_layers, n_kv_heads, head_dim): (usize, usize, usize),
         block_size: usize,
         num_blocks: usize,
         max_len: usize,
-    ) -> PagedKvStore {
-        let half = Self::block_bytes(n_layers, n_kv_heads, head_dim, block_size) / 2 * num_blocks;
-        PagedKvStore {
+    ) -> ferrite_models::Result<PagedKvStore> {
+        let row_bytes = format
+            .row_bytes(head_dim)
+            .map_err(ferrite_models::Error::Kernel)?;
+        let half = Self::block_bytes(n_layers, n_kv_heads, row_bytes, block_size) / 2 * num_blocks;
+        Ok(PagedKvStore {
             n_layers,
             n_kv_heads,
             head_dim,
+            format,
+            row_bytes,
             block_size,
             num_blocks,
             max_len,
             k: vec![0; half],
             v: vec![0; half],
             tables: Vec::new(),
-        }
+        })
     }
 
     /// Install the block tables of this step's batch slots (slot i uses `tables[i]`).
@@ -76,7 +85,7 @@ impl PagedKvStore {
         let rows = ((block as usize * self.n_layers + layer) * self.n_kv_heads + head)
             * self.block_size
             + within;
-        rows * self.head_dim * 2
+        rows * self.row_bytes
     }
 
     fn block_of(&self, seq: SeqSlot, pos: usize) -> Option<BlockId> {
@@ -102,13 +111,18 @@ impl KvStore for PagedKvStore {
                 "no KV block allocated for slot {seq} position {pos}"
             ))
         })?;
-        let d = self.head_dim;
+        let (d, rb, f) = (self.head_dim, self.row_bytes, self.format);
         for h in 0..self.n_kv_heads {
             let o = self.offset(block, layer, h, pos % self.block_size);
-            store_f16_row(&mut self.k[o..o + 2 * d], &k[h * d..(h + 1) * d]);
-            store_f16_row(&mut self.v[o..o + 2 * d], &v[h * d..(h + 1) * d]);
+            f.store_row(&mut self.k[o..o + rb], &k[h * d..(h + 1) * d])
+                .and_then(|()| f.store_row(&mut self.v[o..o + rb], &v[h * d..(h + 1) * d]))
+                .map_err(ferrite_models::Error::Kernel)?;
         }
         Ok(())
+    }
+
+    fn format(&self) -> KvFormat {
+        self.format
     }
 
     fn read(
@@ -127,7 +141,7 @@ impl KvStore for PagedKvStore {
             };
             let end = ((pos / bs + 1) * bs).min(range.end);
             let a = self.offset(block, layer, head, pos % bs);
-            let b = a + (end - pos) * self.head_dim * 2;
+            let b = a + (end - pos) * self.row_bytes;
             f(&self.k[a..b], &self.v[a..b], end - pos);
             pos = end;
         }

@@ -198,9 +198,15 @@ impl DraftModel {
             let s = match self.seqs.entry(j.id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    let kv =
-                        ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, j.capacity, 1)
-                            .map_err(|e| Error::Config(format!("draft KV cache: {e}")))?;
+                    let kv = ContiguousKvCache::with_format(
+                        self.model.cpu().kv_format,
+                        c.n_layers,
+                        c.n_kv_heads,
+                        c.head_dim,
+                        j.capacity,
+                        1,
+                    )
+                    .map_err(|e| Error::Config(format!("draft KV cache: {e}")))?;
                     e.insert(DraftSeq { kv, seen: 0 })
                 }
             };

@@ -108,6 +108,9 @@ pub(crate) type UnpackStreamFn = unsafe fn(usize, *const u8, *mut u8);
 
 /// `y = f16(y + x·v)` over f16 vectors (y as bits, x as little-endian bytes).
 pub(crate) type MadF16Fn = fn(&mut [u16], &[u8], f32);
+/// `ys[g] = fma(dequantized Q8_0 row x, vs[g], ys[g])` for each accumulator g (f32, all the
+/// same length, `len / 32` blocks of x).
+pub(crate) type MadQ8Fn = fn(&mut [&mut [f32]], &[u8], &[f32]);
 /// `y = f16(y·v)`.
 pub(crate) type ScaleF16Fn = fn(&mut [u16], f32);
 /// `gate = act(gate) · up` (equal lengths): SwiGLU, GeGLU.
@@ -161,6 +164,29 @@ fn attn_scores_none(_: &[&[u16]], _: &[u8], _: &mut [&mut [f32]]) -> bool {
     false
 }
 
+/// Scores of one Q8_0 query against a block of Q8_0 keys: `(query, keys, d, out)`.
+pub(crate) type AttnScoresQ8Fn = fn(&[u8], &[u8], usize, &mut [f32]) -> bool;
+
+fn attn_scores_q8_none(_: &[u8], _: &[u8], _: usize, _: &mut [f32]) -> bool {
+    false
+}
+
+/// Value accumulation of 1–4 queries over a block of Q8_0 value rows: `(accumulators, values,
+/// row bytes, first column, e, raised)` (see [`Kernels::attn_values_q8_0_group`]).
+pub(crate) type AttnValuesQ8Fn =
+    fn(&mut [&mut [f32]], &[u8], usize, usize, &[&[f32]], &[&[bool]]) -> bool;
+
+fn attn_values_q8_none(
+    _: &mut [&mut [f32]],
+    _: &[u8],
+    _: usize,
+    _: usize,
+    _: &[&[f32]],
+    _: &[&[bool]],
+) -> bool {
+    false
+}
+
 /// libm's `expf` on every element (the reference).
 fn expf_libm(x: &mut [f32]) {
     for v in x {
@@ -195,12 +221,15 @@ pub struct Kernels {
     tiles: [Option<TileKernels>; QuantType::ALL.len()],
     pub(crate) mad_f16: MadF16Fn,
     pub(crate) scale_f16: ScaleF16Fn,
+    pub(crate) mad_q8_0: MadQ8Fn,
     swiglu: GluFn,
     geglu: GluFn,
     expf: ExpFn,
     attn_values: AttnValuesFn,
     attn_scores: AttnScoresFn,
     attn_values_group: AttnValuesGroupFn,
+    attn_scores_q8: AttnScoresQ8Fn,
+    attn_values_q8: AttnValuesQ8Fn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -236,12 +265,15 @@ impl Kernels {
             tiles: [None; QuantType::ALL.len()],
             mad_f16: scalar::mad_f16,
             scale_f16: scalar::scale_f16,
+            mad_q8_0: scalar::mad_q8_0,
             swiglu: crate::compat::swiglu,
             geglu: crate::compat::geglu,
             expf: expf_libm,
             attn_values: attn_values_none,
             attn_scores: attn_scores_none,
             attn_values_group: attn_values_group_none,
+            attn_scores_q8: attn_scores_q8_none,
+            attn_values_q8: attn_values_q8_none,
         };
         k.set(QuantType::F32, scalar::f32_f32);
         k.set(QuantType::F16, scalar::f16_f16);
@@ -382,6 +414,54 @@ impl Kernels {
     /// (having done nothing) when this ISA has no block version for this head size.
     pub fn attn_scores_f16(&self, q: &[u16], keys: &[u8], out: &mut [f32]) -> bool {
         self.attn_scores_f16_group(&[q], keys, &mut [out])
+    }
+
+    /// `out[j]` = the Q8_0 dot kernel of key row j with the Q8_0 query `q8` (head size `d`),
+    /// for the `out.len()` keys in `keys`, bit-identical to calling it key by key. Returns false
+    /// (having done nothing) when this ISA has no block version or the sizes disagree.
+    pub fn attn_scores_q8_0(&self, q8: &[u8], keys: &[u8], d: usize, out: &mut [f32]) -> bool {
+        let row = d / 32 * 34;
+        if !d.is_multiple_of(32) || q8.len() != row || keys.len() != row * out.len() {
+            return false;
+        }
+        (self.attn_scores_q8)(q8, keys, d, out)
+    }
+
+    /// The value accumulation of 1–4 queries with f32 accumulators (`acc[g]`, the columns
+    /// starting at element `col0`, a whole number of 32-element blocks) over the Q8_0 value
+    /// rows `values` (`row` bytes each, `e[g].len()` of them): per key j, when `raised[g][j]`
+    /// the accumulator is scaled by `e[g][j]` and the dequantized value added with weight 1,
+    /// else added with weight `e[g][j]` — bit-identical to that loop key by key with the
+    /// `mad_q8_0` step. Returns false (having done nothing) when this ISA has no block version
+    /// or the shapes disagree.
+    pub fn attn_values_q8_0_group(
+        &self,
+        acc: &mut [&mut [f32]],
+        values: &[u8],
+        row: usize,
+        col0: usize,
+        e: &[&[f32]],
+        raised: &[&[bool]],
+    ) -> bool {
+        let w = acc.first().map_or(0, |a| a.len());
+        let n = e.first().map_or(0, |e| e.len());
+        let g = acc.len();
+        if !(1..=4).contains(&g)
+            || e.len() != g
+            || raised.len() != g
+            || acc.iter().any(|a| a.len() != w)
+            || e.iter()
+                .zip(raised)
+                .any(|(e, r)| e.len() != n || r.len() != n)
+            || w == 0
+            || !w.is_multiple_of(32)
+            || !col0.is_multiple_of(32)
+            || (col0 + w) / 32 * 34 > row
+            || values.len() < n * row
+        {
+            return false;
+        }
+        (self.attn_values_q8)(acc, values, row, col0, e, raised)
     }
 
     /// [`attn_scores_f16`](Self::attn_scores_f16) for 1–4 queries of the same size against the
@@ -708,6 +788,25 @@ mod x86 {
         unsafe { fdot::scale_f16_avx2(y.len(), y.as_mut_ptr(), v) }
     }
 
+    fn mad_q8_0(ys: &mut [&mut [f32]], x: &[u8], vs: &[f32]) {
+        let n = ys.first().map_or(0, |y| y.len());
+        assert!(
+            n.is_multiple_of(32)
+                && x.len() >= n / 32 * 34
+                && vs.len() == ys.len()
+                && ys.len() <= 8
+                && ys.iter().all(|y| y.len() == n),
+            "invariant: lengths checked by the caller"
+        );
+        let mut ptrs = [std::ptr::null_mut(); 8];
+        for (p, y) in ptrs.iter_mut().zip(ys.iter_mut()) {
+            *p = y.as_mut_ptr();
+        }
+        // SAFETY: every accumulator holds n floats, x their n / 32 blocks (asserted); this
+        // entry is only installed for AVX2-capable ISAs.
+        unsafe { fdot::mad_q8_0_avx2(n, &ptrs[..ys.len()], x.as_ptr(), vs) }
+    }
+
     fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
         assert!(
             gate.len() == up.len(),
@@ -740,6 +839,98 @@ mod x86 {
     /// The first `G` of four per-query pointers (the group kernels take exactly `G`).
     fn first<T: Copy, const G: usize>(a: [T; 4]) -> [T; G] {
         std::array::from_fn(|i| a[i])
+    }
+
+    fn attn_scores_q8_vnni(q8: &[u8], keys: &[u8], d: usize, out: &mut [f32]) -> bool {
+        let row = d / 32 * 34;
+        assert!(
+            q8.len() == row && keys.len() == row * out.len(),
+            "invariant: shapes checked by Kernels::attn_scores_q8_0"
+        );
+        for (j, s) in out.iter_mut().enumerate() {
+            // SAFETY: key row j and the query are d / 32 Q8_0 blocks (asserted); installed only
+            // for the AVX-512 VNNI ISA.
+            *s = unsafe {
+                crate::arch::x86_64::qdot::vnni::q8_0_q8_0(
+                    d,
+                    keys.as_ptr().add(j * row),
+                    q8.as_ptr(),
+                )
+            };
+        }
+        true
+    }
+
+    fn attn_values_q8_avx512(
+        acc: &mut [&mut [f32]],
+        values: &[u8],
+        row: usize,
+        col0: usize,
+        e: &[&[f32]],
+        raised: &[&[bool]],
+    ) -> bool {
+        use crate::arch::x86_64::q8attn::values_q8_0_group;
+        // Shapes checked by `Kernels::attn_values_q8_0_group`: 1–4 accumulators of w floats
+        // (whole blocks), n rows of `row` bytes holding the columns col0..col0 + w, n weights
+        // each.
+        let g = acc.len();
+        let (w, n) = (acc[0].len(), e[0].len());
+        let vp = values.as_ptr();
+        let ep: [*const f32; 4] = std::array::from_fn(|i| e[i.min(g - 1)].as_ptr());
+        let rp: [*const bool; 4] = std::array::from_fn(|i| raised[i.min(g - 1)].as_ptr());
+        let mut c0 = 0;
+        while c0 < w {
+            // 64 columns at a time (two blocks; G·4 accumulators in registers), 32 at the end.
+            let blocks = if w - c0 >= 64 { 2 } else { 1 };
+            let ap: [*mut f32; 4] = std::array::from_fn(|i| acc[i.min(g - 1)][c0..].as_mut_ptr());
+            let cb = (col0 + c0) / 32 * 34;
+            macro_rules! run {
+                ($c:literal) => {
+                    match g {
+                        1 => values_q8_0_group::<$c, 1>(
+                            first(ap),
+                            vp,
+                            row,
+                            cb,
+                            n,
+                            first(ep),
+                            first(rp),
+                        ),
+                        2 => values_q8_0_group::<$c, 2>(
+                            first(ap),
+                            vp,
+                            row,
+                            cb,
+                            n,
+                            first(ep),
+                            first(rp),
+                        ),
+                        3 => values_q8_0_group::<$c, 3>(
+                            first(ap),
+                            vp,
+                            row,
+                            cb,
+                            n,
+                            first(ep),
+                            first(rp),
+                        ),
+                        _ => values_q8_0_group::<$c, 4>(ap, vp, row, cb, n, ep, rp),
+                    }
+                };
+            }
+            // SAFETY: each accumulator has `blocks` blocks from c0 (w − c0 ≥ 32·blocks), the
+            // rows hold those blocks' bytes (cb + 34·blocks ≤ row, checked by the caller's
+            // shape check), distinct accumulators; installed only for the AVX-512 ISA.
+            unsafe {
+                if blocks == 2 {
+                    run!(2)
+                } else {
+                    run!(1)
+                }
+            }
+            c0 += 32 * blocks;
+        }
+        true
     }
 
     fn attn_scores_avx512(q: &[&[u16]], keys: &[u8], out: &mut [&mut [f32]]) -> bool {
@@ -916,10 +1107,12 @@ mod x86 {
             Isa::Avx512 => {
                 k.mad_f16 = mad_f16_512;
                 k.scale_f16 = scale_f16_512;
+                k.mad_q8_0 = mad_q8_0;
             }
             Isa::Avx2 => {
                 k.mad_f16 = mad_f16;
                 k.scale_f16 = scale_f16;
+                k.mad_q8_0 = mad_q8_0;
             }
             _ => {}
         }
@@ -929,6 +1122,8 @@ mod x86 {
         if k.isa == Isa::Avx512 {
             k.attn_values = attn_values_avx512;
             k.attn_scores = attn_scores_avx512;
+            k.attn_scores_q8 = attn_scores_q8_vnni;
+            k.attn_values_q8 = attn_values_q8_avx512;
             k.attn_values_group = attn_values_group_avx512;
         }
         if k.isa == Isa::Avx512 {

@@ -406,6 +406,21 @@ pub(crate) fn mad_f16(y: &mut [u16], x: &[u8], v: f32) {
     }
 }
 
+/// For each accumulator g: `ys[g][i] = fma(x_i, vs[g], ys[g][i])` with `x_i = q_i · d` the
+/// dequantized elements of the Q8_0 row `x` (`ys[g].len() / 32` blocks): ggml's
+/// `dequantize_row_q8_0` then `ggml_vec_mad_f32`, the value step of its flash attention over a
+/// Q8_0 V cache, for several queries sharing the row.
+pub(crate) fn mad_q8_0(ys: &mut [&mut [f32]], x: &[u8], vs: &[f32]) {
+    for (y, &v) in ys.iter_mut().zip(vs) {
+        for (yb, b) in y.chunks_exact_mut(32).zip(x.chunks_exact(34)) {
+            let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            for (a, &q) in yb.iter_mut().zip(&b[2..34]) {
+                *a = crate::compat::fma(f32::from(q as i8) * d, v, *a);
+            }
+        }
+    }
+}
+
 pub(crate) fn scale_f16(y: &mut [u16], v: f32) {
     for a in y.iter_mut() {
         *a = f16::from_f32(f16::from_bits(*a).to_f32() * v).to_bits();

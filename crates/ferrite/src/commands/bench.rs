@@ -321,7 +321,14 @@ fn model(a: ModelBenchArgs) -> Result<()> {
             c.context_length
         );
     }
-    let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, ctx, 1)?;
+    let mut kv = ContiguousKvCache::with_format(
+        m.cpu().kv_format,
+        c.n_layers,
+        c.n_kv_heads,
+        c.head_dim,
+        ctx,
+        1,
+    )?;
     let mut logits = Vec::new();
     if d > 0 {
         // The context the tests run after; positions ≥ d are rewritten by every test.

@@ -201,6 +201,33 @@ pub(crate) unsafe fn scale_f16_avx2(n: usize, y: *mut u16, v: f32) {
     }
 }
 
+/// For each accumulator g: `ys[g][i] = fma(q_i·d, vs[g], ys[g][i])` over the `n / 32` Q8_0
+/// blocks at `x` (see `dot::scalar::mad_q8_0`; the same float operations per element), each
+/// element dequantized once for all of them.
+///
+/// # Safety
+/// Every `ys[g]` must be valid for `n` floats (a multiple of 32), `x` for `n / 32` blocks of 34
+/// bytes, `vs.len() == ys.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn mad_q8_0_avx2(n: usize, ys: &[*mut f32], x: *const u8, vs: &[f32]) {
+    for b in 0..n / 32 {
+        // SAFETY: block b and its 32 outputs of every accumulator are in bounds (contract).
+        unsafe {
+            let blk = x.add(34 * b);
+            let d = _mm256_set1_ps(super::common::f16_at(blk));
+            for j in 0..4 {
+                let q = _mm_loadl_epi64(blk.add(2 + 8 * j) as *const __m128i);
+                let xv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+                for (&y, &v) in ys.iter().zip(vs) {
+                    let yp = y.add(32 * b + 8 * j);
+                    let r = _mm256_fmadd_ps(xv, _mm256_set1_ps(v), _mm256_loadu_ps(yp));
+                    _mm256_storeu_ps(yp, r);
+                }
+            }
+        }
+    }
+}
+
 /// [`mad_f16_avx2`] 16 lanes at a time (each element's arithmetic is the same: one FMA, one
 /// round-to-nearest conversion), the AVX2 form for the tail.
 ///

@@ -5,6 +5,7 @@ pub(crate) mod common;
 pub(crate) mod fdot;
 pub(crate) mod fp4dot;
 pub(crate) mod libm_expf;
+pub(crate) mod q8attn;
 pub(crate) mod qdot;
 pub(crate) mod qpanel;
 pub(crate) mod qstream;
