@@ -24,6 +24,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod arch;
+pub mod attention;
 pub mod compat;
 pub mod dot;
 mod error;

@@ -33,3 +33,8 @@ pub(crate) fn quantize_matrix(ty: QuantType, wf: &[f32], cols: usize) -> Vec<u8>
     }
     wq
 }
+
+/// The bit patterns, for comparing results exactly.
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
