@@ -842,22 +842,19 @@ mod x86 {
     }
 
     fn attn_scores_q8_vnni(q8: &[u8], keys: &[u8], d: usize, out: &mut [f32]) -> bool {
-        let row = d / 32 * 34;
+        let (nb, row) = (d / 32, d / 32 * 34);
+        if nb > 8 {
+            return false;
+        }
         assert!(
             q8.len() == row && keys.len() == row * out.len(),
             "invariant: shapes checked by Kernels::attn_scores_q8_0"
         );
-        for (j, s) in out.iter_mut().enumerate() {
-            // SAFETY: key row j and the query are d / 32 Q8_0 blocks (asserted); installed only
-            // for the AVX-512 VNNI ISA.
-            *s = unsafe {
-                crate::arch::x86_64::qdot::vnni::q8_0_q8_0(
-                    d,
-                    keys.as_ptr().add(j * row),
-                    q8.as_ptr(),
-                )
-            };
-        }
+        // SAFETY: the query and every key row are nb ≤ 8 Q8_0 blocks (asserted); installed
+        // only for the AVX-512 VNNI ISA.
+        unsafe {
+            crate::arch::x86_64::q8attn::scores_q8_0(nb, q8.as_ptr(), keys.as_ptr(), row, out)
+        };
         true
     }
 

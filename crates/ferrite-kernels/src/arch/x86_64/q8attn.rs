@@ -75,3 +75,52 @@ pub(crate) unsafe fn values_q8_0_group<const C: usize, const G: usize>(
         }
     }
 }
+
+/// `out[j]` = key row j · the query, both Q8_0 (`nb ≤ 8` blocks, rows `row` bytes apart), in
+/// ggml's `ggml_vec_dot_q8_0_q8_0` arithmetic: per block `acc = fma(d_k·d_q, f32(p), acc)`
+/// over 8 lanes, `p` each lane's sum of four products, then its `hsum_float_8`. The lane sums
+/// are formed as `vpdpbusd(k + 128, q) − 128·Σq` (exact integers, the same sums), the query's
+/// scales, quants and corrections loaded once for all keys.
+///
+/// # Safety
+/// `q` must hold `nb` blocks, `keys` `out.len()` rows of `row ≥ 34·nb` bytes; `nb ≤ 8`; the CPU
+/// must support AVX-512 VNNI (and AVX2/FMA/F16C).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn scores_q8_0(
+    nb: usize,
+    q: *const u8,
+    keys: *const u8,
+    row: usize,
+    out: &mut [f32],
+) {
+    use super::common::hsum_f32x8;
+    let ones = _mm256_set1_epi8(1);
+    let mut qd = [0f32; 8];
+    let mut qq = [_mm256_setzero_si256(); 8];
+    let mut corr = [_mm256_setzero_si256(); 8];
+    for b in 0..nb.min(8) {
+        // SAFETY: query block b (contract).
+        unsafe {
+            let blk = q.add(34 * b);
+            qd[b] = f16_at(blk);
+            qq[b] = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+        }
+        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, qq[b]);
+        corr[b] = _mm256_mullo_epi32(sums, _mm256_set1_epi32(-128));
+    }
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    for (j, s) in out.iter_mut().enumerate() {
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb.min(8) {
+            // SAFETY: block b of key row j (contract).
+            unsafe {
+                let blk = keys.add(j * row + 34 * b);
+                let d = _mm256_set1_ps(f16_at(blk) * qd[b]);
+                let k = _mm256_xor_si256(_mm256_loadu_si256(blk.add(2) as *const __m256i), flip);
+                let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(corr[b], k, qq[b]));
+                acc = _mm256_fmadd_ps(d, p, acc);
+            }
+        }
+        *s = hsum_f32x8(acc);
+    }
+}
