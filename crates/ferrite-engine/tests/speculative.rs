@@ -507,3 +507,71 @@ fn a_draft_with_another_vocabulary_is_refused() {
         .to_string();
     assert!(e.contains("draft layers must be between 1 and"), "{e}");
 }
+
+/// The exact next-token distributions with and without speculation: the rows a verification
+/// step samples from (the last accepted token plus k drafts in one batched forward pass) give,
+/// position by position, the same logits — so the same softmax, under any sampling settings —
+/// as decoding those tokens one at a time. Both architectures, a 32-element format (stream
+/// panels) and a K-quant, 1 and 3 drafts.
+#[test]
+fn verification_rows_give_the_decoding_distribution() {
+    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+        for q in [QuantType::Q4_0, QuantType::Q4_K] {
+            let bytes = TinyModel::new(arch).quant(q).to_bytes();
+            let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
+            let opts = LoadOptions {
+                threads: 2,
+                ..Default::default()
+            };
+            let mut m = load_model_from(&f, &opts).unwrap();
+            let c = m.config().clone();
+            let prompt: Vec<u32> = (0..8).map(|i| 40 + 13 * i).collect();
+            let run = |m: &mut Box<dyn ferrite_models::Model>,
+                       kv: &mut ContiguousKvCache,
+                       toks: &[u32],
+                       at: usize,
+                       all: bool| {
+                let pos: Vec<usize> = (at..at + toks.len()).collect();
+                let rows: Vec<usize> = if all {
+                    (0..toks.len()).collect()
+                } else {
+                    vec![toks.len() - 1]
+                };
+                // As the engine batches a verification: every row a kernel group of one, so
+                // shape-dependent kernels (llama.cpp's K-quant choices) compute each row as
+                // decoding would.
+                let ones = vec![(0, 1); toks.len()];
+                let mut out = Vec::new();
+                let b = ForwardBatch {
+                    tokens: toks,
+                    positions: &pos,
+                    slots: &vec![0; toks.len()],
+                    logits_rows: &rows,
+                    kernel_groups: all.then_some(ones.as_slice()),
+                };
+                m.forward(&b, kv, &mut out).unwrap();
+                out
+            };
+            for k in [1usize, 3] {
+                let rows: Vec<u32> = (0..=k as u32).map(|i| 7 + 31 * i).collect();
+                let fresh =
+                    || ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 32, 1).unwrap();
+                let (mut a, mut b) = (fresh(), fresh());
+                run(&mut m, &mut a, &prompt, 0, false);
+                run(&mut m, &mut b, &prompt, 0, false);
+                let decoded: Vec<f32> = rows
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &t)| run(&mut m, &mut a, &[t], prompt.len() + i, false))
+                    .collect();
+                let verified = run(&mut m, &mut b, &rows, prompt.len(), true);
+                assert_eq!(verified.len(), (k + 1) * c.vocab_size);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&decoded) == bits(&verified),
+                    "{arch:?} {q} k={k}: verification rows differ from decoding"
+                );
+            }
+        }
+    }
+}
