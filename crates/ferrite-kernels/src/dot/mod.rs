@@ -841,6 +841,32 @@ mod x86 {
         std::array::from_fn(|i| a[i])
     }
 
+    /// `$call` with the constant `$G` set to the group size `$g` (1 to 4; more counts as 4):
+    /// the grouped attention kernels are generic in it, and their per-query pointer arrays
+    /// come from [`first`].
+    macro_rules! by_group {
+        ($g:expr, $G:ident => $call:expr) => {
+            match $g {
+                1 => {
+                    const $G: usize = 1;
+                    $call
+                }
+                2 => {
+                    const $G: usize = 2;
+                    $call
+                }
+                3 => {
+                    const $G: usize = 3;
+                    $call
+                }
+                _ => {
+                    const $G: usize = 4;
+                    $call
+                }
+            }
+        };
+    }
+
     fn attn_scores_q8_vnni(q8: &[u8], keys: &[u8], d: usize, out: &mut [f32]) -> bool {
         let (nb, row) = (d / 32, d / 32 * 34);
         if nb > 8 {
@@ -875,57 +901,37 @@ mod x86 {
         let vp = values.as_ptr();
         let ep: [*const f32; 4] = std::array::from_fn(|i| e[i.min(g - 1)].as_ptr());
         let rp: [*const bool; 4] = std::array::from_fn(|i| raised[i.min(g - 1)].as_ptr());
+        /// One (blocks, group size) instance over columns c0.. of the accumulators.
+        macro_rules! slice {
+            ($c:literal, $c0:expr) => {{
+                let c0 = $c0;
+                let ap: [*mut f32; 4] =
+                    std::array::from_fn(|i| acc[i.min(g - 1)][c0..].as_mut_ptr());
+                let cb = (col0 + c0) / 32 * 34;
+                by_group!(g, G => values_q8_0_group::<$c, G>(
+                    first(ap),
+                    vp,
+                    row,
+                    cb,
+                    n,
+                    first(ep),
+                    first(rp)
+                ))
+            }};
+        }
         let mut c0 = 0;
-        while c0 < w {
-            // 64 columns at a time (two blocks; G·4 accumulators in registers), 32 at the end.
-            let blocks = if w - c0 >= 64 { 2 } else { 1 };
-            let ap: [*mut f32; 4] = std::array::from_fn(|i| acc[i.min(g - 1)][c0..].as_mut_ptr());
-            let cb = (col0 + c0) / 32 * 34;
-            macro_rules! run {
-                ($c:literal) => {
-                    match g {
-                        1 => values_q8_0_group::<$c, 1>(
-                            first(ap),
-                            vp,
-                            row,
-                            cb,
-                            n,
-                            first(ep),
-                            first(rp),
-                        ),
-                        2 => values_q8_0_group::<$c, 2>(
-                            first(ap),
-                            vp,
-                            row,
-                            cb,
-                            n,
-                            first(ep),
-                            first(rp),
-                        ),
-                        3 => values_q8_0_group::<$c, 3>(
-                            first(ap),
-                            vp,
-                            row,
-                            cb,
-                            n,
-                            first(ep),
-                            first(rp),
-                        ),
-                        _ => values_q8_0_group::<$c, 4>(ap, vp, row, cb, n, ep, rp),
-                    }
-                };
+        // SAFETY: each slice's blocks lie inside every accumulator (whole blocks, w − c0 ≥ 32
+        // per block taken) and inside the rows (the caller's shape check: (col0 + w) / 32 · 34
+        // ≤ row), distinct accumulators; installed only for the AVX-512 ISA. 64 columns at a
+        // time (two blocks: G·4 accumulators in registers), a last 32 if any.
+        unsafe {
+            while c0 + 64 <= w {
+                slice!(2, c0);
+                c0 += 64;
             }
-            // SAFETY: each accumulator has `blocks` blocks from c0 (w − c0 ≥ 32·blocks), the
-            // rows hold those blocks' bytes (cb + 34·blocks ≤ row, checked by the caller's
-            // shape check), distinct accumulators; installed only for the AVX-512 ISA.
-            unsafe {
-                if blocks == 2 {
-                    run!(2)
-                } else {
-                    run!(1)
-                }
+            if c0 < w {
+                slice!(1, c0);
             }
-            c0 += 32 * blocks;
         }
         true
     }
@@ -941,12 +947,12 @@ mod x86 {
         /// One (head size, group size) instance.
         macro_rules! scores {
             ($c:literal) => {
-                match g {
-                    1 => fdot::attn_scores_f16_group_avx512::<$c, 1>(first(qp), k, n, first(op)),
-                    2 => fdot::attn_scores_f16_group_avx512::<$c, 2>(first(qp), k, n, first(op)),
-                    3 => fdot::attn_scores_f16_group_avx512::<$c, 3>(first(qp), k, n, first(op)),
-                    _ => fdot::attn_scores_f16_group_avx512::<$c, 4>(qp, k, n, op),
-                }
+                by_group!(g, G => fdot::attn_scores_f16_group_avx512::<$c, G>(
+                    first(qp),
+                    k,
+                    n,
+                    first(op)
+                ))
             };
         }
         // SAFETY: shapes as above (each query d = 64·C halves, n key rows of d halves, n
@@ -998,33 +1004,14 @@ mod x86 {
                 let at: [*mut u16; 4] =
                     std::array::from_fn(|i| acc[i.min(g - 1)][s..].as_mut_ptr());
                 let vs = v.add(col0 + s);
-                match g {
-                    1 => fdot::attn_values_f16_group_avx512::<$c, 1>(
-                        first(at),
-                        vs,
-                        row,
-                        n,
-                        first(es),
-                        first(rs),
-                    ),
-                    2 => fdot::attn_values_f16_group_avx512::<$c, 2>(
-                        first(at),
-                        vs,
-                        row,
-                        n,
-                        first(es),
-                        first(rs),
-                    ),
-                    3 => fdot::attn_values_f16_group_avx512::<$c, 3>(
-                        first(at),
-                        vs,
-                        row,
-                        n,
-                        first(es),
-                        first(rs),
-                    ),
-                    _ => fdot::attn_values_f16_group_avx512::<$c, 4>(at, vs, row, n, es, rs),
-                }
+                by_group!(g, G => fdot::attn_values_f16_group_avx512::<$c, G>(
+                    first(at),
+                    vs,
+                    row,
+                    n,
+                    first(es),
+                    first(rs)
+                ))
             }};
         }
         let mut s = 0;

@@ -53,7 +53,7 @@ const ACT_BLOCK_BYTES: usize = packed_block_bytes(1);
 /// `out + i·out_stride` must be valid for `min(n_rows, 16)` floats for every `i < RA`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn store_rows<const RA: usize>(
+unsafe fn store_rows<const RA: usize>(
     out: *mut f32,
     out_stride: usize,
     n_rows: usize,
@@ -64,6 +64,35 @@ pub(crate) unsafe fn store_rows<const RA: usize>(
         // SAFETY: the caller's contract.
         unsafe { _mm512_mask_storeu_ps(out.add(i * out_stride), mask, *v) };
     }
+}
+
+/// Finish the eight lane accumulators of each activation row (one output per 512-bit lane) in
+/// the row kernels' order — ggml's `hsum_float_8`, `(l0+l4 + l2+l6) + (l1+l5 + l3+l7)`, then
+/// `+ mins` for the min formats, whose row kernels return `hsum + mins` (the others return the
+/// sum alone: adding 0.0 would turn a −0.0 into +0.0) — and store them as [`store_rows`] does.
+///
+/// # Safety
+/// As [`store_rows`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn store_lane_sums<const RA: usize>(
+    out: *mut f32,
+    out_stride: usize,
+    n_rows: usize,
+    acc: &[[__m512; 8]; RA],
+    mins: Option<&[__m512; RA]>,
+) {
+    let sums: [__m512; RA] = std::array::from_fn(|i| {
+        let l = &acc[i];
+        let h: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(l[j + 4], l[j]));
+        let s = _mm512_add_ps(_mm512_add_ps(h[0], h[2]), _mm512_add_ps(h[1], h[3]));
+        match mins {
+            Some(m) => _mm512_add_ps(s, m[i]),
+            None => s,
+        }
+    });
+    // SAFETY: the caller's contract.
+    unsafe { store_rows(out, out_stride, n_rows, sums) };
 }
 
 /// Repack rows `0..n_rows` (≤ 16) of `w` (stride `w_stride`, `nb` blocks of format `F`) into a
@@ -160,20 +189,8 @@ pub(crate) unsafe fn panel<const MIN: bool, const RA: usize>(
             }
         }
     }
-    let sums: [__m512; RA] = std::array::from_fn(|i| {
-        let l = &acc[i];
-        // ggml's `hsum_float_8` order, one output per lane: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
-        let h: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(l[j + 4], l[j]));
-        let s = _mm512_add_ps(_mm512_add_ps(h[0], h[2]), _mm512_add_ps(h[1], h[3]));
-        // The min formats' row kernels return `hsum + mins` (the others the sum alone).
-        if MIN {
-            _mm512_add_ps(s, mins[i])
-        } else {
-            s
-        }
-    });
     // SAFETY: the caller vouches for the outputs (contract).
-    unsafe { store_rows(out, out_stride, n_rows, sums) };
+    unsafe { store_lane_sums(out, out_stride, n_rows, &acc, MIN.then_some(&mins)) };
 }
 
 /// Q4_K panels against four activation rows (Q8_K), in the arithmetic of ggml's repacked GEMM

@@ -21,7 +21,7 @@
 
 use std::arch::x86_64::*;
 
-use super::qpanel::store_rows;
+use super::qpanel::store_lane_sums;
 use super::qtile::{has_min, weight_block_bytes, Q5_0, Q5_1, Q8_0};
 use crate::tiled::{packed_block_bytes, PANEL_BLOCK_BYTES};
 
@@ -158,18 +158,6 @@ pub(crate) unsafe fn stream_panel<const F: u8, const RA: usize>(
             }
         }
     }
-    let sums: [__m512; RA] = std::array::from_fn(|i| {
-        let l = &acc[i];
-        // ggml's `hsum_float_8` order, one output per lane: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
-        let h: [__m512; 4] = std::array::from_fn(|j| _mm512_add_ps(l[j + 4], l[j]));
-        let s = _mm512_add_ps(_mm512_add_ps(h[0], h[2]), _mm512_add_ps(h[1], h[3]));
-        // The min formats' row kernels return `hsum + mins` (the others the sum alone).
-        if min {
-            _mm512_add_ps(s, mins[i])
-        } else {
-            s
-        }
-    });
     // SAFETY: the caller vouches for the outputs (contract).
-    unsafe { store_rows(out, out_stride, n_rows, sums) };
+    unsafe { store_lane_sums(out, out_stride, n_rows, &acc, min.then_some(&mins)) };
 }
