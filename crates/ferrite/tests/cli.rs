@@ -104,6 +104,38 @@ fn invalid_sampling_values_name_the_field() {
     }
 }
 
+/// `--kv-cache-type q8_0` generates; an unknown cache type is refused naming the supported ones.
+#[test]
+fn kv_cache_type_is_chosen_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny(&dir, TinyArch::Llama);
+    let run = |kv: &str| {
+        ferrite(&[
+            "run",
+            "-m",
+            &m,
+            "-p",
+            "abc",
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+            "--kv-cache-type",
+            kv,
+        ])
+    };
+    let o = run("q8_0");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!o.stdout.is_empty());
+    let o = run("q4_0");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("supported: f16, q8_0"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn prompt_longer_than_the_context_is_refused() {
     let dir = tempfile::tempdir().unwrap();
