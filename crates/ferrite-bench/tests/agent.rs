@@ -341,11 +341,14 @@ async fn reasoning_separates_ttft_from_ttfo_and_tool_calls_are_logged() {
     .await;
     let r = run(cfg(&m.url, 3, 1, Workload::Synthetic)).await.unwrap();
     let p50 = |k: &str| r.metrics[k]["p50"].as_f64().unwrap();
-    within(p50("ttft_ms"), 60.0, 0.05, "TTFT (first reasoning token)");
+    // 15%: the mock's timers run late by a few ms when the test binaries load this 2-vCPU
+    // host (5% failed once under `cargo test --workspace`); TTFT and TTFO differ by 67%, so
+    // mistaking one for the other still fails.
+    within(p50("ttft_ms"), 60.0, 0.15, "TTFT (first reasoning token)");
     within(
         p50("ttfo_ms"),
         60.0 + 4.0 * 10.0,
-        0.05,
+        0.15,
         "TTFO (first answer token)",
     );
     let events = &r.records[0].attempts[0].events;

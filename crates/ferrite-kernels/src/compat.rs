@@ -121,6 +121,27 @@ pub fn scale_pow2(j: f32, n: f32) -> f32 {
     j * p(a) * p(b)
 }
 
+/// ggml's AVX-512 `ggml_vec_soft_max_f32` in place: `x[i] = exp(x[i] − max)`, the polynomial
+/// exp for whole 16-element chunks (each chunk's `_mm512_reduce_add_ps` added to an f64 sum) and
+/// libm `expf` for the tail (added one by one). Returns the f64 sum.
+pub fn soft_max(x: &mut [f32], max: f32) -> f64 {
+    let whole = x.len() / 16 * 16;
+    let mut sum = 0f64;
+    for chunk in x[..whole].chunks_exact_mut(16) {
+        let mut v = [0f32; 16];
+        for (o, c) in v.iter_mut().zip(chunk.iter_mut()) {
+            *c = expf_poly(*c - max);
+            *o = *c;
+        }
+        sum += f64::from(reduce_16(&v));
+    }
+    for c in &mut x[whole..] {
+        *c = (*c - max).exp();
+        sum += f64::from(*c);
+    }
+    sum
+}
+
 /// SiLU as ggml's AVX-512 `ggml_vec_swiglu_f32` computes it: `x / (1 + e^−x)` with the
 /// polynomial exp for elements in whole 16-lane chunks and libm `expf` for the tail.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {

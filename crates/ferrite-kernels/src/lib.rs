@@ -25,6 +25,7 @@
 
 mod arch;
 pub mod attention;
+pub mod attention_tiled;
 pub mod compat;
 pub mod dot;
 mod error;

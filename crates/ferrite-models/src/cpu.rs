@@ -194,6 +194,8 @@ pub struct AttentionParams {
 /// (decoding: one token, Gemma3 has one KV head), each unit's output columns are
 /// cut into parts that threads take separately — every part computes the scores and softmax
 /// in full and accumulates only its own value columns, so the result is the same bit for bit.
+/// Tokens of prompt-sized kernel groups go through llama.cpp's tiled kernel instead (see
+/// [`crate::prompt_attention`]), as llama.cpp does for batches of 64 tokens or more.
 pub fn attention(
     cpu: &Cpu,
     kv: &dyn KvStore,
@@ -205,6 +207,10 @@ pub fn attention(
     let d = p.head_dim;
     let group = p.n_heads / p.n_kv_heads;
     out.resize(q.len(), 0.0);
+    if crate::prompt_attention::wants_tiles(kv, batch, &p) {
+        crate::prompt_attention::attention_tiled(cpu, kv, batch, q, p, out);
+        return;
+    }
     let units = batch.tokens.len() * p.n_kv_heads;
     let parts = column_parts(d, units, cpu.pool.n_threads());
     if parts == 1 {
@@ -253,7 +259,7 @@ fn column_parts(d: usize, units: usize, threads: usize) -> usize {
 /// Unit `u` (token `u / n_kv_heads`, KV head `u % n_kv_heads`): its query heads' output columns
 /// `cols` into `o` (`group × cols.len()`, head by head).
 #[allow(clippy::too_many_arguments)]
-fn attend(
+pub(crate) fn attend(
     cpu: &Cpu,
     kv: &dyn KvStore,
     batch: &ForwardBatch<'_>,

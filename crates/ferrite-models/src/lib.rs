@@ -27,6 +27,7 @@ pub mod cpu;
 mod gemma3;
 mod kv;
 mod llama;
+mod prompt_attention;
 pub mod quantize;
 mod scratch;
 pub mod weights;

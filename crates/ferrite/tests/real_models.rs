@@ -180,21 +180,26 @@ fn ppl(name: &str, license: &str) -> f64 {
     r.ppl
 }
 
-fn assert_within_1pct(got: f64, llama_cpp: f64) {
+/// llama-perplexity's figure as it prints it (4 decimals). ferrite follows its arithmetic to
+/// the bit, prompt attention included (the tiled kernel it runs on 512-token chunks), so the
+/// figures agree to the last printed digit. The references are `llama-perplexity -c 512 -b 512`
+/// (one chunk per batch, as ferrite evaluates; its default `-b 2048` batches four chunks as
+/// four sequences, which moves MPL-2.0 to 11.6836 / 8.9389).
+fn assert_same_as_llama_cpp(got: f64, llama_cpp: f64) {
     assert!(
-        (got / llama_cpp - 1.0).abs() < 0.01,
+        (got - llama_cpp).abs() < 0.0001,
         "perplexity {got:.4}, llama.cpp {llama_cpp}"
     );
 }
 
 #[test]
 fn smollm2_perplexity_matches_llama_cpp() {
-    assert_within_1pct(ppl("smollm2", "Apache-2.0"), 15.9289);
-    assert_within_1pct(ppl("smollm2", "MPL-2.0"), 11.6840);
+    assert_same_as_llama_cpp(ppl("smollm2", "Apache-2.0"), 15.9289);
+    assert_same_as_llama_cpp(ppl("smollm2", "MPL-2.0"), 11.6840);
 }
 
 #[test]
 fn gemma3_perplexity_matches_llama_cpp() {
-    assert_within_1pct(ppl("gemma3", "Apache-2.0"), 10.1452);
-    assert_within_1pct(ppl("gemma3", "MPL-2.0"), 8.9439);
+    assert_same_as_llama_cpp(ppl("gemma3", "Apache-2.0"), 10.1687);
+    assert_same_as_llama_cpp(ppl("gemma3", "MPL-2.0"), 8.9299);
 }

@@ -3,6 +3,7 @@
 pub(crate) mod act;
 pub(crate) mod common;
 pub(crate) mod fdot;
+pub(crate) mod fgemm;
 pub(crate) mod fp4dot;
 pub(crate) mod libm_expf;
 pub(crate) mod q8attn;
