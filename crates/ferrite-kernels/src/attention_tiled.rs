@@ -85,14 +85,34 @@ fn gemm(
             // SAFETY: `Isa::Avx512` is only ever held by a kernel table built for a CPU that
             // has it (AVX-512F); the shapes were checked above and n % 16 == 0.
             unsafe {
-                fgemm::gemm_avx512(m, k, n, a.as_ptr(), lda, b.as_ptr(), ldb, c.as_mut_ptr(), ldc)
+                fgemm::gemm_avx512(
+                    m,
+                    k,
+                    n,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
             };
             return;
         }
         if matches!(isa, Isa::Avx2 | Isa::Avx512) && n.is_multiple_of(8) {
             // SAFETY: as above (AVX2 and FMA are part of both levels), n % 8 == 0.
             unsafe {
-                fgemm::gemm_avx2(m, k, n, a.as_ptr(), lda, b.as_ptr(), ldb, c.as_mut_ptr(), ldc)
+                fgemm::gemm_avx2(
+                    m,
+                    k,
+                    n,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
             };
             return;
         }
@@ -256,7 +276,9 @@ impl TiledAttention {
         let (rows, dk, dv, isa) = (self.rows(), self.dk, self.dv, self.isa);
         let kq = &mut self.kq[..rows * KV_TILE];
         kq.fill(0.0);
-        gemm(isa, rows, dk, KV_TILE, &self.q, dk, &self.kt, KV_TILE, kq, KV_TILE);
+        gemm(
+            isa, rows, dk, KV_TILE, &self.q, dk, &self.kt, KV_TILE, kq, KV_TILE,
+        );
         let base = tile * KV_TILE;
         let fed = base + self.filled.start..base + self.filled.end;
         for r in 0..rows {
@@ -347,7 +369,14 @@ mod tests {
     fn gemm_kernels_equal_the_reference_bit_for_bit() {
         let mut r = uniform(7, -2.0, 4.0);
         for k in kernel_tables() {
-            for (m, kk, n) in [(1, 1, 16), (3, 7, 64), (4, 64, 64), (9, 64, 256), (6, 256, 80), (5, 33, 8)] {
+            for (m, kk, n) in [
+                (1, 1, 16),
+                (3, 7, 64),
+                (4, 64, 64),
+                (9, 64, 256),
+                (6, 256, 80),
+                (5, 33, 8),
+            ] {
                 let (lda, ldb, ldc) = (kk + 3, n + 16, n + 8);
                 let a: Vec<f32> = (0..m * lda).map(|_| r()).collect();
                 let b: Vec<f32> = (0..kk * ldb).map(|_| r()).collect();
@@ -397,7 +426,10 @@ mod tests {
             for (j, sj) in s.iter_mut().enumerate() {
                 let p = tile * KV_TILE + j;
                 if visible.contains(&p) {
-                    let dot = q.iter().zip(&keys[p]).fold(0f32, |a, (&x, &y)| x.mul_add(y, a));
+                    let dot = q
+                        .iter()
+                        .zip(&keys[p])
+                        .fold(0f32, |a, (&x, &y)| x.mul_add(y, a));
                     *sj = dot * scale;
                 }
             }
@@ -446,7 +478,10 @@ mod tests {
                     (start + 3).min(end - 1)..(start + 9).min(end),
                     start..end - 1,
                 ];
-                let qs: Vec<Vec<f32>> = ranges.iter().map(|_| (0..dk).map(|_| r()).collect()).collect();
+                let qs: Vec<Vec<f32>> = ranges
+                    .iter()
+                    .map(|_| (0..dk).map(|_| r()).collect())
+                    .collect();
                 let scale = 1.0 / (dk as f32).sqrt();
                 for run in [1usize, 5, 16, 64] {
                     let mut t = TiledAttention::new(&k, dk, dk);
@@ -468,7 +503,12 @@ mod tests {
                     let values: Vec<Vec<f32>> = vf.iter().map(|x| x.1.clone()).collect();
                     for (row, range) in ranges.iter().enumerate() {
                         let want = reference_row(&qs[row], &keys, &values, range.clone(), scale);
-                        assert_eq!(bits(&got[row]), bits(&want), "{:?} d={dk} run={run} row {row}", k.isa());
+                        assert_eq!(
+                            bits(&got[row]),
+                            bits(&want),
+                            "{:?} d={dk} run={run} row {row}",
+                            k.isa()
+                        );
                         // The one-query accumulator in f32 mode over the same keys.
                         let mut one = AttentionAccumulator::new(dk, AttnAccum::F32);
                         one.begin(&qs[row], scale);

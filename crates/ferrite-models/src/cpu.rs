@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use ferrite_kernels::ops::{rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle};
+use ferrite_kernels::ops::{
+    add_assign, rms_norm, rms_norm_inplace, rope_angles, rope_apply, AttentionAccumulator,
+    AttnAccum, RopeStyle,
+};
 use ferrite_kernels::{Kernels, KvFormat, ThreadPool};
 
 use crate::kv::KvStore;
@@ -127,6 +130,50 @@ impl Cpu {
         Ok(())
     }
 
+    /// Call `f(r, row)` for every `width`-element row of `data`, the rows spread over the pool
+    /// when there are enough of them (a prompt) to pay for waking the workers. Each row is
+    /// computed as the serial loop computes it: for the per-row operations between the matrix
+    /// products (norms, RoPE, residual adds), which a prompt would otherwise run on one thread
+    /// while the others wait.
+    pub fn rows_mut(&self, data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+        let width = width.max(1);
+        let rows = data.len() / width;
+        let nth = self.pool.n_threads();
+        if nth == 1 || rows < 2 * nth || data.len() < PAR_ROWS_MIN_ELEMENTS {
+            for (r, row) in data.chunks_exact_mut(width).enumerate() {
+                f(r, row);
+            }
+            return;
+        }
+        let per = rows.div_ceil(nth);
+        self.pool
+            .par_chunks_mut(&mut data[..rows * width], per * width, |c, chunk| {
+                for (j, row) in chunk.chunks_exact_mut(width).enumerate() {
+                    f(c * per + j, row);
+                }
+            });
+    }
+
+    /// `out` row r = RMSNorm of `x` row r (rows of `w.len()`).
+    pub fn rms_norm_rows(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        self.rows_mut(&mut out[..x.len()], d, |r, o| {
+            rms_norm(&x[r * d..(r + 1) * d], w, eps, o)
+        });
+    }
+
+    /// RMSNorm of every `w.len()`-element row of `x` in place.
+    pub fn rms_norm_rows_inplace(&self, x: &mut [f32], w: &[f32], eps: f32) {
+        self.rows_mut(x, w.len(), |_, row| rms_norm_inplace(row, w, eps));
+    }
+
+    /// `y += x` (a residual add), rows of `width`.
+    pub fn add_rows(&self, y: &mut [f32], x: &[f32], width: usize) {
+        self.rows_mut(y, width, |r, row| {
+            add_assign(row, &x[r * width..(r + 1) * width])
+        });
+    }
+
     /// Rows of the embedding table for `tokens`, times `scale`.
     pub fn embed(
         &self,
@@ -149,8 +196,11 @@ impl Cpu {
     }
 }
 
-/// Rotate every head of every token of `x` (`T × n_heads·head_dim`) at the batch positions.
+/// Rotate every head of every token of `x` (`T × n_heads·head_dim`) at the batch positions,
+/// tokens spread over the pool (see [`Cpu::rows_mut`]).
+#[allow(clippy::too_many_arguments)]
 pub fn rope(
+    cpu: &Cpu,
     x: &mut [f32],
     positions: &[usize],
     n_heads: usize,
@@ -159,13 +209,16 @@ pub fn rope(
     base: f32,
     style: RopeStyle,
 ) {
-    let mut cs = vec![0f32; rope_dims];
-    for (row, &pos) in x.chunks_exact_mut(n_heads * head_dim).zip(positions) {
-        rope_angles(pos as f32, base, rope_dims, &mut cs);
-        for head in row.chunks_exact_mut(head_dim) {
-            rope_apply(head, &cs, rope_dims, style);
-        }
-    }
+    cpu.rows_mut(x, n_heads * head_dim, |t, row| {
+        ROPE_ANGLES.with(|cell| {
+            let mut cs = cell.borrow_mut();
+            cs.resize(rope_dims, 0.0);
+            rope_angles(positions[t] as f32, base, rope_dims, &mut cs);
+            for head in row.chunks_exact_mut(head_dim) {
+                rope_apply(head, &cs, rope_dims, style);
+            }
+        })
+    });
 }
 
 /// Attention settings of one layer.
@@ -316,7 +369,12 @@ pub(crate) fn attend(
     });
 }
 
+/// Below this many elements a row operation runs on the calling thread (decoding: one token).
+const PAR_ROWS_MIN_ELEMENTS: usize = 8192;
+
 thread_local! {
+    /// Each thread's RoPE cos/sin buffer.
+    static ROPE_ANGLES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static ACCUMULATORS: std::cell::RefCell<Vec<AttentionAccumulator>> =
         const { std::cell::RefCell::new(Vec::new()) };
     /// The caller's buffer for column parts (see [`attention`]).

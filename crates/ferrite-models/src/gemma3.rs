@@ -7,9 +7,7 @@
 use std::sync::Arc;
 
 use ferrite_gguf::GgufFile;
-use ferrite_kernels::ops::{
-    add_assign, geglu_rows, rms_norm, rms_norm_inplace, scale_inplace, RopeStyle,
-};
+use ferrite_kernels::ops::{geglu_rows, rms_norm, scale_inplace, RopeStyle};
 
 use crate::config::ModelConfig;
 use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
@@ -99,13 +97,6 @@ impl Gemma3 {
     }
 }
 
-/// RMSNorm of each `width`-element row of `x`, in place.
-fn norm_rows(x: &mut [f32], width: usize, w: &[f32], eps: f32) {
-    for row in x.chunks_exact_mut(width) {
-        rms_norm_inplace(row, w, eps);
-    }
-}
-
 impl Model for Gemma3 {
     fn config(&self) -> &ModelConfig {
         &self.cfg
@@ -137,9 +128,7 @@ impl Model for Gemma3 {
             };
             // Attention block: norm → q/k/v → per-head norm of q, k → RoPE → attend.
             s.h.resize(t * d, 0.0);
-            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-                rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
-            }
+            cpu.rms_norm_rows(&s.x, &l.attn_norm, c.norm_eps, &mut s.h);
             cpu.trace("attn_norm", il, &s.h);
             // Q (T, Hq·hd), K and V (T, Hkv·hd) from one quantization of h.
             cpu.linear_many(
@@ -150,9 +139,10 @@ impl Model for Gemma3 {
                 [&mut s.q, &mut s.k, &mut s.v],
                 &mut s.act,
             )?;
-            norm_rows(&mut s.q, hd, &l.q_norm, c.norm_eps);
-            norm_rows(&mut s.k, hd, &l.k_norm, c.norm_eps);
+            cpu.rms_norm_rows_inplace(&mut s.q, &l.q_norm, c.norm_eps);
+            cpu.rms_norm_rows_inplace(&mut s.k, &l.k_norm, c.norm_eps);
             rope(
+                cpu,
                 &mut s.q,
                 batch.positions,
                 c.n_heads,
@@ -162,6 +152,7 @@ impl Model for Gemma3 {
                 RopeStyle::Neox,
             );
             rope(
+                cpu,
                 &mut s.k,
                 batch.positions,
                 c.n_kv_heads,
@@ -174,7 +165,8 @@ impl Model for Gemma3 {
             cpu.trace("Kcur", il, &s.k);
             cpu.trace("Vcur", il, &s.v);
             // Gemma scales the query, not the score (llama.cpp: ggml_scale(Q), kq_scale = 1).
-            scale_inplace(&mut s.q, c.attention_scale);
+            let a = c.attention_scale;
+            cpu.rows_mut(&mut s.q, hd, |_, row| scale_inplace(row, a));
             store_kv(kv, il, batch, &s.k, &s.v, kvd)?;
             let p = AttentionParams {
                 layer: il,
@@ -189,15 +181,13 @@ impl Model for Gemma3 {
             cpu.trace("kqv_out", il, &s.att);
             cpu.linear_grouped(&l.wo, &s.att, t, batch.kernel_groups, &mut s.o, &mut s.act)?; // (T, D)
             cpu.trace("attn_out", il, &s.o);
-            norm_rows(&mut s.o, d, &l.post_attn_norm, c.norm_eps);
+            cpu.rms_norm_rows_inplace(&mut s.o, &l.post_attn_norm, c.norm_eps);
             cpu.trace("attn_post_norm", il, &s.o);
-            add_assign(&mut s.x, &s.o); // residual
+            cpu.add_rows(&mut s.x, &s.o, d); // residual
             cpu.trace("sa_out", il, &s.x);
 
             // Feed-forward block: norm → GeGLU → post-norm → residual.
-            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-                rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
-            }
+            cpu.rms_norm_rows(&s.x, &l.ffn_norm, c.norm_eps, &mut s.h);
             cpu.linear_many(
                 [&l.gate, &l.up],
                 &s.h,
@@ -219,9 +209,9 @@ impl Model for Gemma3 {
                 &mut s.act,
             )?; // (T, D)
             cpu.trace("ffn_out", il, &s.o);
-            norm_rows(&mut s.o, d, &l.post_ffn_norm, c.norm_eps);
+            cpu.rms_norm_rows_inplace(&mut s.o, &l.post_ffn_norm, c.norm_eps);
             cpu.trace("ffn_post_norm", il, &s.o);
-            add_assign(&mut s.x, &s.o);
+            cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
         gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ferrite_gguf::GgufFile;
-use ferrite_kernels::ops::{add_assign, rms_norm, swiglu_rows, RopeStyle};
+use ferrite_kernels::ops::{rms_norm, swiglu_rows, RopeStyle};
 
 use crate::config::ModelConfig;
 use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
@@ -105,9 +105,7 @@ impl Model for Llama {
         for (il, l) in self.layers.iter().enumerate() {
             // Attention block.
             s.h.resize(t * d, 0.0);
-            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-                rms_norm(xr, &l.attn_norm, c.norm_eps, hr);
-            }
+            cpu.rms_norm_rows(&s.x, &l.attn_norm, c.norm_eps, &mut s.h);
             cpu.trace("attn_norm", il, &s.h);
             // Q (T, Hq·hd), K and V (T, Hkv·hd) from one quantization of h.
             cpu.linear_many(
@@ -119,6 +117,7 @@ impl Model for Llama {
                 &mut s.act,
             )?;
             rope(
+                cpu,
                 &mut s.q,
                 batch.positions,
                 c.n_heads,
@@ -128,6 +127,7 @@ impl Model for Llama {
                 RopeStyle::Normal,
             );
             rope(
+                cpu,
                 &mut s.k,
                 batch.positions,
                 c.n_kv_heads,
@@ -153,13 +153,11 @@ impl Model for Llama {
             cpu.trace("kqv_out", il, &s.att);
             cpu.linear_grouped(&l.wo, &s.att, t, batch.kernel_groups, &mut s.o, &mut s.act)?;
             cpu.trace("attn_out", il, &s.o);
-            add_assign(&mut s.x, &s.o); // residual
+            cpu.add_rows(&mut s.x, &s.o, d); // residual
             cpu.trace("ffn_inp", il, &s.x);
 
             // Feed-forward block (SwiGLU).
-            for (xr, hr) in s.x.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-                rms_norm(xr, &l.ffn_norm, c.norm_eps, hr);
-            }
+            cpu.rms_norm_rows(&s.x, &l.ffn_norm, c.norm_eps, &mut s.h);
             cpu.linear_many(
                 [&l.gate, &l.up],
                 &s.h,
@@ -181,7 +179,7 @@ impl Model for Llama {
                 &mut s.act,
             )?; // (T, D)
             cpu.trace("ffn_out", il, &s.o);
-            add_assign(&mut s.x, &s.o);
+            cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
         // Only the rows that need logits go through the output head.

@@ -83,15 +83,16 @@ pub fn attention_tiled(
         let mut scratch = cell.borrow_mut();
         scratch.resize(units.len() * chunk, 0.0);
         // Later units see more keys (causal): claimed dearest first.
-        cpu.pool.par_chunks_mut_growing(&mut scratch, chunk, |i, o| {
-            let u = units[i];
-            if u.tiled {
-                attend_block(cpu, kv, batch, q, &p, u, o);
-            } else {
-                let unit = u.t0 * p.n_kv_heads + u.kv_head;
-                attend(cpu, kv, batch, q, p, unit, 0..d, &mut o[..group * d]);
-            }
-        });
+        cpu.pool
+            .par_chunks_mut_growing(&mut scratch, chunk, |i, o| {
+                let u = units[i];
+                if u.tiled {
+                    attend_block(cpu, kv, batch, q, &p, u, o);
+                } else {
+                    let unit = u.t0 * p.n_kv_heads + u.kv_head;
+                    attend(cpu, kv, batch, q, p, unit, 0..d, &mut o[..group * d]);
+                }
+            });
         // Unit rows are (token of the unit, head of the group); `out` is (token, head).
         for (u, o) in units.iter().zip(scratch.chunks_exact(chunk)) {
             for i in 0..u.len {
