@@ -5,7 +5,9 @@
 //!
 //! Per query row, for each tile of [`KV_TILE`] key positions (aligned to multiples of
 //! [`KV_TILE`]): the scores are f32 dot products of the f32 query with the keys widened to f32,
-//! one fused multiply-add chain per score (`simd_gemm`), times the scale, −∞ where masked; the
+//! one fused multiply-add chain per score (`simd_gemm`; computed here as keys × transposed
+//! queries, which leaves every chain as it is and needs no transposed copy of each key tile),
+//! times the scale, −∞ where masked; the
 //! running maximum moves by the tile's maximum (the accumulator and sum rescaled by libm
 //! `expf(old − new)`); the weights are ggml's polynomial `exp(s − max)` summed in f64 per
 //! 16-lane chunk ([`crate::compat::soft_max`]) and added to the f32 sum; the f32 accumulator
@@ -141,22 +143,26 @@ pub struct TiledAttention {
     dk: usize,
     dv: usize,
     scale: f32,
-    /// Query rows (`rows × dk`) and the key positions each may see.
+    /// Query rows (`rows × dk`), transposed (`dk × rows_pad`, rows padded with zeros to a
+    /// whole number of 16-lane vectors), and the key positions each may see.
     q: Vec<f32>,
+    qt: Vec<f32>,
+    rows_pad: usize,
     visible: Vec<Range<usize>>,
-    /// The tile being filled: keys transposed (`dk × KV_TILE`, so a vector holds 16 keys of one
-    /// element), values (`KV_TILE × dv`), and which of its offsets hold keys.
-    kt: Vec<f32>,
+    /// The tile being filled: keys and values widened to f32 (`KV_TILE × dk`, `KV_TILE × dv`),
+    /// and which of its offsets hold keys.
+    k: Vec<f32>,
     v: Vec<f32>,
     tile: Option<usize>,
     filled: Range<usize>,
-    /// Scores, then weights (`rows × KV_TILE`); accumulators (`rows × dv`), maxima and sums.
+    /// Scores as computed (`KV_TILE × rows_pad`, key-major); scores then weights per row
+    /// (`rows × KV_TILE`); accumulators (`rows × dv`), maxima and sums; one output row.
+    st: Vec<f32>,
     kq: Vec<f32>,
     acc: Vec<f32>,
     max: Vec<f32>,
     sum: Vec<f32>,
-    /// One key widened to f32.
-    key: Vec<f32>,
+    out: Vec<f32>,
 }
 
 impl TiledAttention {
@@ -168,16 +174,19 @@ impl TiledAttention {
             dv,
             scale: 1.0,
             q: Vec::new(),
+            qt: Vec::new(),
+            rows_pad: 0,
             visible: Vec::new(),
-            kt: vec![0.0; dk * KV_TILE],
+            k: vec![0.0; KV_TILE * dk],
             v: vec![0.0; KV_TILE * dv],
             tile: None,
             filled: 0..0,
+            st: Vec::new(),
             kq: Vec::new(),
             acc: Vec::new(),
             max: Vec::new(),
             sum: Vec::new(),
-            key: vec![0.0; dk],
+            out: vec![0.0; dv],
         }
     }
 
@@ -228,10 +237,7 @@ impl TiledAttention {
             }
             let kb = &keys[i * dk * 2..(i + 1) * dk * 2];
             let vb = &values[i * dv * 2..(i + 1) * dv * 2];
-            widen(kb, &mut self.key);
-            for (d, &x) in self.key.iter().enumerate() {
-                self.kt[d * KV_TILE + off] = x;
-            }
+            widen(kb, &mut self.k[off * dk..(off + 1) * dk]);
             widen(vb, &mut self.v[off * dv..(off + 1) * dv]);
             self.filled.end = off + 1;
         }
@@ -244,20 +250,29 @@ impl TiledAttention {
         }
         self.flush();
         let dv = self.dv;
-        let mut row = vec![0f32; dv];
         for r in 0..self.rows() {
             let s = self.sum[r];
             let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-            for (o, &a) in row.iter_mut().zip(&self.acc[r * dv..(r + 1) * dv]) {
+            for (o, &a) in self.out.iter_mut().zip(&self.acc[r * dv..(r + 1) * dv]) {
                 *o = a * inv;
             }
-            out(r, &row);
+            out(r, &self.out);
         }
     }
 
     /// Size and reset the per-row state for the rows added.
     fn start_rows(&mut self) {
-        let rows = self.rows();
+        let (rows, dk) = (self.rows(), self.dk);
+        let rp = rows.div_ceil(16) * 16;
+        self.rows_pad = rp;
+        self.qt.clear();
+        self.qt.resize(dk * rp, 0.0);
+        for (r, q) in self.q.chunks_exact(dk).enumerate() {
+            for (d, &x) in q.iter().enumerate() {
+                self.qt[d * rp + r] = x;
+            }
+        }
+        self.st.resize(KV_TILE * rp, 0.0);
         self.kq.resize(rows * KV_TILE, 0.0);
         self.acc.clear();
         self.acc.resize(rows * self.dv, 0.0);
@@ -273,14 +288,26 @@ impl TiledAttention {
         if self.filled.is_empty() {
             return;
         }
-        let (rows, dk, dv, isa) = (self.rows(), self.dk, self.dv, self.isa);
-        let kq = &mut self.kq[..rows * KV_TILE];
-        kq.fill(0.0);
+        let (rows, dk, dv, isa, rp) = (self.rows(), self.dk, self.dv, self.isa, self.rows_pad);
+        // Scores of the fed keys only: st[j][r] = key j · query r, from zero.
+        let (f0, nf) = (self.filled.start, self.filled.len());
+        let st = &mut self.st[f0 * rp..(f0 + nf) * rp];
+        st.fill(0.0);
         gemm(
-            isa, rows, dk, KV_TILE, &self.q, dk, &self.kt, KV_TILE, kq, KV_TILE,
+            isa,
+            nf,
+            dk,
+            rp,
+            &self.k[f0 * dk..],
+            dk,
+            &self.qt,
+            rp,
+            st,
+            rp,
         );
+        let kq = &mut self.kq[..rows * KV_TILE];
         let base = tile * KV_TILE;
-        let fed = base + self.filled.start..base + self.filled.end;
+        let fed = base + f0..base + f0 + nf;
         for r in 0..rows {
             let row = &mut kq[r * KV_TILE..(r + 1) * KV_TILE];
             let vis = &self.visible[r];
@@ -288,7 +315,7 @@ impl TiledAttention {
             let mut tile_max = f32::NEG_INFINITY;
             for (j, s) in row.iter_mut().enumerate() {
                 *s = if seen.contains(&(base + j)) {
-                    *s * self.scale
+                    self.st[j * rp + r] * self.scale
                 } else {
                     f32::NEG_INFINITY
                 };
@@ -312,7 +339,6 @@ impl TiledAttention {
             self.sum[r] = (f64::from(self.sum[r]) + soft_max_isa(isa, row, new)) as f32;
         }
         // Offsets without keys have weight 0 in every row: only the fed ones are summed.
-        let (f0, nf) = (self.filled.start, self.filled.len());
         gemm(
             isa,
             rows,

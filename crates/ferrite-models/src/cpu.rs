@@ -196,28 +196,33 @@ impl Cpu {
     }
 }
 
-/// Rotate every head of every token of `x` (`T × n_heads·head_dim`) at the batch positions,
-/// tokens spread over the pool (see [`Cpu::rows_mut`]).
-#[allow(clippy::too_many_arguments)]
+/// The RoPE cos/sin pairs of every batch position (`positions.len() × rope_dims`, row t the
+/// angles of `positions[t]`), rows computed in parallel for a prompt. The same values
+/// [`rope_angles`] gives per position: a forward pass computes them once and every layer's
+/// queries and keys use them.
+pub fn rope_table(cpu: &Cpu, positions: &[usize], base: f32, rope_dims: usize, out: &mut Vec<f32>) {
+    out.resize(positions.len() * rope_dims, 0.0);
+    cpu.rows_mut(out, rope_dims, |t, row| {
+        rope_angles(positions[t] as f32, base, rope_dims, row)
+    });
+}
+
+/// Rotate every head of every token of `x` (`T × n_heads·head_dim`) by row t of `table`
+/// ([`rope_table`]), tokens spread over the pool (see [`Cpu::rows_mut`]).
 pub fn rope(
     cpu: &Cpu,
     x: &mut [f32],
-    positions: &[usize],
+    table: &[f32],
     n_heads: usize,
     head_dim: usize,
     rope_dims: usize,
-    base: f32,
     style: RopeStyle,
 ) {
     cpu.rows_mut(x, n_heads * head_dim, |t, row| {
-        ROPE_ANGLES.with(|cell| {
-            let mut cs = cell.borrow_mut();
-            cs.resize(rope_dims, 0.0);
-            rope_angles(positions[t] as f32, base, rope_dims, &mut cs);
-            for head in row.chunks_exact_mut(head_dim) {
-                rope_apply(head, &cs, rope_dims, style);
-            }
-        })
+        let cs = &table[t * rope_dims..(t + 1) * rope_dims];
+        for head in row.chunks_exact_mut(head_dim) {
+            rope_apply(head, cs, rope_dims, style);
+        }
     });
 }
 
@@ -373,8 +378,6 @@ pub(crate) fn attend(
 const PAR_ROWS_MIN_ELEMENTS: usize = 8192;
 
 thread_local! {
-    /// Each thread's RoPE cos/sin buffer.
-    static ROPE_ANGLES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     static ACCUMULATORS: std::cell::RefCell<Vec<AttentionAccumulator>> =
         const { std::cell::RefCell::new(Vec::new()) };
     /// The caller's buffer for column parts (see [`attention`]).

@@ -10,7 +10,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{geglu_rows, rms_norm, scale_inplace, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, gather_rows, rope, rope_table, store_kv, AttentionParams, Cpu};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
@@ -119,13 +119,17 @@ impl Model for Gemma3 {
         let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_dim());
         cpu.embed(&self.embed, batch.tokens, (d as f32).sqrt(), &mut s.x)?; // x: (T, D)
         cpu.trace("inp_scaled", 0, &s.x);
+        rope_table(cpu, batch.positions, c.rope_base, c.rope_dims, &mut s.rope);
+        rope_table(
+            cpu,
+            batch.positions,
+            c.rope_base_local,
+            c.rope_dims,
+            &mut s.rope_local,
+        );
         for (il, l) in self.layers.iter().enumerate() {
             let sliding = c.is_sliding(il);
-            let base = if sliding {
-                c.rope_base_local
-            } else {
-                c.rope_base
-            };
+            let angles = if sliding { &s.rope_local } else { &s.rope };
             // Attention block: norm → q/k/v → per-head norm of q, k → RoPE → attend.
             s.h.resize(t * d, 0.0);
             cpu.rms_norm_rows(&s.x, &l.attn_norm, c.norm_eps, &mut s.h);
@@ -144,21 +148,19 @@ impl Model for Gemma3 {
             rope(
                 cpu,
                 &mut s.q,
-                batch.positions,
+                angles,
                 c.n_heads,
                 hd,
                 c.rope_dims,
-                base,
                 RopeStyle::Neox,
             );
             rope(
                 cpu,
                 &mut s.k,
-                batch.positions,
+                angles,
                 c.n_kv_heads,
                 hd,
                 c.rope_dims,
-                base,
                 RopeStyle::Neox,
             );
             cpu.trace("Qcur", il, &s.q);

@@ -8,7 +8,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{rms_norm, swiglu_rows, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::cpu::{attention, gather_rows, rope, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, gather_rows, rope, rope_table, store_kv, AttentionParams, Cpu};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
@@ -102,6 +102,7 @@ impl Model for Llama {
         let t = batch.tokens.len();
         let (d, kvd) = (c.dim, c.kv_dim());
         cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
+        rope_table(cpu, batch.positions, c.rope_base, c.rope_dims, &mut s.rope);
         for (il, l) in self.layers.iter().enumerate() {
             // Attention block.
             s.h.resize(t * d, 0.0);
@@ -119,21 +120,19 @@ impl Model for Llama {
             rope(
                 cpu,
                 &mut s.q,
-                batch.positions,
+                &s.rope,
                 c.n_heads,
                 c.head_dim,
                 c.rope_dims,
-                c.rope_base,
                 RopeStyle::Normal,
             );
             rope(
                 cpu,
                 &mut s.k,
-                batch.positions,
+                &s.rope,
                 c.n_kv_heads,
                 c.head_dim,
                 c.rope_dims,
-                c.rope_base,
                 RopeStyle::Normal,
             );
             cpu.trace("Qcur", il, &s.q);

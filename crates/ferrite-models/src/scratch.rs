@@ -15,4 +15,8 @@ pub(crate) struct Scratch {
     pub up: Vec<f32>,
     pub sel: Vec<f32>,
     pub act: Vec<u8>,
+    /// RoPE cos/sin per batch token (`T × rope_dims`), for the global and the local base:
+    /// computed once per forward pass instead of once per layer and tensor.
+    pub rope: Vec<f32>,
+    pub rope_local: Vec<f32>,
 }

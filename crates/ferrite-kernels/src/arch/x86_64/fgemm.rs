@@ -54,7 +54,7 @@ unsafe fn tile512<const RM: usize, const RN: usize>(
     }
 }
 
-/// The columns of `RM` rows: 64-column tiles, then 16-column ones.
+/// The columns of `RM` rows: 64-column tiles, then one tile of the 16–48 columns left.
 #[inline]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -75,9 +75,12 @@ unsafe fn rows512<const RM: usize>(
             tile512::<RM, 4>(k, a, lda, b.add(j), ldb, c.add(j), ldc);
             j += 64;
         }
-        while j + 16 <= n {
-            tile512::<RM, 1>(k, a, lda, b.add(j), ldb, c.add(j), ldc);
-            j += 16;
+        let (b, c) = (b.add(j), c.add(j));
+        match n - j {
+            48 => tile512::<RM, 3>(k, a, lda, b, ldb, c, ldc),
+            32 => tile512::<RM, 2>(k, a, lda, b, ldb, c, ldc),
+            16 => tile512::<RM, 1>(k, a, lda, b, ldb, c, ldc),
+            _ => {}
         }
     }
 }
