@@ -122,22 +122,23 @@ fn attend_block(
             other => other.insert(TiledAttention::new(&cpu.kernels, d, d)),
         };
         tiles.begin(p.scale);
-        let mut keys = usize::MAX..0;
+        // The keys any row of the unit sees: from the lowest window start to the last position.
+        let (mut first, mut end) = (usize::MAX, 0);
         for t in u.t0..u.t0 + u.len {
             let pos = batch.positions[t];
             let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            keys = keys.start.min(lo)..keys.end.max(pos + 1);
+            (first, end) = (first.min(lo), end.max(pos + 1));
             for h in 0..group {
                 let at = (t * p.n_heads + u.kv_head * group + h) * d;
                 tiles.push_query(&q[at..at + d], lo..pos + 1);
             }
         }
-        let mut at = keys.start;
+        let mut at = first;
         kv.read(
             p.layer,
             batch.slots[u.t0],
             u.kv_head,
-            keys,
+            first..end,
             &mut |k, v, n| {
                 tiles.feed(at, k, v, n);
                 at += n;

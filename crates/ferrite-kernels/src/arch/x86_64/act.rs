@@ -206,6 +206,40 @@ pub(crate) unsafe fn geglu_avx512(gate: &mut [f32], up: &[f32], table: &[u16]) {
     crate::compat::geglu(&mut gate[n..], &up[n..]);
 }
 
+/// ggml's AVX-512 `ggml_vec_soft_max_f32` in place over `n` floats at `x`: each whole 16-lane
+/// chunk becomes `exp(x − max)` by the polynomial and adds its `_mm512_reduce_add_ps` to an f64
+/// sum; the tail uses libm `expf` and adds element by element. Returns the sum (the scalar
+/// reference is `crate::compat::soft_max`).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `x` must hold `n` floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn soft_max_avx512(n: usize, x: *mut f32, max: f32) -> f64 {
+    let whole = n / 16 * 16;
+    let m = _mm512_set1_ps(max);
+    let mut sum = 0f64;
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 16 <= n.
+        unsafe {
+            let v = expf16(_mm512_sub_ps(_mm512_loadu_ps(x.add(i)), m));
+            _mm512_storeu_ps(x.add(i), v);
+            sum += f64::from(_mm512_reduce_add_ps(v));
+        }
+        i += 16;
+    }
+    while i < n {
+        // SAFETY: i < n.
+        unsafe {
+            let v = (*x.add(i) - max).exp();
+            *x.add(i) = v;
+            sum += f64::from(v);
+        }
+        i += 1;
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,38 +314,4 @@ mod tests {
         }
         check(swiglu_avx2);
     }
-}
-
-/// ggml's AVX-512 `ggml_vec_soft_max_f32` in place over `n` floats at `x`: each whole 16-lane
-/// chunk becomes `exp(x − max)` by the polynomial and adds its `_mm512_reduce_add_ps` to an f64
-/// sum; the tail uses libm `expf` and adds element by element. Returns the sum (the scalar
-/// reference is `crate::compat::soft_max`).
-///
-/// # Safety
-/// The CPU must support AVX-512F; `x` must hold `n` floats.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn soft_max_avx512(n: usize, x: *mut f32, max: f32) -> f64 {
-    let whole = n / 16 * 16;
-    let m = _mm512_set1_ps(max);
-    let mut sum = 0f64;
-    let mut i = 0;
-    while i < whole {
-        // SAFETY: i + 16 <= n.
-        unsafe {
-            let v = expf16(_mm512_sub_ps(_mm512_loadu_ps(x.add(i)), m));
-            _mm512_storeu_ps(x.add(i), v);
-            sum += f64::from(_mm512_reduce_add_ps(v));
-        }
-        i += 16;
-    }
-    while i < n {
-        // SAFETY: i < n.
-        unsafe {
-            let v = (*x.add(i) - max).exp();
-            *x.add(i) = v;
-            sum += f64::from(v);
-        }
-        i += 1;
-    }
-    sum
 }
