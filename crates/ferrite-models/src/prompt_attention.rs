@@ -1,11 +1,11 @@
 //! Attention for the tokens of a prompt-sized batch: llama.cpp's tiled flash attention
 //! ([`ferrite_kernels::attention_tiled`]), which it runs when a batch (a ubatch; here a kernel
 //! group, see [`ForwardBatch::kernel_groups`]) holds at least
-//! [`TILED_MIN_QUERIES`] tokens. A unit of work is a block of up to [`BLOCK_TOKENS`] consecutive
-//! tokens of one sequence and one KV head: their query heads (the block's tokens times the heads
-//! sharing that KV head) read each key and value tile once and run both products as
-//! register-tiled matrix products. Tokens of smaller groups in the same batch (decode rows,
-//! short chunks) keep the one-query kernel, one unit per (token, KV head).
+//! [`TILED_MIN_QUERIES`] tokens. The threads claim blocks of [`BLOCK_TOKENS`] batch tokens; in a
+//! block, the tokens of one tiled group and the query heads of one KV head form a unit that reads
+//! each key and value tile once and runs both products as register-tiled matrix products. Tokens
+//! of smaller groups in the same batch (decode rows, short chunks) keep the one-query kernel, one
+//! unit per (token, KV head).
 
 use ferrite_kernels::attention_tiled::{TiledAttention, TILED_MIN_QUERIES};
 use ferrite_kernels::KvFormat;
@@ -41,17 +41,20 @@ fn same_group(batch: &ForwardBatch<'_>, t: usize) -> bool {
             .is_none_or(|g| g[t + 1].0 == g[t].0 + 1 && g[t + 1].1 == g[t].1)
 }
 
-/// A unit of work: tokens `t0..t0 + len` (tiled) or token `t0` alone, KV head `kv_head`.
+/// A run of tokens `t0..t0 + len` of one tiled kernel group, for KV head `kv_head`.
 #[derive(Debug, Clone, Copy)]
 struct Unit {
     t0: usize,
     len: usize,
     kv_head: usize,
-    tiled: bool,
 }
 
 /// Causal attention of every query of the batch (as [`crate::cpu::attention`]), the tokens of
-/// prompt-sized kernel groups through the tiled kernel.
+/// prompt-sized kernel groups through the tiled kernel. The threads claim blocks of
+/// [`BLOCK_TOKENS`] batch tokens (dearest first) and write each block's rows of `out` in place;
+/// inside a block, each run of one tiled group is a unit per KV head, and any other token is
+/// attended alone per KV head. Cutting a group's tokens into runs changes nothing: a tiled row's
+/// result does not depend on which rows share its unit.
 pub fn attention_tiled(
     cpu: &Cpu,
     kv: &dyn KvStore,
@@ -62,48 +65,49 @@ pub fn attention_tiled(
 ) {
     let (d, n) = (p.head_dim, batch.tokens.len());
     let group = p.n_heads / p.n_kv_heads;
-    let mut units = Vec::new();
-    let mut t = 0;
-    while t < n {
-        let tiled = group_size(batch, t) >= TILED_MIN_QUERIES;
-        let mut len = 1;
-        while tiled && len < BLOCK_TOKENS && t + len < n && same_group(batch, t + len - 1) {
-            len += 1;
-        }
-        units.extend((0..p.n_kv_heads).map(|kv_head| Unit {
-            t0: t,
-            len,
-            kv_head,
-            tiled,
-        }));
-        t += len;
-    }
-    let chunk = BLOCK_TOKENS * group * d;
-    UNIT_OUT.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        scratch.resize(units.len() * chunk, 0.0);
-        // Later units see more keys (causal): claimed dearest first.
-        cpu.pool
-            .par_chunks_mut_growing(&mut scratch, chunk, |i, o| {
-                let u = units[i];
-                if u.tiled {
-                    attend_block(cpu, kv, batch, q, &p, u, o);
-                } else {
-                    let unit = u.t0 * p.n_kv_heads + u.kv_head;
-                    attend(cpu, kv, batch, q, p, unit, 0..d, &mut o[..group * d]);
+    let row = p.n_heads * d; // one token's output
+    cpu.pool
+        .par_chunks_mut_growing(&mut out[..n * row], BLOCK_TOKENS * row, |c, o| {
+            let first = c * BLOCK_TOKENS;
+            let end = first + o.len() / row;
+            let mut t = first;
+            while t < end {
+                let tiled = group_size(batch, t) >= TILED_MIN_QUERIES;
+                let mut len = 1;
+                while tiled && t + len < end && same_group(batch, t + len - 1) {
+                    len += 1;
                 }
-            });
-        // Unit rows are (token of the unit, head of the group); `out` is (token, head).
-        for (u, o) in units.iter().zip(scratch.chunks_exact(chunk)) {
-            for i in 0..u.len {
-                let at = ((u.t0 + i) * p.n_heads + u.kv_head * group) * d;
-                out[at..at + group * d].copy_from_slice(&o[i * group * d..(i + 1) * group * d]);
+                let at = (t - first) * row;
+                for kv_head in 0..p.n_kv_heads {
+                    if tiled {
+                        let u = Unit {
+                            t0: t,
+                            len,
+                            kv_head,
+                        };
+                        attend_block(cpu, kv, batch, q, &p, u, &mut o[at..at + len * row]);
+                    } else {
+                        let heads = at + kv_head * group * d;
+                        let unit = t * p.n_kv_heads + kv_head;
+                        attend(
+                            cpu,
+                            kv,
+                            batch,
+                            q,
+                            p,
+                            unit,
+                            0..d,
+                            &mut o[heads..heads + group * d],
+                        );
+                    }
+                }
+                t += len;
             }
-        }
-    });
+        });
 }
 
-/// One tiled unit: its rows' outputs into `o` (row = token of the unit × group + head).
+/// One tiled unit: its rows' outputs into `o`, the unit's tokens' output rows (`len ×
+/// n_heads·d`), at the heads of its KV head.
 fn attend_block(
     cpu: &Cpu,
     kv: &dyn KvStore,
@@ -144,7 +148,11 @@ fn attend_block(
                 at += n;
             },
         );
-        tiles.finish(|r, row| o[r * d..(r + 1) * d].copy_from_slice(row));
+        tiles.finish(|r, row| {
+            // Row r is head r % group of token r / group of the unit.
+            let at = ((r / group) * p.n_heads + u.kv_head * group + r % group) * d;
+            o[at..at + d].copy_from_slice(row)
+        });
     });
 }
 
@@ -152,6 +160,4 @@ thread_local! {
     /// Each pool thread's tiled-attention buffers, kept between calls.
     static TILED: std::cell::RefCell<Option<TiledAttention>> =
         const { std::cell::RefCell::new(None) };
-    /// The caller's buffer of unit outputs.
-    static UNIT_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
