@@ -14,9 +14,9 @@ use crate::cpu::{attend, AttentionParams, Cpu};
 use crate::kv::KvStore;
 use crate::ForwardBatch;
 
-/// Tokens per tiled unit: 16 tokens give 48 query rows on SmolLM2 (3 heads per KV head) and 64
-/// on Gemma3 (4), enough rows to amortize widening each key tile, few enough that a prompt of
-/// 512 tokens still makes 32–96 units for the threads to claim.
+/// Tokens per claimed block (and most per tiled unit): 16 tokens give 48 query rows on SmolLM2
+/// (3 heads per KV head) and 64 on Gemma3 (4), enough rows to amortize widening each key tile,
+/// few enough that a prompt of 512 tokens still makes 32 blocks for the threads to claim.
 pub const BLOCK_TOKENS: usize = 16;
 
 /// Whether `batch` has tokens for the tiled kernel: an f16 cache, no score soft-capping (which
