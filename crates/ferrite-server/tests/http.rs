@@ -468,6 +468,10 @@ async fn queued_streams_get_keep_alive_comments_before_their_first_token() {
             kv_cache_bytes: 16 << 20,
             ..Default::default()
         },
+        // 1 ms, not the default 20: the tiny model decodes the 200-token request in well under
+        // 20 ms when the host is idle, and the queued stream then never waited long enough for
+        // a ping (this failed once in CI).
+        sse_keep_alive: Duration::from_millis(1),
         ..Opts::default()
     })
     .await;

@@ -25,6 +25,8 @@ pub struct Opts {
     pub engine: EngineConfig,
     pub keys: Option<&'static str>,
     pub max_inflight: usize,
+    /// Idle time before a stream gets a `: ping` comment.
+    pub sse_keep_alive: Duration,
 }
 
 impl Default for Opts {
@@ -38,6 +40,7 @@ impl Default for Opts {
             },
             keys: None,
             max_inflight: 256,
+            sse_keep_alive: Duration::from_millis(20),
         }
     }
 }
@@ -64,7 +67,7 @@ pub async fn start(opts: Opts) -> TestServer {
         max_inflight: opts.max_inflight,
         drain_timeout: Duration::from_secs(30),
         max_body_bytes: 1 << 20,
-        sse_keep_alive: Duration::from_millis(20),
+        sse_keep_alive: opts.sse_keep_alive,
     });
     state.install(Loaded {
         engine,
