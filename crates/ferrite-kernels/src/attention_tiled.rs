@@ -21,11 +21,9 @@
 
 use std::ops::Range;
 
-use half::f16;
-use half::slice::HalfFloatSliceExt;
-
 use crate::compat::soft_max;
 use crate::dot::Kernels;
+use crate::half_rows::f16_to_f32;
 use crate::isa::Isa;
 
 /// Key positions per tile (`GGML_FA_TILE_KV`): the softmax bookkeeping is per tile, so this is
@@ -237,8 +235,8 @@ impl TiledAttention {
             }
             let kb = &keys[i * dk * 2..(i + 1) * dk * 2];
             let vb = &values[i * dv * 2..(i + 1) * dv * 2];
-            widen(kb, &mut self.k[off * dk..(off + 1) * dk]);
-            widen(vb, &mut self.v[off * dv..(off + 1) * dv]);
+            f16_to_f32(kb, &mut self.k[off * dk..(off + 1) * dk]);
+            f16_to_f32(vb, &mut self.v[off * dv..(off + 1) * dv]);
             self.filled.end = off + 1;
         }
     }
@@ -355,24 +353,12 @@ impl TiledAttention {
     }
 }
 
-/// Little-endian f16 bytes as f32 (F16C through `half` when the row is 2-byte aligned, as the
-/// stores keep it; element by element otherwise).
-fn widen(bytes: &[u8], out: &mut [f32]) {
-    match bytemuck::try_cast_slice::<u8, f16>(bytes) {
-        Ok(h) => h.convert_to_f32_slice(out),
-        Err(_) => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::attention::{AttentionAccumulator, AttnAccum};
     use crate::test_util::{bits, uniform};
+    use half::f16;
 
     fn kernel_tables() -> Vec<Kernels> {
         Isa::ALL

@@ -56,9 +56,7 @@ impl KvFormat {
                         dst.len()
                     )));
                 }
-                for (b, &x) in dst.chunks_exact_mut(2).zip(src) {
-                    b.copy_from_slice(&half::f16::from_f32(x).to_bits().to_le_bytes());
-                }
+                crate::half_rows::f32_to_f16(src, dst);
                 Ok(())
             }
             // ggml converts f32 rows into a Q8_0 cache with the CPU `from_float`, the same

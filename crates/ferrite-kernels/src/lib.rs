@@ -29,6 +29,7 @@ pub mod attention_tiled;
 pub mod compat;
 pub mod dot;
 mod error;
+pub mod half_rows;
 mod isa;
 mod k_panel;
 pub mod kv_format;

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use ferrite_kernels::ops::{
-    add_assign, rms_norm, rms_norm_inplace, rope_angles, rope_apply, AttentionAccumulator,
-    AttnAccum, RopeStyle,
+    self, add_assign, rope_angles, rope_apply, AttentionAccumulator, AttnAccum, RopeStyle,
 };
 use ferrite_kernels::{Kernels, KvFormat, ThreadPool};
 
@@ -137,34 +136,43 @@ impl Cpu {
     /// while the others wait.
     pub fn rows_mut(&self, data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         let width = width.max(1);
+        self.row_blocks_mut(data, width, |first, block| {
+            for (j, row) in block.chunks_exact_mut(width).enumerate() {
+                f(first + j, row);
+            }
+        });
+    }
+
+    /// [`rows_mut`](Self::rows_mut) a block of consecutive rows at a time: `f(first_row,
+    /// rows)`, for operations that work on several rows together.
+    fn row_blocks_mut(&self, data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+        let width = width.max(1);
         let rows = data.len() / width;
         let nth = self.pool.n_threads();
         if nth == 1 || rows < 2 * nth || data.len() < PAR_ROWS_MIN_ELEMENTS {
-            for (r, row) in data.chunks_exact_mut(width).enumerate() {
-                f(r, row);
-            }
+            f(0, &mut data[..rows * width]);
             return;
         }
         let per = rows.div_ceil(nth);
         self.pool
-            .par_chunks_mut(&mut data[..rows * width], per * width, |c, chunk| {
-                for (j, row) in chunk.chunks_exact_mut(width).enumerate() {
-                    f(c * per + j, row);
-                }
+            .par_chunks_mut(&mut data[..rows * width], per * width, |c, block| {
+                f(c * per, block)
             });
     }
 
     /// `out` row r = RMSNorm of `x` row r (rows of `w.len()`).
     pub fn rms_norm_rows(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-        let d = w.len();
-        self.rows_mut(&mut out[..x.len()], d, |r, o| {
-            rms_norm(&x[r * d..(r + 1) * d], w, eps, o)
+        let d = w.len().max(1);
+        self.row_blocks_mut(&mut out[..x.len()], d, |r, o| {
+            ops::rms_norm_rows(&x[r * d..r * d + o.len()], w, eps, o)
         });
     }
 
     /// RMSNorm of every `w.len()`-element row of `x` in place.
     pub fn rms_norm_rows_inplace(&self, x: &mut [f32], w: &[f32], eps: f32) {
-        self.rows_mut(x, w.len(), |_, row| rms_norm_inplace(row, w, eps));
+        self.row_blocks_mut(x, w.len(), |_, rows| {
+            ops::rms_norm_rows_inplace(rows, w, eps)
+        });
     }
 
     /// `y += x` (a residual add), rows of `width`.

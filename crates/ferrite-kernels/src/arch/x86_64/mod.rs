@@ -5,6 +5,7 @@ pub(crate) mod common;
 pub(crate) mod fdot;
 pub(crate) mod fgemm;
 pub(crate) mod fp4dot;
+pub(crate) mod half_rows;
 pub(crate) mod libm_expf;
 pub(crate) mod q8attn;
 pub(crate) mod qdot;

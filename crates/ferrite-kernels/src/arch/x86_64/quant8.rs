@@ -95,14 +95,15 @@ pub(crate) unsafe fn q8_1(x: &[f32], out: &mut [BlockQ8_1], scalar: fn(&[f32], &
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &mut BlockQ8K)) {
     for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        // SAFETY: xb holds 256 floats, 16 per load.
-        let v: [__m512; 16] =
-            std::array::from_fn(|i| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * i)) });
+        // The block is loaded again for each pass (it sits in L1) rather than held as an array
+        // of 16 vectors, which the compiler spilled and copied with a memcpy per block.
+        // SAFETY: xb holds 256 floats, 16 per load (i < 16).
+        let v = |i: usize| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * i)) };
         let inf = _mm512_set1_ps(f32::INFINITY);
         let mut amaxv = _mm512_setzero_ps();
         let mut finite = true;
-        for vi in &v {
-            let a = _mm512_abs_ps(*vi);
+        for i in 0..16 {
+            let a = _mm512_abs_ps(v(i));
             finite &= _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, inf) == 0xFFFF;
             amaxv = _mm512_max_ps(amaxv, a);
         }
@@ -116,11 +117,9 @@ pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &m
             continue;
         }
         let am = _mm512_set1_ps(amax);
-        let first = v
-            .iter()
-            .enumerate()
-            .find_map(|(i, vi)| {
-                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(*vi), am);
+        let first = (0..16)
+            .find_map(|i| {
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v(i)), am);
                 (hit != 0).then(|| 16 * i + hit.trailing_zeros() as usize)
             })
             .expect("invariant: the maximum is one of the elements");
@@ -132,8 +131,8 @@ pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &m
         b.d = (1.0 / iscale).to_le_bytes();
         let s = _mm512_set1_ps(iscale);
         let top = _mm512_set1_epi32(127);
-        for (i, vi) in v.iter().enumerate() {
-            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(*vi, s)), top);
+        for i in 0..16 {
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v(i), s)), top);
             // SAFETY: 16 bytes at 16·i of the 256 quants.
             unsafe {
                 _mm_storeu_si128(
