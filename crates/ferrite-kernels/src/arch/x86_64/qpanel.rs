@@ -238,6 +238,10 @@ pub(crate) unsafe fn panel_q4k(
                 std::array::from_fn(|i| (ab.add(i * a_stride) as *const f32).read_unaligned());
             let dw = _mm512_loadu_ps(wp as *const f32);
             let dm = _mm512_loadu_ps(wp.add(Q4K_DMIN) as *const f32);
+            // d_w·d_a and dmin_w·d_a: the same products for the super-block's four pairs.
+            let d: [__m512; RA] = std::array::from_fn(|i| _mm512_mul_ps(dw, _mm512_set1_ps(da[i])));
+            let dmin: [__m512; RA] =
+                std::array::from_fn(|i| _mm512_mul_ps(dm, _mm512_set1_ps(da[i])));
             for c in 0..4 {
                 let mut p = [[_mm512_setzero_si512(); RA]; 2];
                 for k in 0..8 {
@@ -258,12 +262,10 @@ pub(crate) unsafe fn panel_q4k(
                 for i in 0..RA {
                     let lo = _mm512_mul_ps(_mm512_cvtepi32_ps(p[0][i]), sc0);
                     let isum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1][i]), sc1, lo);
-                    let d = _mm512_mul_ps(dw, _mm512_set1_ps(da[i]));
-                    acc[i] = _mm512_fmadd_ps(isum, d, acc[i]);
+                    acc[i] = _mm512_fmadd_ps(isum, d[i], acc[i]);
                     let s = *pairs.add(i * p_stride + 4 * sb + c);
                     let mins = _mm512_madd_epi16(mn, _mm512_set1_epi32(s as i32));
-                    let d = _mm512_mul_ps(dm, _mm512_set1_ps(da[i]));
-                    acc_m[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), d, acc_m[i]);
+                    acc_m[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), dmin[i], acc_m[i]);
                 }
             }
         }

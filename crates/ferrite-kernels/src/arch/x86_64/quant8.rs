@@ -97,13 +97,15 @@ pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &m
     for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
         // The block is loaded again for each pass (it sits in L1) rather than held as an array
         // of 16 vectors, which the compiler spilled and copied with a memcpy per block.
-        // SAFETY: xb holds 256 floats, 16 per load (i < 16).
-        let v = |i: usize| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * i)) };
+        // (Plain loads in each loop, not a closure: a closure would not inherit this
+        // function's target features, and its intrinsics would become calls.)
+        let p = xb.as_ptr();
         let inf = _mm512_set1_ps(f32::INFINITY);
         let mut amaxv = _mm512_setzero_ps();
         let mut finite = true;
         for i in 0..16 {
-            let a = _mm512_abs_ps(v(i));
+            // SAFETY: xb holds 256 floats, 16 per load (i < 16).
+            let a = _mm512_abs_ps(unsafe { _mm512_loadu_ps(p.add(16 * i)) });
             finite &= _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, inf) == 0xFFFF;
             amaxv = _mm512_max_ps(amaxv, a);
         }
@@ -117,12 +119,17 @@ pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &m
             continue;
         }
         let am = _mm512_set1_ps(amax);
-        let first = (0..16)
-            .find_map(|i| {
-                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(v(i)), am);
-                (hit != 0).then(|| 16 * i + hit.trailing_zeros() as usize)
-            })
-            .expect("invariant: the maximum is one of the elements");
+        let mut first = None;
+        for i in 0..16 {
+            // SAFETY: as above.
+            let a = _mm512_abs_ps(unsafe { _mm512_loadu_ps(p.add(16 * i)) });
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, am);
+            if hit != 0 {
+                first = Some(16 * i + hit.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let first = first.expect("invariant: the maximum is one of the elements");
         let iscale = -127.0 / xb[first];
         if !iscale.is_finite() {
             scalar(xb, b);
@@ -132,7 +139,9 @@ pub(crate) unsafe fn q8_k(x: &[f32], out: &mut [BlockQ8K], scalar: fn(&[f32], &m
         let s = _mm512_set1_ps(iscale);
         let top = _mm512_set1_epi32(127);
         for i in 0..16 {
-            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v(i), s)), top);
+            // SAFETY: as above.
+            let v = unsafe { _mm512_loadu_ps(p.add(16 * i)) };
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v, s)), top);
             // SAFETY: 16 bytes at 16·i of the 256 quants.
             unsafe {
                 _mm_storeu_si128(
