@@ -16,8 +16,8 @@ const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT;
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw")]
 pub(crate) unsafe fn to_f16_avx512(src: *const f32, dst: *mut u8, n: usize) {
     let mut i = 0;
-    // SAFETY (all blocks): elements i..i + 16 (or the masked tail) are in bounds (contract).
     while i + 16 <= n {
+        // SAFETY: elements i..i + 16 are in bounds (contract).
         unsafe {
             let h = _mm512_cvtps_ph::<NEAREST>(_mm512_loadu_ps(src.add(i)));
             _mm256_storeu_si256(dst.add(2 * i) as *mut __m256i, h);
@@ -26,6 +26,7 @@ pub(crate) unsafe fn to_f16_avx512(src: *const f32, dst: *mut u8, n: usize) {
     }
     if i < n {
         let m = ((1u32 << (n - i)) - 1) as __mmask16;
+        // SAFETY: the mask covers elements i..n only, in bounds (contract).
         unsafe {
             let h = _mm512_cvtps_ph::<NEAREST>(_mm512_maskz_loadu_ps(m, src.add(i)));
             _mm256_mask_storeu_epi16(dst.add(2 * i) as *mut i16, m, h);
@@ -37,8 +38,8 @@ pub(crate) unsafe fn to_f16_avx512(src: *const f32, dst: *mut u8, n: usize) {
 #[target_feature(enable = "avx2,f16c,avx512f,avx512bw")]
 pub(crate) unsafe fn to_f32_avx512(src: *const u8, dst: *mut f32, n: usize) {
     let mut i = 0;
-    // SAFETY (all blocks): elements i..i + 16 (or the masked tail) are in bounds (contract).
     while i + 16 <= n {
+        // SAFETY: elements i..i + 16 are in bounds (contract).
         unsafe {
             let h = _mm256_loadu_si256(src.add(2 * i) as *const __m256i);
             _mm512_storeu_ps(dst.add(i), _mm512_cvtph_ps(h));
@@ -47,6 +48,7 @@ pub(crate) unsafe fn to_f32_avx512(src: *const u8, dst: *mut f32, n: usize) {
     }
     if i < n {
         let m = ((1u32 << (n - i)) - 1) as __mmask16;
+        // SAFETY: the mask covers elements i..n only, in bounds (contract).
         unsafe {
             let h = _mm256_maskz_loadu_epi16(m, src.add(2 * i) as *const i16);
             _mm512_mask_storeu_ps(dst.add(i), m, _mm512_cvtph_ps(h));
@@ -58,8 +60,8 @@ pub(crate) unsafe fn to_f32_avx512(src: *const u8, dst: *mut f32, n: usize) {
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn to_f16_f16c(src: *const f32, dst: *mut u8, n: usize) {
     let mut i = 0;
-    // SAFETY (all blocks): elements i..i + 8 (or element i in the tail) are in bounds.
     while i + 8 <= n {
+        // SAFETY: elements i..i + 8 are in bounds (contract).
         unsafe {
             let h = _mm256_cvtps_ph::<NEAREST>(_mm256_loadu_ps(src.add(i)));
             _mm_storeu_si128(dst.add(2 * i) as *mut __m128i, h);
@@ -67,6 +69,7 @@ pub(crate) unsafe fn to_f16_f16c(src: *const f32, dst: *mut u8, n: usize) {
         i += 8;
     }
     while i < n {
+        // SAFETY: element i < n is in bounds (contract).
         unsafe {
             let h = _mm_cvtps_ph::<NEAREST>(_mm_set_ss(*src.add(i)));
             (dst.add(2 * i) as *mut u16).write_unaligned(_mm_extract_epi16::<0>(h) as u16);
@@ -79,8 +82,8 @@ pub(crate) unsafe fn to_f16_f16c(src: *const f32, dst: *mut u8, n: usize) {
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn to_f32_f16c(src: *const u8, dst: *mut f32, n: usize) {
     let mut i = 0;
-    // SAFETY (all blocks): elements i..i + 8 (or element i in the tail) are in bounds.
     while i + 8 <= n {
+        // SAFETY: elements i..i + 8 are in bounds (contract).
         unsafe {
             let h = _mm_loadu_si128(src.add(2 * i) as *const __m128i);
             _mm256_storeu_ps(dst.add(i), _mm256_cvtph_ps(h));
@@ -88,6 +91,7 @@ pub(crate) unsafe fn to_f32_f16c(src: *const u8, dst: *mut f32, n: usize) {
         i += 8;
     }
     while i < n {
+        // SAFETY: element i < n is in bounds (contract).
         unsafe {
             let b = (src.add(2 * i) as *const u16).read_unaligned();
             *dst.add(i) = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b))));
