@@ -4,24 +4,16 @@
 //! are what keep a prompt's cache writes and the tiled attention's key widening off the profile
 //! (`half`'s slice conversion calls a dispatched function per 8 elements).
 
-use std::sync::OnceLock;
-
 use half::f16;
 
 use crate::isa::Isa;
-
-/// The conversion level of this CPU, detected once.
-fn level() -> Isa {
-    static LEVEL: OnceLock<Isa> = OnceLock::new();
-    *LEVEL.get_or_init(Isa::detect)
-}
 
 /// `dst` (2 bytes per element) = `src` rounded to f16.
 ///
 /// # Panics
 /// If `dst` is not exactly `2 · src.len()` bytes (callers size it; a mismatch is a bug).
 pub fn f32_to_f16(src: &[f32], dst: &mut [u8]) {
-    f32_to_f16_at(level(), src, dst)
+    f32_to_f16_at(Isa::detected(), src, dst)
 }
 
 /// [`f32_to_f16`] with the conversion of `isa` (which the CPU must have).
@@ -48,7 +40,7 @@ fn f32_to_f16_at(isa: Isa, src: &[f32], dst: &mut [u8]) {
 /// # Panics
 /// If `src` is not exactly `2 · dst.len()` bytes.
 pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
-    f16_to_f32_at(level(), src, dst)
+    f16_to_f32_at(Isa::detected(), src, dst)
 }
 
 /// [`f16_to_f32`] with the conversion of `isa` (which the CPU must have).

@@ -33,6 +33,14 @@ impl Isa {
             .unwrap_or(Isa::Scalar)
     }
 
+    /// [`detect`](Self::detect), once per process: for the few kernels picked without a
+    /// [`crate::Kernels`] table (conversions and sums whose SIMD and scalar versions give the
+    /// same bits).
+    pub fn detected() -> Isa {
+        static LEVEL: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(Isa::detect)
+    }
+
     /// Whether this CPU can run kernels of this level.
     pub fn is_available(self) -> bool {
         match self {

@@ -41,6 +41,12 @@ const RMS_ROWS: usize = 8;
 /// waiting for the previous one's latency.
 fn rms_scales<const R: usize>(x: &[f32], d: usize, eps: f32) -> [f32; R] {
     let rows: [&[f32]; R] = std::array::from_fn(|j| &x[j * d..(j + 1) * d]);
+    #[cfg(target_arch = "x86_64")]
+    if R == 8 && crate::isa::Isa::detected() == crate::isa::Isa::Avx512 {
+        // SAFETY: the 8 rows of d floats are in bounds (sliced above); the CPU has AVX-512.
+        let sums = unsafe { crate::arch::x86_64::rms::sums_of_squares_8(x.as_ptr(), d) };
+        return std::array::from_fn(|j| scale_of_sum(sums[j], d, eps));
+    }
     let mut sums = [0f64; R];
     for i in 0..d {
         for (s, row) in sums.iter_mut().zip(&rows) {

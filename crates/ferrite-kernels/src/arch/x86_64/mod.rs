@@ -13,3 +13,4 @@ pub(crate) mod qpanel;
 pub(crate) mod qstream;
 pub(crate) mod qtile;
 pub(crate) mod quant8;
+pub(crate) mod rms;
