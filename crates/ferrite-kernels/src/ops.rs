@@ -14,14 +14,6 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// In-place RMSNorm.
-pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
-    let scale = rms_scale(x, eps);
-    for (v, &g) in x.iter_mut().zip(w) {
-        *v = (*v * scale) * g;
-    }
-}
-
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
     let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
     scale_of_sum(sum, x.len(), eps)
@@ -35,19 +27,20 @@ fn scale_of_sum(sum: f64, n: usize, eps: f32) -> f32 {
 /// Rows whose sums of squares [`rms_norm_rows`] runs side by side.
 const RMS_ROWS: usize = 8;
 
-/// The RMSNorm scales of the `R` consecutive `d`-element rows at the start of `x`: each row's
-/// sum is ggml's sequential f64 chain (the same operations in the same order as
-/// [`rms_norm`]'s), the `R` chains interleaved so that their adds overlap instead of each
-/// waiting for the previous one's latency.
-fn rms_scales<const R: usize>(x: &[f32], d: usize, eps: f32) -> [f32; R] {
-    let rows: [&[f32]; R] = std::array::from_fn(|j| &x[j * d..(j + 1) * d]);
+/// The RMSNorm scales of the [`RMS_ROWS`] consecutive `d`-element rows at the start of `x`:
+/// each row's sum is ggml's sequential f64 chain (the same operations in the same order as
+/// [`rms_norm`]'s), the chains interleaved so that their adds overlap instead of each waiting
+/// for the previous one's latency.
+fn rms_scales(x: &[f32], d: usize, eps: f32) -> [f32; RMS_ROWS] {
+    let block = &x[..RMS_ROWS * d];
     #[cfg(target_arch = "x86_64")]
-    if R == 8 && crate::isa::Isa::detected() == crate::isa::Isa::Avx512 {
-        // SAFETY: the 8 rows of d floats are in bounds (sliced above); the CPU has AVX-512.
-        let sums = unsafe { crate::arch::x86_64::rms::sums_of_squares_8(x.as_ptr(), d) };
-        return std::array::from_fn(|j| scale_of_sum(sums[j], d, eps));
+    if crate::isa::Isa::detected() == crate::isa::Isa::Avx512 {
+        // SAFETY: `block` holds the 8 rows of d floats; the CPU has AVX-512.
+        let sums = unsafe { crate::arch::x86_64::rms::sums_of_squares_8(block.as_ptr(), d) };
+        return sums.map(|s| scale_of_sum(s, d, eps));
     }
-    let mut sums = [0f64; R];
+    let rows: [&[f32]; RMS_ROWS] = std::array::from_fn(|j| &block[j * d..(j + 1) * d]);
+    let mut sums = [0f64; RMS_ROWS];
     for i in 0..d {
         for (s, row) in sums.iter_mut().zip(&rows) {
             let v = row[i];
@@ -62,7 +55,7 @@ fn rms_scales<const R: usize>(x: &[f32], d: usize, eps: f32) -> [f32; R] {
 fn next_scales(x: &[f32], d: usize, r: usize, eps: f32) -> ([f32; RMS_ROWS], usize) {
     let left = x.len() / d - r;
     if left >= RMS_ROWS {
-        (rms_scales::<RMS_ROWS>(&x[r * d..], d, eps), RMS_ROWS)
+        (rms_scales(&x[r * d..], d, eps), RMS_ROWS)
     } else {
         let one = rms_scale(&x[r * d..(r + 1) * d], eps);
         (std::array::from_fn(|j| if j == 0 { one } else { 0.0 }), 1)
