@@ -1,6 +1,9 @@
 //! Calibration against a scripted mock OpenAI server: the bench must report the scripted TTFT,
-//! TPOT, ITL, E2E and output speed within 5%, count retries and failures exactly, and take
-//! token counts from server usage.
+//! TPOT, ITL, E2E and output speed (each figure equal to its formula over the raw event log,
+//! and within the script's bounds on a busy host: `timing`), count retries and failures
+//! exactly, and take token counts from server usage.
+
+mod timing;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,6 +11,8 @@ use std::time::Duration;
 
 use ferrite_bench::{run, RunConfig, Workload};
 use ferrite_testkit::mock_openai::{Failure, MockServer, Script};
+use timing::{check_against_events, check_steady, check_throughput, exact, near_script};
+use timing::{scripted_ceiling, scripted_floor};
 
 /// A mock with the given first-token delay and per-token time; other fields default.
 fn script(ttft_ms: u64, per_token_ms: u64) -> Script {
@@ -36,16 +41,8 @@ fn cfg(url: String, requests: usize, concurrency: usize, retries: usize) -> RunC
     }
 }
 
-fn within(got: f64, want: f64, tol: f64, what: &str) {
-    assert!(
-        (got - want).abs() <= tol * want,
-        "{what}: got {got:.2}, want {want:.2} ± {:.0}%",
-        tol * 100.0
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reports_the_scripted_latencies_within_5_percent() {
+async fn reports_the_scripted_latencies() {
     let s = Script {
         template_tokens: 9,
         ..script(150, 10)
@@ -54,13 +51,14 @@ async fn reports_the_scripted_latencies_within_5_percent() {
     let r = run(cfg(url, 6, 2, 0)).await.unwrap();
     let m = &r.metrics;
     let p50 = |k: &str| m[k]["p50"].as_f64().unwrap();
-    within(p50("ttft_ms"), 150.0, 0.05, "TTFT");
-    within(p50("ttfo_ms"), 150.0, 0.05, "TTFO");
-    within(p50("tpot_ms"), 10.0, 0.05, "TPOT");
-    within(p50("itl_ms"), 10.0, 0.05, "ITL");
-    within(p50("itl_request_ms"), 10.0, 0.05, "ITL per request");
-    within(p50("e2e_ms"), 150.0 + 19.0 * 10.0, 0.05, "E2E");
-    within(p50("output_speed_tok_s"), 100.0, 0.05, "output speed");
+    assert_eq!(check_against_events(&r), 6);
+    scripted_floor(p50("ttft_ms"), 150.0, 1, "TTFT");
+    scripted_floor(p50("ttfo_ms"), 150.0, 1, "TTFO");
+    scripted_floor(p50("e2e_ms"), 150.0 + 19.0 * 10.0, 1, "E2E");
+    near_script(p50("tpot_ms"), 10.0, 0.25, "TPOT");
+    near_script(p50("itl_ms"), 10.0, 0.25, "ITL");
+    near_script(p50("itl_request_ms"), 10.0, 0.25, "ITL per request");
+    near_script(p50("output_speed_tok_s"), 100.0, 0.25, "output speed");
     assert_eq!(m["ttft_ms"]["n"], 6);
     assert_eq!(r.requests["completed"], 6);
     assert_eq!(r.requests["failed"], 0);
@@ -81,11 +79,13 @@ async fn reports_the_scripted_latencies_within_5_percent() {
         md.contains("(E2E − TTFT) / (N_out − 1)") && md.contains("6 completed, 0 failed"),
         "{md}"
     );
-    // Two concurrent streams of 340 ms each: 6 requests take ~3 × 340 ms.
-    within(
+    // Two concurrent streams of 340 ms each: 6 requests take at least 3 × 340 ms.
+    check_throughput(&r);
+    scripted_ceiling(
         r.throughput["output_tok_s"].as_f64().unwrap(),
         120.0 / 1.02,
-        0.1,
+        1020.0,
+        3,
         "output throughput",
     );
 }
@@ -100,8 +100,9 @@ async fn multi_token_chunks_keep_token_counts_from_usage() {
     let p50 = |k: &str| r.metrics[k]["p50"].as_f64().unwrap();
     // 20 tokens in 5 chunks 32 ms apart: TPOT per token 8 ms (E2E − TTFT = 128 ms over 19),
     // ITL per chunk 32 ms.
-    within(p50("tpot_ms"), 128.0 / 19.0, 0.05, "TPOT");
-    within(p50("itl_ms"), 32.0, 0.05, "ITL per chunk");
+    assert_eq!(check_against_events(&r), 3);
+    near_script(p50("tpot_ms"), 128.0 / 19.0, 0.25, "TPOT");
+    near_script(p50("itl_ms"), 32.0, 0.25, "ITL per chunk");
     assert_eq!(r.workload["output_tokens_achieved"]["p50"], 20.0);
 }
 
@@ -134,10 +135,9 @@ async fn retries_and_failures_are_counted_exactly() {
     let gap = |k: usize| (a[k + 1].start - a[k].end).as_secs_f64();
     assert!(gap(0) >= 1.0 && gap(0) < 1.5, "Retry-After wait {}", gap(0));
     assert!(gap(1) >= 0.02 && gap(1) < 0.5, "backoff {}", gap(1));
-    within(
+    exact(
         r.requests["error_rate"].as_f64().unwrap(),
         0.25,
-        1e-9,
         "error rate",
     );
 }
@@ -147,11 +147,14 @@ async fn verify_passes_a_true_claim_and_fails_a_false_one() {
     use ferrite_bench::verify::{evaluate, parse_claim};
     let s = script(120, 10);
     let r = run(cfg(start(s).await, 8, 2, 0)).await.unwrap();
-    // Scripted: TTFT 120 ms, output speed 100 tok/s.
+    // Scripted: TTFT 120 ms, output speed 100 tok/s. The true claims hold with confidence (the
+    // p50's interval spans nearly all 8 samples) unless a sample is off by 2× or more; the
+    // false ones are false by 2× (a TTFT is never below its script).
     for (claim, want) in [
-        ("ttft_ms.p50<=200", true),
-        ("output_speed_tok_s.p50>=90", true),
-        ("output_speed_tok_s.mean >= 230", false),
+        ("ttft_ms.p50<=240", true),
+        ("output_speed_tok_s.p50>=50", true),
+        ("output_speed_tok_s.mean>=50", true),
+        ("output_speed_tok_s.p50 >= 230", false),
         ("ttft_ms.p99<100", false),
         ("e2e_ms.max<=1000", true),
     ] {
@@ -188,16 +191,14 @@ async fn cost_is_computed_exactly_from_usage_and_poisson_load_runs() {
     assert_eq!(r.requests["completed"], 5);
     // Each request: 100 input tokens (0 cached) and 20 output tokens.
     let per = 100.0 * 2.0 / 1e6 + 20.0 * 8.0 / 1e6 + 0.001;
-    within(
+    exact(
         r.cost["total_usd"].as_f64().unwrap(),
         5.0 * per,
-        1e-12,
         "total cost",
     );
-    within(
+    exact(
         r.cost["per_completed_request_usd"].as_f64().unwrap(),
         per,
-        1e-12,
         "cost per request",
     );
     // Arrivals are scheduled in the open loop, not back to back.
@@ -278,10 +279,9 @@ async fn goodput_counts_requests_meeting_every_slo() {
     assert_eq!(g["requests_meeting_all"], 3, "{g}");
     assert_eq!(g["share_of_requests"], 0.75);
     let secs = r.throughput["duration_s"].as_f64().unwrap();
-    within(
+    exact(
         g["requests_per_s"].as_f64().unwrap(),
         3.0 / secs,
-        1e-9,
         "goodput rate",
     );
     // A 40 ms TTFT cannot meet a 10 ms objective.
@@ -320,13 +320,14 @@ async fn steady_state_throughput_leaves_out_ramp_up_and_drain() {
     let script = || script(20, 5);
     // 11 requests on 2 workers: the 11th runs alone for a whole cycle at the end.
     let r = run(cfg(start(script()).await, 11, 2, 0)).await.unwrap();
+    check_steady(&r, 2);
     let st = &r.throughput["steady_state"];
     let e2e = r.metrics["e2e_ms"]["p50"].as_f64().unwrap() / 1e3;
     // Two streams, each 20 tokens per request cycle of about one E2E.
-    within(
+    near_script(
         st["output_tok_s"].as_f64().unwrap(),
         2.0 * 20.0 / e2e,
-        0.15,
+        0.25,
         "steady output tok/s",
     );
     // The whole-run figure includes that drain (about 220 tokens over 6 cycles, vs 40 per
@@ -419,12 +420,25 @@ async fn requests_lost_on_a_closed_pooled_connection_are_resent_not_failed() {
     let r = run(cfg(url, 4, 1, 0)).await.unwrap();
     assert_eq!(r.requests["completed"], 4, "{}", r.requests);
     assert_eq!(r.requests["failed"], 0);
-    // Every measured request first went out on the connection its predecessor used.
-    assert_eq!(r.requests["stale_connection_resends"], 4, "{}", r.requests);
+    // A measured request normally goes out on the connection its predecessor used (4 losses);
+    // on a busy host the pool may not have the last connection back yet (a fresh one: no
+    // loss), or may hold two dead ones (two losses for one request). Whatever the count, every
+    // attempt but the last of each request was such a loss, and none counts as a retry.
+    let stale = r.requests["stale_connection_resends"].as_u64().unwrap();
+    assert!(
+        stale >= 1,
+        "no request was lost on a closed connection: {}",
+        r.requests
+    );
     assert_eq!(r.requests["retries"], 0);
-    assert_eq!(r.requests["attempts"], 8);
+    assert_eq!(r.requests["attempts"].as_u64(), Some(4 + stale));
+    for rec in &r.records {
+        let (last, lost) = rec.attempts.split_last().unwrap();
+        assert!(last.ok(), "{last:?}");
+        for a in lost {
+            assert!(a.stale_connection && a.status.is_none(), "{a:?}");
+        }
+    }
     // That server always reports 5 prompt tokens: every prompt is reported off its length.
     assert_eq!(r.workload["input_length_mismatches"], 4);
-    let lost = &r.records[1].attempts[0];
-    assert!(lost.stale_connection && lost.status.is_none(), "{lost:?}");
 }

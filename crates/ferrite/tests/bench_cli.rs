@@ -56,7 +56,8 @@ fn verify_exits_0_on_true_claims_and_1_on_a_false_one() {
         "--warmup",
         "0",
     ];
-    // Scripted: TTFT 80 ms, output speed 200 tok/s.
+    // Scripted: TTFT 80 ms, output speed 200 tok/s. Each claim is true or false by 2× or
+    // more, so a busy host does not flip it.
     let o = ferrite(
         &[
             &base[..],
@@ -64,7 +65,7 @@ fn verify_exits_0_on_true_claims_and_1_on_a_false_one() {
                 "--claim",
                 "ttft_ms.p50<=200",
                 "--claim",
-                "output_speed_tok_s.p50>=150",
+                "output_speed_tok_s.p50>=100",
             ],
         ]
         .concat(),
@@ -78,7 +79,7 @@ fn verify_exits_0_on_true_claims_and_1_on_a_false_one() {
                 "--claim",
                 "ttft_ms.p50<=200",
                 "--claim",
-                "output_speed_tok_s.p50>=230",
+                "output_speed_tok_s.p50>=400",
             ],
         ]
         .concat(),
