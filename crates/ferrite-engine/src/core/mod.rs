@@ -3,20 +3,28 @@
 //! cache; it runs on one thread ([`crate::engine_loop`]) and is tested synchronously.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrite_models::{ForwardBatch, Model};
 use ferrite_tokenizer::{DecodeStream, Tokenizer};
 
 use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
-use crate::sampling::{Sampler, SamplingParams, TokenHistory};
+use crate::sampling::{Sampler, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
-use crate::spec::ngram::{self, NgramConfig};
-use crate::spec::{choose_k, Acceptance, DraftJob, DraftModel, Rates, StepCosts};
-use crate::stop::{StopMatcher, StopStep};
-use crate::{Error, FinishReason, Result};
+use crate::spec::ngram::NgramConfig;
+use crate::spec::{Acceptance, DraftModel, StepCosts};
+use crate::stop::StopMatcher;
+use crate::{Error, Result};
+
+mod emit;
+mod request;
+mod speculate;
+
+pub use request::{
+    EngineStats, FinishInfo, NewRequest, OutputSink, RequestEvent, TokenLogprob, MAX_SPEC_TOKENS,
+};
 
 /// Engine sizing, validated by [`EngineCore::new`].
 #[derive(Debug, Clone)]
@@ -54,129 +62,6 @@ impl Default for EngineConfig {
         }
     }
 }
-
-/// A request as the engine receives it (already tokenized and validated by the front end).
-#[derive(Debug, Clone)]
-pub struct NewRequest {
-    /// Prompt token ids.
-    pub prompt: Vec<u32>,
-    /// Sampling parameters.
-    pub sampling: SamplingParams,
-    /// Most tokens to generate (clamped to the context).
-    pub max_tokens: usize,
-    /// Stop strings (not part of the output).
-    pub stop: Vec<String>,
-    /// Ignore end-of-generation tokens (benchmarks).
-    pub ignore_eos: bool,
-    /// Suppress EOS and stop strings until this many tokens exist.
-    pub min_tokens: usize,
-    /// `Some(n)`: report the chosen token's log-probability and the `n` most likely.
-    pub logprobs: Option<usize>,
-    /// Prefix-cache namespace.
-    pub cache_salt: Option<String>,
-    /// When the front end received it (TTFT and e2e start here).
-    pub arrival: Instant,
-    /// Speculative decoding: `None` follows the engine default, `Some(None)` turns it off,
-    /// `Some(Some(cfg))` uses `cfg`.
-    pub speculative: Option<Option<NgramConfig>>,
-}
-
-/// Log-probabilities of a generated token under the model's raw distribution.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenLogprob {
-    /// Of the chosen token.
-    pub logprob: f32,
-    /// The most likely tokens, most likely first.
-    pub top: Vec<(u32, f32)>,
-}
-
-/// Output of one request.
-#[derive(Debug, Clone)]
-pub enum RequestEvent {
-    /// A generated token and the text it completes (possibly empty while text is held back).
-    Token {
-        /// Token id.
-        token: u32,
-        /// New text.
-        text: String,
-        /// Log-probabilities, when asked for.
-        logprob: Option<TokenLogprob>,
-    },
-    /// The request ended; `text` is what was still held back.
-    Finished(FinishInfo),
-    /// The request failed.
-    Error(String),
-}
-
-/// How a request ended, with its counts and phase timings.
-#[derive(Debug, Clone)]
-pub struct FinishInfo {
-    /// Why it ended.
-    pub reason: FinishReason,
-    /// Final text that was held back (stop-string or UTF-8 look-ahead).
-    pub text: String,
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Generated tokens.
-    pub completion_tokens: usize,
-    /// Prompt tokens served from the prefix cache.
-    pub cached_tokens: usize,
-    /// Arrival → first scheduled.
-    pub queue_time: Duration,
-    /// First scheduled → first token.
-    pub prefill_time: Duration,
-    /// First token → last token.
-    pub decode_time: Duration,
-    /// Draft tokens verified for this request (speculative decoding).
-    pub spec_draft_tokens: usize,
-    /// Of those, accepted (rejected drafts are never billed or emitted).
-    pub spec_accepted_tokens: usize,
-}
-
-/// Where a request's events go. `send` returns false when the receiver is gone.
-pub trait OutputSink: Send {
-    /// Deliver an event.
-    fn send(&mut self, ev: RequestEvent) -> bool;
-    /// Whether the receiver has gone away (the request is then aborted).
-    fn is_closed(&self) -> bool;
-}
-
-/// Live engine numbers, shared with the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    /// Requests holding KV blocks.
-    pub num_running: AtomicUsize,
-    /// Requests queued.
-    pub num_waiting: AtomicUsize,
-    /// KV usage × 1e6 (0..1e6).
-    pub kv_usage_ppm: AtomicU64,
-    /// Preemptions.
-    pub preemptions: AtomicU64,
-    /// Prompt tokens looked up in the prefix cache.
-    pub prefix_queries: AtomicU64,
-    /// Prompt tokens found there.
-    pub prefix_hits: AtomicU64,
-    /// Tokens computed by forward passes.
-    pub forward_tokens: AtomicU64,
-    /// Forward passes.
-    pub steps: AtomicU64,
-    /// Verification rounds that had drafts.
-    pub spec_num_drafts: AtomicU64,
-    /// Draft tokens verified.
-    pub spec_draft_tokens: AtomicU64,
-    /// Draft tokens accepted.
-    pub spec_accepted_tokens: AtomicU64,
-    /// Accepted drafts by position in the draft (0 = first).
-    pub spec_accepted_per_pos: [AtomicU64; MAX_SPEC_TOKENS],
-}
-
-/// Most draft tokens per verification.
-pub const MAX_SPEC_TOKENS: usize = 32;
-
-/// A draft-model request that chose no drafts for this many steps drafts one token again, so
-/// its acceptance estimate can recover (n-gram requests keep learning from lookups that cost
-/// nothing, see [`ReqState::spec_proposal`]).
-const SPEC_PROBE_STEPS: u32 = 32;
 
 struct ReqState {
     sampler: Sampler,
@@ -574,266 +459,6 @@ impl EngineCore {
         n
     }
 
-    /// Sample from the rows of `id` in order; row j checks draft j. Stops at the first
-    /// mismatch (whose sampled token is kept), or after the bonus token when every draft
-    /// matched. Sample-and-match: the request's own sampler draws each token from the target
-    /// distribution, so the output distribution is exactly the target's, for any drafter.
-    fn verify(&mut self, id: RequestId, logits: &[f32], vocab: usize, drafts: &[u32]) {
-        let d = drafts.len();
-        if d > 0 {
-            // Counted when verified (vLLM semantics), per request and in total alike.
-            self.stats.spec_num_drafts.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .spec_draft_tokens
-                .fetch_add(d as u64, Ordering::Relaxed);
-            if let Some(st) = self.states.get_mut(&id) {
-                st.spec_drafted += d;
-            }
-        }
-        let mut emitted = Vec::with_capacity(d + 1);
-        for j in 0..=d {
-            let mut row = logits[j * vocab..(j + 1) * vocab].to_vec();
-            let draft = drafts.get(j).copied();
-            let Some(tok) = self.emit_token(id, &mut row, draft.map(|t| (j, t))) else {
-                // Finished or aborted: nothing left to draft for.
-                return;
-            };
-            emitted.push(tok);
-            if Some(tok) != draft {
-                break;
-            }
-        }
-        let accepted = emitted.len() - 1;
-        if d > 0 {
-            self.sched.reject_drafts(id, d - accepted);
-        }
-        if let Some(st) = self.states.get_mut(&id) {
-            let proposal = std::mem::take(&mut st.spec_proposal);
-            st.spec_acceptance.observe(&proposal, &emitted);
-            if self.draft.is_some() {
-                self.draft_acceptance.observe(&proposal, &emitted);
-            }
-        }
-    }
-
-    /// The most drafts request `id` may take next step (0: it does not speculate).
-    fn draft_limit(&self, id: RequestId) -> usize {
-        let max_len = self.max_model_len();
-        let (Some(st), Some(r)) = (self.states.get(&id), self.sched.request(id)) else {
-            return 0;
-        };
-        let Some(cfg) = st.spec else {
-            return 0;
-        };
-        let n_out = r.num_tokens() - r.num_prompt_tokens;
-        // Every draft position must fit the context, and drafts past max_tokens are waste.
-        cfg.k
-            .min(st.max_tokens.saturating_sub(n_out + 1))
-            .min(max_len.saturating_sub(r.num_tokens() + 1))
-    }
-
-    /// Propose drafts for the next step of requests that just produced tokens (n-gram lookup
-    /// per request, or one batched run of the draft model), verifying as many as pay for their
-    /// rows (see [`crate::spec::policy`]).
-    fn propose(&mut self, ids: &[RequestId]) {
-        // The other requests' rows share the step (a guess: each decodes one token).
-        let others = ids.len().saturating_sub(1);
-        let mut jobs = Vec::new();
-        for &id in ids {
-            let limit = self.draft_limit(id);
-            if limit == 0 {
-                continue;
-            }
-            let Some(st) = self.states.get_mut(&id) else {
-                continue;
-            };
-            let adaptive = st.spec.is_some_and(|c| c.adaptive);
-            let rates = st.spec_acceptance.rates();
-            let worth = |most: usize, draft_secs: f64| match adaptive {
-                true => choose_k(rates, most, others, &self.step_costs, draft_secs),
-                false => most,
-            };
-            if let Some(draft) = &self.draft {
-                let secs = draft.token_secs();
-                let mut k = worth(limit, secs);
-                st.spec_idle = if k == 0 { st.spec_idle + 1 } else { 0 };
-                // A draft model learns only from drafts it ran: probe now and then, unless
-                // drafts could not pay even if every one were accepted (a draft as slow as
-                // the target), where probing only costs.
-                let sure = Rates {
-                    first: 1.0,
-                    rest: 1.0,
-                };
-                let could_pay = || choose_k(sure, limit, others, &self.step_costs, secs) > 0;
-                if st.spec_idle >= SPEC_PROBE_STEPS && could_pay() {
-                    (k, st.spec_idle) = (1, 0);
-                }
-                if k > 0 {
-                    jobs.push((id, k));
-                }
-                continue;
-            }
-            let (Some(cfg), Some(r)) = (st.spec, self.sched.request(id)) else {
-                continue;
-            };
-            // The whole lookup (it costs nothing), then only the part worth verifying.
-            let proposal = ngram::propose(&r.tokens, &cfg, limit);
-            let k = worth(proposal.len(), 0.0);
-            if k > 0 {
-                self.sched.set_spec(id, proposal[..k].to_vec());
-            }
-            st.spec_proposal = proposal;
-        }
-        if jobs.is_empty() {
-            return;
-        }
-        let max_len = self.max_model_len();
-        let Some(draft) = self.draft.as_mut() else {
-            return;
-        };
-        let batch: Vec<DraftJob<'_>> = jobs
-            .iter()
-            .filter_map(|&(id, limit)| {
-                let r = self.sched.request(id)?;
-                let st = self.states.get(&id)?;
-                Some(DraftJob {
-                    id,
-                    tokens: &r.tokens,
-                    limit,
-                    capacity: (r.num_prompt_tokens + st.max_tokens + 1).min(max_len),
-                })
-            })
-            .collect();
-        match draft.propose(&batch) {
-            Ok(drafts) => {
-                let ids: Vec<RequestId> = batch.iter().map(|j| j.id).collect();
-                for (id, d) in ids.into_iter().zip(drafts) {
-                    if let Some(st) = self.states.get_mut(&id) {
-                        st.spec_proposal = d.clone();
-                    }
-                    if !d.is_empty() {
-                        self.sched.set_spec(id, d);
-                    }
-                }
-            }
-            // A draft failure costs speed, never output: the step goes on without drafts.
-            Err(e) => tracing::warn!(error = %e, "draft model failed; no drafts this step"),
-        }
-    }
-
-    /// Sample one token for `id` and deliver it; `draft` is the draft this row verifies (its
-    /// acceptance is counted before the token can finish the request). Returns the token while
-    /// the request goes on, `None` when it finished or was aborted.
-    fn emit_token(
-        &mut self,
-        id: RequestId,
-        row: &mut [f32],
-        draft: Option<(usize, u32)>,
-    ) -> Option<u32> {
-        let max_len = self.max_model_len();
-        let st = self.states.get_mut(&id)?;
-        let raw = st.logprobs.map(|_| row.to_vec());
-        let token = st.sampler.sample(row, &st.history).token;
-        let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
-        if let Some((pos, _)) = draft.filter(|&(_, t)| t == token) {
-            st.spec_accepted += 1;
-            self.stats
-                .spec_accepted_tokens
-                .fetch_add(1, Ordering::Relaxed);
-            self.stats.spec_accepted_per_pos[pos].fetch_add(1, Ordering::Relaxed);
-        }
-        st.history.push(token);
-        let now = Instant::now();
-        st.first_token.get_or_insert(now);
-        self.sched.append_token(id, token);
-        let r = self.sched.request(id)?;
-        let n_out = r.num_tokens() - r.num_prompt_tokens;
-        let at_len = n_out >= st.max_tokens || r.num_tokens() >= max_len;
-        let may_stop = n_out > st.min_tokens || st.min_tokens == 0;
-        let mut finish = None;
-        let mut text = String::new();
-        if !st.ignore_eos && may_stop && self.tokenizer.is_end_of_generation(token) {
-            finish = Some(FinishReason::Stop);
-        } else {
-            match st.detok.step(&self.tokenizer, token) {
-                Ok(Some(t)) => match st.stops.push(&t) {
-                    StopStep::Emit(t) => text = t,
-                    StopStep::Stopped { emit, .. } if may_stop => {
-                        text = emit;
-                        st.stopped_by_string = true;
-                        finish = Some(FinishReason::Stop);
-                    }
-                    // Before min_tokens a stop string is ordinary text.
-                    StopStep::Stopped { emit, stop } => text = emit + &stop,
-                },
-                Ok(None) => {}
-                Err(e) => {
-                    st.sink.send(RequestEvent::Error(e.to_string()));
-                    self.abort(id);
-                    return None;
-                }
-            }
-        }
-        if finish.is_none() && at_len {
-            finish = Some(FinishReason::Length);
-        }
-        let alive = st.sink.send(RequestEvent::Token {
-            token,
-            text,
-            logprob,
-        });
-        if !alive {
-            self.abort(id);
-            return None;
-        }
-        if let Some(reason) = finish {
-            self.finish(id, reason);
-            return None;
-        }
-        Some(token)
-    }
-
-    fn finish(&mut self, id: RequestId, mut reason: FinishReason) {
-        let Some(mut st) = self.states.remove(&id) else {
-            return;
-        };
-        let Some(r) = self.sched.finish(id) else {
-            return;
-        };
-        // A stop string ends the text at its match; any other end flushes what is held back.
-        let mut text = String::new();
-        if !st.stopped_by_string {
-            if let Ok(Some(t)) = st.detok.flush(&self.tokenizer) {
-                match st.stops.push(&t) {
-                    StopStep::Emit(t) => text.push_str(&t),
-                    StopStep::Stopped { emit, .. } => {
-                        text.push_str(&emit);
-                        st.stopped_by_string = true;
-                        reason = FinishReason::Stop;
-                    }
-                }
-            }
-            if !st.stopped_by_string {
-                text.push_str(&st.stops.flush());
-            }
-        }
-        let now = Instant::now();
-        let first_sched = r.first_scheduled.unwrap_or(now);
-        let first_tok = st.first_token.unwrap_or(now);
-        st.sink.send(RequestEvent::Finished(FinishInfo {
-            reason,
-            text,
-            prompt_tokens: r.num_prompt_tokens,
-            completion_tokens: r.num_tokens() - r.num_prompt_tokens,
-            cached_tokens: r.num_cached_tokens.unwrap_or(0),
-            queue_time: first_sched.saturating_duration_since(st.arrival),
-            prefill_time: first_tok.saturating_duration_since(first_sched),
-            decode_time: now.saturating_duration_since(first_tok),
-            spec_draft_tokens: st.spec_drafted,
-            spec_accepted_tokens: st.spec_accepted,
-        }));
-    }
-
     fn publish(&self) {
         let s = &self.stats;
         s.num_running
@@ -848,29 +473,6 @@ impl EngineCore {
         s.preemptions.store(c.preemptions, Ordering::Relaxed);
         s.prefix_queries.store(c.prefix_queries, Ordering::Relaxed);
         s.prefix_hits.store(c.prefix_hits, Ordering::Relaxed);
-    }
-}
-
-/// Log-probability of `token` and the `k` most likely tokens under the raw logits (before
-/// penalties and sampling: OpenAI's logprobs describe the model's distribution).
-fn token_logprob(raw: &[f32], token: u32, k: usize) -> TokenLogprob {
-    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = raw.iter().map(|&l| f64::from(l - max).exp()).sum();
-    let lse = f64::from(max) + sum.ln();
-    let lp = |t: u32| (f64::from(raw[t as usize]) - lse) as f32;
-    let k = k.min(raw.len());
-    let mut idx: Vec<u32> = Vec::new();
-    if k > 0 {
-        idx = (0..raw.len() as u32).collect();
-        let by_logit =
-            |a: &u32, b: &u32| raw[*b as usize].total_cmp(&raw[*a as usize]).then(a.cmp(b));
-        idx.select_nth_unstable_by(k - 1, by_logit);
-        idx.truncate(k);
-        idx.sort_by(by_logit);
-    }
-    TokenLogprob {
-        logprob: lp(token),
-        top: idx.into_iter().map(|t| (t, lp(t))).collect(),
     }
 }
 

@@ -1,0 +1,191 @@
+//! Turning a request's logits rows into tokens: verification of drafts (sample-and-match),
+//! sampling, detokenization, stop conditions, and the request's end.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::kv_cache::RequestId;
+use crate::stop::StopStep;
+use crate::FinishReason;
+
+use super::{EngineCore, FinishInfo, RequestEvent, TokenLogprob};
+
+impl EngineCore {
+    /// Sample from the rows of `id` in order; row j checks draft j. Stops at the first
+    /// mismatch (whose sampled token is kept), or after the bonus token when every draft
+    /// matched. Sample-and-match: the request's own sampler draws each token from the target
+    /// distribution, so the output distribution is exactly the target's, for any drafter.
+    pub(super) fn verify(&mut self, id: RequestId, logits: &[f32], vocab: usize, drafts: &[u32]) {
+        let d = drafts.len();
+        if d > 0 {
+            // Counted when verified (vLLM semantics), per request and in total alike.
+            self.stats.spec_num_drafts.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .spec_draft_tokens
+                .fetch_add(d as u64, Ordering::Relaxed);
+            if let Some(st) = self.states.get_mut(&id) {
+                st.spec_drafted += d;
+            }
+        }
+        let mut emitted = Vec::with_capacity(d + 1);
+        for j in 0..=d {
+            let mut row = logits[j * vocab..(j + 1) * vocab].to_vec();
+            let draft = drafts.get(j).copied();
+            let Some(tok) = self.emit_token(id, &mut row, draft.map(|t| (j, t))) else {
+                // Finished or aborted: nothing left to draft for.
+                return;
+            };
+            emitted.push(tok);
+            if Some(tok) != draft {
+                break;
+            }
+        }
+        let accepted = emitted.len() - 1;
+        if d > 0 {
+            self.sched.reject_drafts(id, d - accepted);
+        }
+        if let Some(st) = self.states.get_mut(&id) {
+            let proposal = std::mem::take(&mut st.spec_proposal);
+            st.spec_acceptance.observe(&proposal, &emitted);
+            if self.draft.is_some() {
+                self.draft_acceptance.observe(&proposal, &emitted);
+            }
+        }
+    }
+
+    /// Sample one token for `id` and deliver it; `draft` is the draft this row verifies (its
+    /// acceptance is counted before the token can finish the request). Returns the token while
+    /// the request goes on, `None` when it finished or was aborted.
+    pub(super) fn emit_token(
+        &mut self,
+        id: RequestId,
+        row: &mut [f32],
+        draft: Option<(usize, u32)>,
+    ) -> Option<u32> {
+        let max_len = self.max_model_len();
+        let st = self.states.get_mut(&id)?;
+        let raw = st.logprobs.map(|_| row.to_vec());
+        let token = st.sampler.sample(row, &st.history).token;
+        let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
+        if let Some((pos, _)) = draft.filter(|&(_, t)| t == token) {
+            st.spec_accepted += 1;
+            self.stats
+                .spec_accepted_tokens
+                .fetch_add(1, Ordering::Relaxed);
+            self.stats.spec_accepted_per_pos[pos].fetch_add(1, Ordering::Relaxed);
+        }
+        st.history.push(token);
+        let now = Instant::now();
+        st.first_token.get_or_insert(now);
+        self.sched.append_token(id, token);
+        let r = self.sched.request(id)?;
+        let n_out = r.num_tokens() - r.num_prompt_tokens;
+        let at_len = n_out >= st.max_tokens || r.num_tokens() >= max_len;
+        let may_stop = n_out > st.min_tokens || st.min_tokens == 0;
+        let mut finish = None;
+        let mut text = String::new();
+        if !st.ignore_eos && may_stop && self.tokenizer.is_end_of_generation(token) {
+            finish = Some(FinishReason::Stop);
+        } else {
+            match st.detok.step(&self.tokenizer, token) {
+                Ok(Some(t)) => match st.stops.push(&t) {
+                    StopStep::Emit(t) => text = t,
+                    StopStep::Stopped { emit, .. } if may_stop => {
+                        text = emit;
+                        st.stopped_by_string = true;
+                        finish = Some(FinishReason::Stop);
+                    }
+                    // Before min_tokens a stop string is ordinary text.
+                    StopStep::Stopped { emit, stop } => text = emit + &stop,
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    st.sink.send(RequestEvent::Error(e.to_string()));
+                    self.abort(id);
+                    return None;
+                }
+            }
+        }
+        if finish.is_none() && at_len {
+            finish = Some(FinishReason::Length);
+        }
+        let alive = st.sink.send(RequestEvent::Token {
+            token,
+            text,
+            logprob,
+        });
+        if !alive {
+            self.abort(id);
+            return None;
+        }
+        if let Some(reason) = finish {
+            self.finish(id, reason);
+            return None;
+        }
+        Some(token)
+    }
+
+    pub(super) fn finish(&mut self, id: RequestId, mut reason: FinishReason) {
+        let Some(mut st) = self.states.remove(&id) else {
+            return;
+        };
+        let Some(r) = self.sched.finish(id) else {
+            return;
+        };
+        // A stop string ends the text at its match; any other end flushes what is held back.
+        let mut text = String::new();
+        if !st.stopped_by_string {
+            if let Ok(Some(t)) = st.detok.flush(&self.tokenizer) {
+                match st.stops.push(&t) {
+                    StopStep::Emit(t) => text.push_str(&t),
+                    StopStep::Stopped { emit, .. } => {
+                        text.push_str(&emit);
+                        st.stopped_by_string = true;
+                        reason = FinishReason::Stop;
+                    }
+                }
+            }
+            if !st.stopped_by_string {
+                text.push_str(&st.stops.flush());
+            }
+        }
+        let now = Instant::now();
+        let first_sched = r.first_scheduled.unwrap_or(now);
+        let first_tok = st.first_token.unwrap_or(now);
+        st.sink.send(RequestEvent::Finished(FinishInfo {
+            reason,
+            text,
+            prompt_tokens: r.num_prompt_tokens,
+            completion_tokens: r.num_tokens() - r.num_prompt_tokens,
+            cached_tokens: r.num_cached_tokens.unwrap_or(0),
+            queue_time: first_sched.saturating_duration_since(st.arrival),
+            prefill_time: first_tok.saturating_duration_since(first_sched),
+            decode_time: now.saturating_duration_since(first_tok),
+            spec_draft_tokens: st.spec_drafted,
+            spec_accepted_tokens: st.spec_accepted,
+        }));
+    }
+}
+
+/// Log-probability of `token` and the `k` most likely tokens under the raw logits (before
+/// penalties and sampling: OpenAI's logprobs describe the model's distribution).
+fn token_logprob(raw: &[f32], token: u32, k: usize) -> TokenLogprob {
+    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = raw.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let lse = f64::from(max) + sum.ln();
+    let lp = |t: u32| (f64::from(raw[t as usize]) - lse) as f32;
+    let k = k.min(raw.len());
+    let mut idx: Vec<u32> = Vec::new();
+    if k > 0 {
+        idx = (0..raw.len() as u32).collect();
+        let by_logit =
+            |a: &u32, b: &u32| raw[*b as usize].total_cmp(&raw[*a as usize]).then(a.cmp(b));
+        idx.select_nth_unstable_by(k - 1, by_logit);
+        idx.truncate(k);
+        idx.sort_by(by_logit);
+    }
+    TokenLogprob {
+        logprob: lp(token),
+        top: idx.into_iter().map(|t| (t, lp(t))).collect(),
+    }
+}
