@@ -10,6 +10,7 @@ pub mod core;
 pub mod engine_loop;
 pub mod eval;
 pub mod generate;
+pub mod grammar;
 pub mod kv_cache;
 pub mod sampling;
 pub mod scheduler;
@@ -49,6 +50,9 @@ pub enum Error {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ferrite_models::Error),
+    /// A grammar (structured output) failed to compile or to follow the output.
+    #[error("structured output: {0}")]
+    Grammar(String),
     /// Tokenization failed.
     #[error(transparent)]
     Tokenizer(#[from] ferrite_tokenizer::Error),

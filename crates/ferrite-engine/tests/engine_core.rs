@@ -98,6 +98,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> New
         cache_salt: None,
         arrival: Instant::now(),
         speculative: None,
+        constraint: None,
     }
 }
 

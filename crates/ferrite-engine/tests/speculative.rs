@@ -44,6 +44,12 @@ impl Collect {
             })
             .collect()
     }
+    fn finish_reason(&self) -> Option<ferrite_engine::FinishReason> {
+        self.0.lock().unwrap().iter().find_map(|e| match e {
+            RequestEvent::Finished(f) => Some(f.reason),
+            _ => None,
+        })
+    }
     fn spec_counts(&self) -> (usize, usize, usize) {
         self.0
             .lock()
@@ -96,6 +102,7 @@ fn req(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> NewRequ
         cache_salt: None,
         arrival: Instant::now(),
         speculative: None,
+        constraint: None,
     }
 }
 
@@ -223,6 +230,71 @@ fn greedy_output_is_identical_with_and_without_drafts() {
             assert!(sinks.iter().all(|s| s.spec_counts().2 == 40));
         }
     }
+}
+
+#[test]
+fn greedy_output_under_a_grammar_is_identical_with_and_without_drafts() {
+    use ferrite_engine::grammar::{GrammarCompiler, GrammarSpec};
+    let bytes = model_bytes(TinyArch::Llama, QuantType::Q8_0);
+    let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap();
+    let grammars = GrammarCompiler::new(&tok).unwrap();
+    // Repetitive documents, so n-gram lookup proposes drafts, many of them outside the grammar.
+    let specs = [
+        GrammarSpec::JsonSchema(serde_json::json!({
+            "type": "array", "items": {"enum": ["abc", "abd", "bcd"]}, "maxItems": 12})),
+        GrammarSpec::Regex("(ab|ba|a b){4,30}".into()),
+    ];
+    let greedy = SamplingParams::greedy();
+    let mk = |spec: &GrammarSpec, p: &[u32]| {
+        let mut r = req(p.to_vec(), 60, greedy.clone());
+        r.constraint = Some(grammars.compile(spec).unwrap());
+        r
+    };
+    let mut want = Vec::new();
+    let mut plain = core(&bytes, None);
+    for spec in &specs {
+        for p in prompts().iter().take(3) {
+            let s = &run_all(&mut plain, vec![mk(spec, p)])[0];
+            want.push((s.tokens(), s.finish_reason()));
+        }
+    }
+    let spec = NgramConfig {
+        k: 5,
+        min_n: 1,
+        max_n: 3,
+        adaptive: false,
+    };
+    let mut c = core(&bytes, Some(spec));
+    let reqs: Vec<NewRequest> = specs
+        .iter()
+        .flat_map(|s| {
+            prompts()
+                .into_iter()
+                .take(3)
+                .map(|p| mk(s, &p))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let sinks = run_all(&mut c, reqs);
+    for (i, (w, s)) in want.iter().zip(&sinks).enumerate() {
+        assert_eq!(&s.tokens(), &w.0, "request {i}");
+        assert_eq!(s.finish_reason(), w.1, "request {i}");
+    }
+    // The JSON documents parse and keep to the schema's enum.
+    for (w, _) in &want[..3] {
+        let text = tok.decode(w, true).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(v
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| ["abc", "abd", "bcd"].contains(&x.as_str().unwrap())));
+    }
+    let drafted = c.stats().spec_draft_tokens.load(Ordering::Relaxed);
+    assert!(drafted > 0, "no drafts were verified under the grammars");
+    assert!(c.stats().mask_seconds.count.load(Ordering::Relaxed) > 0);
 }
 
 /// Softmax over the top-k logits (temperature 1), as the sampler defines p.

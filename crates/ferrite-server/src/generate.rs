@@ -155,6 +155,7 @@ async fn start(
                     adaptive,
                 })),
             },
+            constraint: None,
         };
         let sink = Box::new(ChannelSink {
             index: i,

@@ -70,6 +70,7 @@ pub async fn warm_up(state: &AppState) -> Result<(), String> {
         cache_salt: Some("ferrite-warm-up".into()),
         arrival: std::time::Instant::now(),
         speculative: Some(None),
+        constraint: None,
     };
     let sink = generate::ChannelSink { index: 0, tx };
     l.engine

@@ -13,11 +13,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bytes;
 mod chat;
 mod count;
 mod stream;
 mod vocab;
 
+pub use bytes::TokenBytes;
 pub use chat::{ChatMessage, ChatTemplate, TemplateSource};
 pub use count::TextTokenizer;
 pub use stream::DecodeStream;
@@ -244,6 +246,12 @@ impl Tokenizer {
     /// The stored text of a token (byte-level or `▁`-encoded as in the file).
     pub fn token_text(&self, id: TokenId) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// What every token stands for: its text bytes, or its name for a control token (for
+    /// grammar engines, which match documents byte by byte).
+    pub fn token_bytes(&self) -> Vec<TokenBytes> {
+        bytes::token_bytes(self.kind, &self.tokens, &self.types)
     }
 
     /// A token's type.

@@ -94,6 +94,7 @@ fn request(prompt: &[u32], spec_off: bool) -> NewRequest {
         cache_salt: None,
         arrival: Instant::now(),
         speculative: spec_off.then_some(None),
+        constraint: None,
     }
 }
 

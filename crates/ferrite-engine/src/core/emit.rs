@@ -65,6 +65,18 @@ impl EngineCore {
         let max_len = self.max_model_len();
         let st = self.states.get_mut(&id)?;
         let raw = st.logprobs.map(|_| row.to_vec());
+        // The grammar's mask comes first: penalties, temperature and the top-k/top-p/min-p
+        // cuts then see only tokens the output can take.
+        if let Some(c) = &mut st.constraint {
+            match c.mask(row, st.ignore_eos) {
+                Ok(took) => self.stats.mask_seconds.observe(took),
+                Err(e) => {
+                    st.sink.send(RequestEvent::Error(e.to_string()));
+                    self.abort(id);
+                    return None;
+                }
+            }
+        }
         let token = st.sampler.sample(row, &st.history).token;
         let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
         if let Some((pos, _)) = draft.filter(|&(_, t)| t == token) {
@@ -74,6 +86,15 @@ impl EngineCore {
                 .fetch_add(1, Ordering::Relaxed);
             self.stats.spec_accepted_per_pos[pos].fetch_add(1, Ordering::Relaxed);
         }
+        let grammar_complete = match st.constraint.as_mut().map(|c| c.advance(token)) {
+            None => false,
+            Some(Ok(complete)) => complete,
+            Some(Err(e)) => {
+                st.sink.send(RequestEvent::Error(e.to_string()));
+                self.abort(id);
+                return None;
+            }
+        };
         st.history.push(token);
         let now = Instant::now();
         st.first_token.get_or_insert(now);
@@ -105,6 +126,11 @@ impl EngineCore {
                     return None;
                 }
             }
+        }
+        // A grammar that can take nothing more has its answer: the request ends as if it had
+        // produced a stop token.
+        if finish.is_none() && grammar_complete {
+            finish = Some(FinishReason::Stop);
         }
         if finish.is_none() && at_len {
             finish = Some(FinishReason::Length);

@@ -10,6 +10,7 @@ use std::time::Instant;
 use ferrite_models::{ForwardBatch, Model};
 use ferrite_tokenizer::{DecodeStream, Tokenizer};
 
+use crate::grammar::Constraint;
 use crate::kv_cache::{KvCacheManager, PagedKvStore, RequestId};
 use crate::sampling::{Sampler, TokenHistory};
 use crate::scheduler::{Scheduler, SchedulerConfig};
@@ -23,7 +24,8 @@ mod request;
 mod speculate;
 
 pub use request::{
-    EngineStats, FinishInfo, NewRequest, OutputSink, RequestEvent, TokenLogprob, MAX_SPEC_TOKENS,
+    EngineStats, FinishInfo, MaskTimes, NewRequest, OutputSink, RequestEvent, TokenLogprob,
+    MASK_BUCKETS, MAX_SPEC_TOKENS,
 };
 
 /// Engine sizing, validated by [`EngineCore::new`].
@@ -86,6 +88,8 @@ struct ReqState {
     spec_idle: u32,
     arrival: Instant,
     first_token: Option<Instant>,
+    /// The grammar the output must match, if any.
+    constraint: Option<Constraint>,
     sink: Box<dyn OutputSink>,
 }
 
@@ -303,6 +307,7 @@ impl EngineCore {
                         spec_idle: 0,
                         arrival: req.arrival,
                         first_token: None,
+                        constraint: req.constraint,
                         sink,
                     },
                 );

@@ -1,9 +1,10 @@
 //! What the engine takes and gives: requests, their events, finish information, the sink events
 //! go to, and the live numbers the metrics endpoint reads.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::grammar::Constraint;
 use crate::sampling::SamplingParams;
 use crate::spec::ngram::NgramConfig;
 use crate::FinishReason;
@@ -32,6 +33,8 @@ pub struct NewRequest {
     /// Speculative decoding: `None` follows the engine default, `Some(None)` turns it off,
     /// `Some(Some(cfg))` uses `cfg`.
     pub speculative: Option<Option<NgramConfig>>,
+    /// A grammar the output must match (compiled by the front end, one per choice).
+    pub constraint: Option<Constraint>,
 }
 
 /// Log-probabilities of a generated token under the model's raw distribution.
@@ -121,6 +124,37 @@ pub struct EngineStats {
     pub spec_accepted_tokens: AtomicU64,
     /// Accepted drafts by position in the draft (0 = first).
     pub spec_accepted_per_pos: [AtomicU64; MAX_SPEC_TOKENS],
+    /// Time to compute each token mask of a constrained request.
+    pub mask_seconds: MaskTimes,
+}
+
+/// Upper bounds (seconds) of the mask-time histogram's buckets.
+pub const MASK_BUCKETS: [f64; 12] = [
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1,
+];
+
+/// A histogram of mask times, written by the engine thread and read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct MaskTimes {
+    /// Observations per bucket of [`MASK_BUCKETS`] (not cumulative; slower ones only count).
+    pub buckets: [AtomicU64; MASK_BUCKETS.len()],
+    /// Observations.
+    pub count: AtomicU64,
+    /// Their sum, in nanoseconds.
+    pub sum_ns: AtomicU64,
+}
+
+impl MaskTimes {
+    /// Record one mask computation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = MASK_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Most draft tokens per verification.

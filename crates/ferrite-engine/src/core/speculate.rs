@@ -75,7 +75,11 @@ impl EngineCore {
             };
             // The whole lookup (it costs nothing), then only the part worth verifying.
             let proposal = ngram::propose(&r.tokens, &cfg, limit);
-            let k = worth(proposal.len(), 0.0);
+            let mut k = worth(proposal.len(), 0.0);
+            // Drafts the grammar would refuse cannot be accepted: verify none past them.
+            if let Some(c) = &mut st.constraint {
+                k = c.valid_prefix(&proposal[..k]);
+            }
             if k > 0 {
                 self.sched.set_spec(id, proposal[..k].to_vec());
             }
@@ -104,9 +108,13 @@ impl EngineCore {
         match draft.propose(&batch) {
             Ok(drafts) => {
                 let ids: Vec<RequestId> = batch.iter().map(|j| j.id).collect();
-                for (id, d) in ids.into_iter().zip(drafts) {
+                for (id, mut d) in ids.into_iter().zip(drafts) {
                     if let Some(st) = self.states.get_mut(&id) {
                         st.spec_proposal = d.clone();
+                        if let Some(c) = &mut st.constraint {
+                            let valid = c.valid_prefix(&d);
+                            d.truncate(valid);
+                        }
                     }
                     if !d.is_empty() {
                         self.sched.set_spec(id, d);
