@@ -18,8 +18,8 @@ pub mod spec;
 pub mod stop;
 
 pub use core::{
-    EngineConfig, EngineCore, EngineStats, FinishInfo, NewRequest, OutputSink, RequestEvent,
-    TokenLogprob,
+    EngineConfig, EngineCore, EngineStats, FinishInfo, MaskTimes, NewRequest, OutputSink,
+    RequestEvent, TokenLogprob, MASK_BUCKETS,
 };
 pub use engine_loop::{EngineHandle, EngineStopped};
 pub use generate::{FinishReason, GenerateRequest, GenerationStats, Generator};

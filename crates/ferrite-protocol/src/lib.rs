@@ -7,6 +7,8 @@
 pub mod error;
 pub mod request;
 pub mod response;
+pub mod tools;
 
 pub use error::{ApiError, ErrorKind};
 pub use request::{parse_request, Endpoint, Message, PromptInput, SpecChoice, ValidRequest};
+pub use tools::{OutputFormat, Tool, ToolCall, ToolChoice};

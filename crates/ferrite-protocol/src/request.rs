@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::tools::{OutputFormat, Tool, ToolCall, ToolChoice};
 
 /// Most choices per request.
 pub const MAX_N: usize = 16;
@@ -18,8 +19,12 @@ pub const MAX_STOP: usize = 16;
 pub struct Message {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Text content (parts joined).
+    /// Text content (parts joined; empty when the client sent `null`).
     pub content: String,
+    /// Calls an assistant message made.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers (it matches an earlier assistant call).
+    pub tool_call_id: Option<String>,
 }
 
 /// What the model continues.
@@ -80,6 +85,16 @@ pub struct ValidRequest {
     pub cache_salt: Option<String>,
     /// Speculative decoding override (extension field `speculative`).
     pub speculative: SpecChoice,
+    /// Functions the model may call.
+    pub tools: Vec<Tool>,
+    /// Whether and which to call.
+    pub tool_choice: ToolChoice,
+    /// Several calls in one answer.
+    pub parallel_tool_calls: bool,
+    /// What the output must match (`response_format` / `structured_outputs`).
+    pub output_format: Option<OutputFormat>,
+    /// The field that set it (for error messages).
+    pub output_format_param: &'static str,
 }
 
 /// The request's `speculative` extension field.
@@ -284,7 +299,20 @@ pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<ValidRequest, Ap
             ));
         }
     }
+    let (tools, tool_choice, parallel_tool_calls) = match endpoint {
+        Endpoint::Chat => crate::tools::tools(&o)?,
+        Endpoint::Completions => (Vec::new(), ToolChoice::None, false),
+    };
     Ok(ValidRequest {
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        output_format_param: if o.get("structured_outputs").is_some_and(|v| !v.is_null()) {
+            "structured_outputs"
+        } else {
+            "response_format"
+        },
+        output_format: crate::tools::output_format(&o)?,
         model: f.string("model")?,
         input,
         max_tokens,
@@ -365,7 +393,7 @@ fn speculative(o: &Map<String, Value>) -> Result<SpecChoice, ApiError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -388,13 +416,13 @@ fn range(name: &str, v: f64, lo: f64, hi: f64, rule: &str) -> Result<(), ApiErro
 }
 
 /// Typed reads of optional fields; `null` counts as absent.
-struct Fields<'a>(&'a Map<String, Value>);
+pub(crate) struct Fields<'a>(pub(crate) &'a Map<String, Value>);
 
 impl Fields<'_> {
     fn get(&self, k: &str) -> Option<&Value> {
         self.0.get(k).filter(|v| !v.is_null())
     }
-    fn num(&self, k: &str) -> Result<Option<f64>, ApiError> {
+    pub(crate) fn num(&self, k: &str) -> Result<Option<f64>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -404,7 +432,7 @@ impl Fields<'_> {
             )),
         }
     }
-    fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
@@ -421,7 +449,7 @@ impl Fields<'_> {
             )),
         }
     }
-    fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -431,7 +459,7 @@ impl Fields<'_> {
             )),
         }
     }
-    fn string(&self, k: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn string(&self, k: &str) -> Result<Option<String>, ApiError> {
         match self.get(k) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -498,9 +526,44 @@ fn messages(o: &Map<String, Value>) -> Result<Vec<Message>, ApiError> {
                 }
                 Some(v) => return Err(ApiError::invalid(format!("{p}.content"), format!("`{p}.content` must be a string or an array of parts, got {}", kind(v)))),
             };
-            Ok(Message { role, content })
+            let tool_calls = crate::tools::tool_calls(m.get("tool_calls"), &p)?;
+            let tool_call_id = match m.get("tool_call_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(v) => return Err(ApiError::invalid(format!("{p}.tool_call_id"), format!("`{p}.tool_call_id` must be a string, got {}", kind(v)))),
+            };
+            Ok(Message { role, content, tool_calls, tool_call_id })
         })
-        .collect()
+        .collect::<Result<Vec<Message>, ApiError>>()
+        .and_then(check_tool_results)
+}
+
+/// Every `tool` message answers a call made earlier in the conversation.
+fn check_tool_results(msgs: Vec<Message>) -> Result<Vec<Message>, ApiError> {
+    let mut calls: Vec<&str> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        calls.extend(m.tool_calls.iter().map(|c| c.id.as_str()));
+        if m.role != "tool" {
+            continue;
+        }
+        let p = format!("messages[{i}].tool_call_id");
+        match &m.tool_call_id {
+            None => {
+                return Err(ApiError::invalid(
+                    &p,
+                    format!("`{p}` is required in a tool message"),
+                ))
+            }
+            Some(id) if !calls.contains(&id.as_str()) => return Err(ApiError::invalid(
+                &p,
+                format!(
+                    "`{p}` is {id:?}, which matches no tool call of an earlier assistant message"
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok(msgs)
 }
 
 fn prompt(o: &Map<String, Value>) -> Result<PromptInput, ApiError> {

@@ -99,8 +99,58 @@ pub struct CompletionLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// Generated text.
-    pub content: String,
+    /// Generated text; `null` when the answer is only tool calls.
+    pub content: Option<String>,
+    /// Tool calls, when the model made any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ResponseToolCall>,
+}
+
+/// A tool call in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResponseToolCall {
+    /// Call id (`call_…`), which the client's `tool` message refers to.
+    pub id: String,
+    /// Always `function`.
+    pub r#type: &'static str,
+    /// The call.
+    pub function: FunctionCall,
+}
+
+/// Name and arguments of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionCall {
+    /// Function name.
+    pub name: String,
+    /// Arguments as JSON text.
+    pub arguments: String,
+}
+
+/// A streamed piece of a tool call: the first carries `id`, `type` and the name; later ones
+/// carry increments of the argument text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCallDelta {
+    /// Which call of the choice (0, 1, …).
+    pub index: usize,
+    /// Call id, on the call's first delta.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the call's first delta.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<&'static str>,
+    /// Name and/or argument text.
+    pub function: FunctionDelta,
+}
+
+/// `function` of a [`ToolCallDelta`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FunctionDelta {
+    /// The name, on the call's first delta.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// More argument text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// A non-streaming chat choice.
@@ -112,7 +162,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// Log-probabilities, when asked for.
     pub logprobs: Option<ChatLogprobs>,
-    /// `stop` or `length`.
+    /// `stop`, `length` or `tool_calls`.
     pub finish_reason: Option<&'static str>,
 }
 
@@ -176,6 +226,9 @@ pub struct Delta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Tool-call pieces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// One choice inside a chat chunk.

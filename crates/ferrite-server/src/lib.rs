@@ -15,6 +15,7 @@ mod generate;
 pub mod metrics;
 mod routes;
 mod state;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;

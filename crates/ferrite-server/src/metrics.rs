@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use ferrite_engine::EngineStats;
+use ferrite_engine::{EngineStats, MaskTimes, MASK_BUCKETS};
 
 /// TTFT buckets (seconds).
 pub const TTFT_B: &[f64] = &[
@@ -17,6 +17,10 @@ pub const TTFT_B: &[f64] = &[
 pub const ITL_B: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
     40.0, 80.0,
+];
+/// Grammar compile buckets (seconds).
+pub const COMPILE_B: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 /// Request-phase buckets (seconds).
 pub const REQ_B: &[f64] = &[
@@ -130,6 +134,8 @@ pub struct Metrics {
     pub decode: Histogram,
     /// First scheduled → last token.
     pub inference: Histogram,
+    /// Compiling a request's grammar (structured output, tools).
+    pub grammar_compile: Histogram,
     /// Prompt tokens of finished requests.
     pub prompt_tokens: AtomicU64,
     /// Generated tokens.
@@ -182,6 +188,11 @@ impl Metrics {
                 "ferrite_request_inference_time_seconds",
                 "First scheduling to last token.",
                 REQ_B,
+            ),
+            grammar_compile: Histogram::new(
+                "ferrite_structured_output_compile_seconds",
+                "Compiling a request's grammar (response_format, structured_outputs, tools).",
+                COMPILE_B,
             ),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
@@ -302,14 +313,38 @@ impl Metrics {
             &self.prefill,
             &self.decode,
             &self.inference,
+            &self.grammar_compile,
         ] {
             h.render(&mut out, m);
         }
         if let Some((s, _)) = engine {
             render_spec(&mut out, m, s);
+            render_masks(&mut out, m, &s.mask_seconds);
         }
         out
     }
+}
+
+/// Token-mask times of constrained requests, from the engine's bucket counts.
+fn render_masks(out: &mut String, m: &str, h: &MaskTimes) {
+    let name = "ferrite_structured_output_mask_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to compute one token mask of a constrained request.\n# TYPE {name} histogram"
+    );
+    let mut acc = 0;
+    for (b, c) in MASK_BUCKETS.iter().zip(&h.buckets) {
+        acc += c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{model_name=\"{m}\",le=\"{b}\"}} {acc}");
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{model_name=\"{m}\",le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(out, "{name}_sum{{model_name=\"{m}\"}} {sum}");
+    let _ = writeln!(out, "{name}_count{{model_name=\"{m}\"}} {count}");
 }
 
 /// Speculative-decoding counters (vLLM names and semantics): derived rates are left to PromQL.

@@ -4,12 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ferrite_engine::grammar::GrammarCompiler;
 use ferrite_engine::EngineHandle;
 use ferrite_protocol::{ApiError, ErrorKind};
 use ferrite_tokenizer::Tokenizer;
 
 use crate::auth::ApiKeys;
 use crate::metrics::Metrics;
+use crate::tools::ToolFormat;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Idle time after which a stream gets a `: ping` comment.
     pub sse_keep_alive: Duration,
+    /// Longest a request's grammar may take to compile (past it, 400).
+    pub grammar_compile_timeout: Duration,
 }
 
 /// The loaded engine and its tokenizer.
@@ -37,6 +41,10 @@ pub struct Loaded {
     pub tokenizer: Arc<Tokenizer>,
     /// `system_fingerprint`: build and model identity.
     pub fingerprint: String,
+    /// Grammar compiler over the model's vocabulary (`None`: structured output unavailable).
+    pub grammars: Option<Arc<GrammarCompiler>>,
+    /// How tools are offered to this model and read from its output.
+    pub tool_format: ToolFormat,
 }
 
 /// State shared by every handler.

@@ -34,13 +34,21 @@ pub enum TemplateSource {
     BuiltinGemma,
 }
 
-/// One chat message.
+/// One chat message, as templates see it (`message['content']`, `message.tool_calls`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Message text.
+    /// Message text (never null: templates concatenate it).
     pub content: String,
+    /// An assistant message's calls, in OpenAI's shape with the arguments as an object
+    /// (`[{"type": "function", "function": {"name", "arguments"}, "id"}]`), for templates that
+    /// render them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool_calls: Option<serde_json::Value>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -49,6 +57,8 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 }
@@ -57,6 +67,7 @@ impl ChatMessage {
 #[derive(Clone)]
 pub struct ChatTemplate {
     env: Arc<Environment<'static>>,
+    text: Arc<str>,
     source: TemplateSource,
     bos: String,
     eos: String,
@@ -92,6 +103,7 @@ impl ChatTemplate {
             .map_err(|e| Error::Template(format!("cannot parse: {e}")))?;
         Ok(ChatTemplate {
             env: Arc::new(env),
+            text: source.into(),
             source: kind,
             bos: bos.to_string(),
             eos: eos.to_string(),
@@ -103,15 +115,32 @@ impl ChatTemplate {
         self.source
     }
 
+    /// The template's source text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// Render a conversation; with `add_generation_prompt` the text ends where the assistant's
     /// reply begins.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`render`](Self::render) with `tools` (OpenAI's `tools` array) for templates that
+    /// declare them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,

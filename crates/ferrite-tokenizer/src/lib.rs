@@ -301,12 +301,22 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<TokenId>)> {
+        self.encode_chat_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`encode_chat`](Self::encode_chat) with `tools` passed to the template.
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<TokenId>)> {
         let t = self.template.as_ref().ok_or_else(|| {
             Error::Template(
                 "this model has no chat template (tokenizer.chat_template is absent)".into(),
             )
         })?;
-        let text = t.render(messages, add_generation_prompt)?;
+        let text = t.render_with_tools(messages, tools, add_generation_prompt)?;
         let starts_with_bos = self
             .bos
             .and_then(|b| self.token_text(b))

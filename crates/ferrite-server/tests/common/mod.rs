@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrite_engine::grammar::GrammarCompiler;
 use ferrite_engine::{EngineConfig, EngineCore, EngineHandle};
 use ferrite_gguf::GgufFile;
 use ferrite_kernels::quant::QuantType;
 use ferrite_models::{load_model_from, LoadOptions};
+use ferrite_server::tools::ToolFormat;
 use ferrite_server::{ApiKeys, AppState, Loaded, ServerOptions};
 use ferrite_testkit::{TinyArch, TinyModel};
 use ferrite_tokenizer::Tokenizer;
@@ -27,6 +29,10 @@ pub struct Opts {
     pub max_inflight: usize,
     /// Idle time before a stream gets a `: ping` comment.
     pub sse_keep_alive: Duration,
+    /// Longest a grammar may take to compile.
+    pub grammar_compile_timeout: Duration,
+    /// Tool-call format of the tiny model.
+    pub tool_format: ToolFormat,
 }
 
 impl Default for Opts {
@@ -41,14 +47,21 @@ impl Default for Opts {
             keys: None,
             max_inflight: 256,
             sse_keep_alive: Duration::from_millis(20),
+            grammar_compile_timeout: Duration::from_secs(10),
+            tool_format: ToolFormat::Hermes,
         }
     }
 }
 
 pub async fn start(opts: Opts) -> TestServer {
-    let bytes = TinyModel::new(TinyArch::Llama)
-        .quant(QuantType::Q8_0)
-        .to_bytes();
+    // A context long enough for a tool listing (the byte-level vocabulary spends a token per
+    // byte).
+    let bytes = TinyModel {
+        context: 2048,
+        ..TinyModel::new(TinyArch::Llama)
+    }
+    .quant(QuantType::Q8_0)
+    .to_bytes();
     let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
     let model = load_model_from(
         &f,
@@ -68,11 +81,15 @@ pub async fn start(opts: Opts) -> TestServer {
         drain_timeout: Duration::from_secs(30),
         max_body_bytes: 1 << 20,
         sse_keep_alive: opts.sse_keep_alive,
+        grammar_compile_timeout: opts.grammar_compile_timeout,
     });
+    let grammars = Some(Arc::new(GrammarCompiler::new(&tok).unwrap()));
     state.install(Loaded {
         engine,
         tokenizer: tok,
         fingerprint: "fp_test".into(),
+        grammars,
+        tool_format: opts.tool_format,
     });
     ferrite_server::warm_up(&state).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

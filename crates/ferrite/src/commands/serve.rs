@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ferrite::setup::ModelArgs;
+use ferrite_engine::grammar::GrammarCompiler;
 use ferrite_engine::spec::NgramConfig;
 use ferrite_engine::{EngineConfig, EngineCore, EngineHandle};
+use ferrite_server::tools::ToolFormat;
 use ferrite_server::{ApiKeys, AppState, Loaded, ServerOptions};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +61,15 @@ pub struct ServeArgs {
     /// Seed of the prefix-cache block hashes (replicas behind one router must agree).
     #[arg(long, env = "FERRITE_HASH_SEED", default_value_t = 0)]
     pub hash_seed: u64,
+    /// How tools are offered and calls read: `auto` (the chat template's own format when it
+    /// declares tools, SmolLM2's APIGen format for SmolLM2, a generic JSON format otherwise),
+    /// `hermes`, `apigen` or `generic`.
+    #[arg(long, env = "FERRITE_TOOL_FORMAT", default_value = "auto")]
+    pub tool_format: String,
+    /// Longest a request's grammar (response_format, structured_outputs, tools) may take to
+    /// compile, in milliseconds; past it the request gets a 400.
+    #[arg(long, env = "FERRITE_GRAMMAR_COMPILE_MS", default_value_t = 2000)]
+    pub grammar_compile_ms: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -70,6 +81,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     if a.max_num_seqs == 0 || a.max_batched_tokens == 0 || a.kv_cache_mib == 0 {
         bail!("--max-num-seqs, --max-batched-tokens and --kv-cache-mib must be > 0");
+    }
+    if a.tool_format != "auto" && ToolFormat::parse(&a.tool_format).is_none() {
+        bail!(
+            "--tool-format must be auto, hermes, apigen or generic, got {:?}",
+            a.tool_format
+        );
+    }
+    if a.grammar_compile_ms == 0 {
+        bail!("--grammar-compile-ms must be > 0");
     }
     let api_keys = match &a.api_key_file {
         Some(p) => {
@@ -105,6 +125,7 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
         drain_timeout: Duration::from_secs_f64(a.drain_timeout),
         max_body_bytes: 8 << 20,
         sse_keep_alive: Duration::from_secs(10),
+        grammar_compile_timeout: Duration::from_millis(a.grammar_compile_ms),
     });
     // The listener answers /health and /ready (503) while the model loads.
     eprintln!(
@@ -114,18 +135,14 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
     let mut server = tokio::spawn(ferrite_server::serve(listener, state.clone()));
     let st = state.clone();
     let load = tokio::task::spawn_blocking(move || load_engine(&a));
-    let (engine, tokenizer, fingerprint) = tokio::select! {
+    let loaded = tokio::select! {
         r = load => r.context("loading the model")??,
         r = &mut server => {
             r??;
             return Ok(()); // signalled before the model was loaded
         }
     };
-    st.install(Loaded {
-        engine,
-        tokenizer,
-        fingerprint,
-    });
+    st.install(loaded);
     ferrite_server::warm_up(&st)
         .await
         .map_err(|e| anyhow::anyhow!("warm-up failed: {e}"))?;
@@ -136,7 +153,7 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
     Ok(())
 }
 
-fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::Tokenizer>, String)> {
+fn load_engine(a: &ServeArgs) -> Result<Loaded> {
     let spec = parse_speculative(&a.speculative)?;
     let loaded = a.model.load()?;
     let fingerprint = fingerprint(&loaded.path);
@@ -178,7 +195,31 @@ fn load_engine(a: &ServeArgs) -> Result<(EngineHandle, Arc<ferrite_tokenizer::To
         }
     }
     let (engine, _join) = EngineHandle::spawn(core);
-    Ok((engine, tokenizer, fingerprint))
+    // The token table for structured output and tools, built once (0.1 s for SmolLM2's 49k
+    // tokens, ~2 s for Gemma 3's 262k); without it those requests get a 400.
+    let grammars = match GrammarCompiler::new(&tokenizer) {
+        Ok(g) => {
+            tracing::info!(
+                seconds = g.build_time().as_secs_f64(),
+                "structured output: token table built"
+            );
+            Some(Arc::new(g))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "structured output unavailable");
+            None
+        }
+    };
+    let tool_format = ToolFormat::parse(&a.tool_format)
+        .unwrap_or_else(|| ToolFormat::detect(tokenizer.chat_template()));
+    eprintln!("ferrite: tool calls in the {} format", tool_format.name());
+    Ok(Loaded {
+        engine,
+        tokenizer,
+        fingerprint,
+        grammars,
+        tool_format,
+    })
 }
 
 /// `fp_` + a hash of the ferrite version and the model file's name and size.
