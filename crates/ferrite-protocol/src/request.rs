@@ -554,12 +554,14 @@ fn check_tool_results(msgs: Vec<Message>) -> Result<Vec<Message>, ApiError> {
                     format!("`{p}` is required in a tool message"),
                 ))
             }
-            Some(id) if !calls.contains(&id.as_str()) => return Err(ApiError::invalid(
-                &p,
-                format!(
+            Some(id) if !calls.contains(&id.as_str()) => {
+                return Err(ApiError::invalid(
+                    &p,
+                    format!(
                     "`{p}` is {id:?}, which matches no tool call of an earlier assistant message"
                 ),
-            )),
+                ))
+            }
             Some(_) => {}
         }
     }

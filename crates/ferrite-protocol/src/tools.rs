@@ -193,7 +193,8 @@ fn tool(t: &Value, p: &str) -> Result<Tool, ApiError> {
     };
     let g = Fields(f);
     let description = g.string("description")?;
-    let parameters = match f.get("parameters") {
+    let strict = g.bool("strict")?.unwrap_or(false);
+    let mut parameters = match f.get("parameters") {
         // A function declared without parameters takes none.
         None | Some(Value::Null) => {
             json!({"type": "object", "properties": {}, "additionalProperties": false})
@@ -209,11 +210,53 @@ fn tool(t: &Value, p: &str) -> Result<Tool, ApiError> {
             ))
         }
     };
+    if strict {
+        close_objects(&mut parameters);
+    }
     Ok(Tool {
         name,
         description,
         parameters,
     })
+}
+
+/// OpenAI's strict mode: an object takes only the properties it declares. Every object schema
+/// in `schema` that does not say otherwise gets `"additionalProperties": false` (JSON schema's
+/// own default allows any other key, and a small model will keep inventing some).
+pub fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(o) => {
+            let is_object = o.get("type").is_some_and(|t| {
+                t == "object"
+                    || t.as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "object"))
+            }) || o.contains_key("properties");
+            if is_object && !o.contains_key("additionalProperties") {
+                o.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (k, v) in o.iter_mut() {
+                match k.as_str() {
+                    // Maps from names to schemas.
+                    "properties" | "$defs" | "definitions" | "patternProperties" => {
+                        if let Value::Object(m) = v {
+                            m.values_mut().for_each(close_objects);
+                        }
+                    }
+                    // Schemas and lists of schemas.
+                    "items"
+                    | "additionalProperties"
+                    | "anyOf"
+                    | "oneOf"
+                    | "allOf"
+                    | "prefixItems"
+                    | "not" => close_objects(v),
+                    _ => {}
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(close_objects),
+        _ => {}
+    }
 }
 
 /// `response_format` or `structured_outputs` (at most one of them).
@@ -274,12 +317,15 @@ fn response_format(o: &Map<String, Value>) -> Result<Option<OutputFormat>, ApiEr
                     ))
                 }
             };
-            Fields(js).bool("strict")?;
+            let strict = Fields(js).bool("strict")?.unwrap_or(false);
             match js.get("schema") {
-                Some(Value::Object(s)) => Ok(Some(OutputFormat::JsonSchema {
-                    name,
-                    schema: Value::Object(s.clone()),
-                })),
+                Some(Value::Object(s)) => {
+                    let mut schema = Value::Object(s.clone());
+                    if strict {
+                        close_objects(&mut schema);
+                    }
+                    Ok(Some(OutputFormat::JsonSchema { name, schema }))
+                }
                 Some(v) => Err(ApiError::invalid(
                     format!("{q}.schema"),
                     format!("`{q}.schema` must be a JSON schema object, got {}", kind(v)),
@@ -465,6 +511,32 @@ mod tests {
     }
 
     #[test]
+    fn strict_schemas_close_every_object_they_do_not_open() {
+        let mut s = json!({"type": "object", "properties": {
+            "a": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "b": {"type": "array", "items": {"properties": {"y": {}}}},
+            "c": {"anyOf": [{"type": "object"}, {"type": "string"}]},
+            "d": {"type": "object", "additionalProperties": {"type": "integer"}}},
+            "$defs": {"D": {"type": "object"}}});
+        close_objects(&mut s);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        assert_eq!(s["properties"]["b"]["items"]["additionalProperties"], false);
+        assert_eq!(
+            s["properties"]["c"]["anyOf"][0]["additionalProperties"],
+            false
+        );
+        assert!(s["properties"]["c"]["anyOf"][1]
+            .get("additionalProperties")
+            .is_none());
+        assert_eq!(
+            s["properties"]["d"]["additionalProperties"],
+            json!({"type": "integer"})
+        );
+        assert_eq!(s["$defs"]["D"]["additionalProperties"], false);
+    }
+
+    #[test]
     fn output_formats_parse_and_conflicts_are_refused() {
         let s = json!({"type": "object"});
         assert_eq!(
@@ -481,7 +553,7 @@ mod tests {
             .unwrap(),
             Some(OutputFormat::JsonSchema {
                 name: "r".into(),
-                schema: s.clone()
+                schema: json!({"type": "object", "additionalProperties": false})
             })
         );
         assert_eq!(

@@ -338,3 +338,47 @@ async fn bad_schemas_and_tools_are_400s_naming_the_problem_before_anything_is_qu
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["choices"][0]["message"]["content"], "{");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grammars_combine_with_logprobs_stop_strings_prefix_caching_and_streaming() {
+    let s = start(Opts::default()).await;
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "w", "schema": small_schema()}});
+    let req =
+        body(json!({"response_format": rf, "temperature": 0, "logprobs": true, "top_logprobs": 2}));
+    let (st, a) = s.post("/v1/chat/completions", req.clone()).await;
+    assert_eq!(st, 200, "{a}");
+    let lp = a["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        lp.len() as u64,
+        a["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    // The same request again: a prefix-cache hit, the same greedy document.
+    let (_, b) = s.post("/v1/chat/completions", req.clone()).await;
+    assert!(
+        b["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(a["choices"][0]["message"], b["choices"][0]["message"]);
+    // Streamed, it is the same text.
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (content, calls, finish) = reassemble(&s.stream("/v1/chat/completions", sreq).await);
+    assert_eq!(
+        content,
+        a["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert!(calls.is_empty());
+    assert_eq!(finish, "stop");
+    // A stop string cuts the document where it appears, like any other text.
+    let doc = a["choices"][0]["message"]["content"].as_str().unwrap();
+    let mut cut = req.clone();
+    cut["stop"] = json!(["\"n\""]);
+    let (_, c) = s.post("/v1/chat/completions", cut).await;
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        c["choices"][0]["message"]["content"].as_str().unwrap(),
+        &doc[..doc.find("\"n\"").unwrap()]
+    );
+}

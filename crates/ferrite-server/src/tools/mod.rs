@@ -161,7 +161,8 @@ impl ToolFormat {
     }
 
     /// The grammar for an answer with tools: the calls in this format (at least one for
-    /// `required`, exactly the named function for a named choice, one call unless `parallel`),
+    /// `required`, one call of the named function for a named choice, one call unless
+    /// `parallel`),
     /// and for `auto` also a plain answer — `answer` when the request set a format, free text
     /// otherwise. `None` for `tool_choice: none` without a format.
     pub fn grammar(
@@ -177,6 +178,8 @@ impl ToolFormat {
             ToolChoice::Auto | ToolChoice::Required => tools.iter().collect(),
         };
         let must_call = !matches!(choice, ToolChoice::Auto);
+        // A named function is called once (as OpenAI and vLLM do).
+        let parallel = parallel && !matches!(choice, ToolChoice::Function(_));
         // One rule per tool: the call object written out, its arguments an inline schema (each
         // its own root, so the tool's `$defs`/`$ref` resolve).
         let mut g = String::from("%llguidance {}\n");
@@ -392,6 +395,13 @@ mod tests {
             assert!(
                 !takes(&mut g.compile(&named).unwrap(), &tok, written(format)),
                 "{format:?}"
+            );
+            let ping_twice = written(format)
+                .replace("get_weather", "ping")
+                .replace("{\"city\": \"Oslo\"}", "{}");
+            assert!(
+                !takes(&mut g.compile(&named).unwrap(), &tok, &ping_twice),
+                "{format:?}: one named call"
             );
             // Required: no plain text.
             assert!(
