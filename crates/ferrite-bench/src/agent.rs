@@ -12,6 +12,7 @@
 //!       "name": "fix-failing-test",
 //!       "messages": [{"role": "system", "content": "You are a coding agent."},
 //!                    {"role": "user", "content": "The test in parser.rs fails; fix it."}],
+//!       "tools": [{"type": "function", "function": {"name": "run", "parameters": {...}}}],
 //!       "calls": [
 //!         {"max_tokens": 128, "tool_result": "error[E0308]: mismatched types ...", "think_ms": 300},
 //!         {"max_tokens": 128, "fan_out": 3, "tool_result_tokens": 400},
@@ -30,9 +31,12 @@
 //!   call appends after the assistant's answer: `tool_result` (text), `tool_result_tokens`
 //!   (that many synthetic words) or `user` (the next user turn: multi-turn chat). Every call but
 //!   the last names one of them; the last names none.
-//! - Tool results are sent as a user message starting `Tool result:` rather than a `tool`
-//!   role message, because the `tool` role needs the matching `tool_calls` id from the
-//!   assistant, which a benchmark cannot predict; servers accept this on any chat template.
+//! - `tools` (OpenAI's array) and `tool_choice` (default `auto`) make every call of the task
+//!   offer those tools. When an answer calls tools, the next call sends the assistant's
+//!   `tool_calls` and one `tool` message per call (`tool_call_id` set) carrying the scripted
+//!   result; the report checks every call against its tool's schema (`tool_calls.valid_rate`).
+//! - Otherwise (no tools, or an answer without calls) a result is sent as a user message
+//!   starting `Tool result:`, which servers accept on any chat template.
 //!
 //! `--agent-calls N --agent-tool-tokens T [--agent-think-ms MS]` generates tasks instead: a
 //! synthetic prompt of `--input-tokens`, then N calls of `--output-tokens`, each but the last
@@ -67,6 +71,10 @@ struct TaskSpec {
     messages: Option<Vec<Value>>,
     #[serde(default)]
     prompt: Option<String>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
     calls: Vec<CallSpec>,
 }
 
@@ -114,6 +122,7 @@ pub struct TaskPlanSpec {
     name: Option<String>,
     messages: Vec<Value>,
     calls: Vec<CallSpec>,
+    tools: Option<(Value, Value)>,
 }
 
 fn bad(source: &str, task: usize, what: String) -> Error {
@@ -183,10 +192,31 @@ impl AgentWorkload {
                     return Err(bad(source, t, format!("call {k} {why}")));
                 }
             }
+            let tools = match (spec.tools, spec.tool_choice) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(bad(source, t, "tool_choice needs tools".into())),
+                (Some(ts), _) if ts.is_empty() => {
+                    return Err(bad(source, t, "tools is empty".into()))
+                }
+                (Some(ts), choice) => {
+                    if let Some(i) = ts.iter().position(|t| !t["function"]["name"].is_string()) {
+                        return Err(bad(
+                            source,
+                            t,
+                            format!("tools[{i}] needs {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}"),
+                        ));
+                    }
+                    Some((
+                        Value::Array(ts),
+                        choice.unwrap_or_else(|| Value::from("auto")),
+                    ))
+                }
+            };
             tasks.push(TaskPlanSpec {
                 name: spec.name,
                 messages,
                 calls: spec.calls,
+                tools,
             });
         }
         Ok(AgentWorkload::File {
@@ -212,6 +242,14 @@ impl AgentWorkload {
         })
     }
 
+    /// Whether some task offers tools.
+    pub fn offers_tools(&self) -> bool {
+        match self {
+            AgentWorkload::File { tasks, .. } => tasks.iter().any(|t| t.tools.is_some()),
+            AgentWorkload::Synthetic { .. } => false,
+        }
+    }
+
     /// Whether the first prompt is sized by `--input-tokens`.
     pub fn is_synthetic(&self) -> bool {
         matches!(self, AgentWorkload::Synthetic { .. })
@@ -219,10 +257,9 @@ impl AgentWorkload {
 
     /// Task `i` (file tasks are cycled); synthetic text is seeded by task and call.
     pub fn plan(&self, seed: u64, i: usize, words: usize, max_tokens: usize) -> TaskPlan {
-        let tool = |k: usize, n: usize| {
-            let text = synthetic_prompt(seed ^ 0x7001, i.wrapping_mul(1009) + k, n);
-            user(format!("Tool result:\n{text}"))
-        };
+        let tool_text =
+            |k: usize, n: usize| synthetic_prompt(seed ^ 0x7001, i.wrapping_mul(1009) + k, n);
+        let tool = |k: usize, n: usize| user(format!("Tool result:\n{}", tool_text(k, n)));
         match self {
             AgentWorkload::Synthetic {
                 calls,
@@ -243,9 +280,11 @@ impl AgentWorkload {
                             } else {
                                 vec![tool(k, *tool_tokens)]
                             },
+                            tool_result: None,
                         }
                     })
                     .collect(),
+                tools: None,
             },
             AgentWorkload::File { tasks, .. } => {
                 let t = &tasks[i % tasks.len()];
@@ -266,8 +305,14 @@ impl AgentWorkload {
                                 (_, _, Some(u)) => vec![user(u.clone())],
                                 _ => vec![],
                             },
+                            tool_result: match (&c.tool_result, c.tool_result_tokens) {
+                                (Some(r), _) => Some(r.clone()),
+                                (_, Some(n)) => Some(tool_text(k, n)),
+                                _ => None,
+                            },
                         })
                         .collect(),
+                    tools: t.tools.clone(),
                 }
             }
         }

@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod sse;
 pub mod steady;
+pub mod validity;
 pub mod verify;
 pub mod workload;
 

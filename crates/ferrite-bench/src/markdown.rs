@@ -157,6 +157,20 @@ pub fn render_markdown(report: &Report) -> String {
             n(&sp["accepted_per_output_token"]),
         );
     }
+    for (name, v) in [
+        ("tool calls", &report.tool_calls),
+        ("structured answers", &report.structured),
+    ] {
+        if !v.is_null() {
+            let _ = writeln!(
+                o,
+                "{name}: {} of {} valid ({:.1}%; name known, arguments validate against the schema)",
+                v["valid"],
+                v["checked"],
+                100.0 * n(&v["valid_rate"]),
+            );
+        }
+    }
     if !report.cost.is_null() {
         let c = &report.cost;
         let _ = writeln!(

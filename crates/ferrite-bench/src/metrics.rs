@@ -216,5 +216,7 @@ pub fn formulas() -> BTreeMap<&'static str, &'static str> {
         ("speculative.acceptance_rate", "Σ accepted / Σ drafted draft tokens over completed calls (server usage.speculative)"),
         ("speculative.accepted_per_output_token", "Σ accepted / Σ N_out: the share of output tokens that came from accepted drafts"),
         ("tasks.think_ms", "client-side pauses between calls inside the wall-clock (tool execution, user think time)"),
+        ("tool_calls.valid_rate", "tool calls whose name is an offered tool and whose arguments parse and validate against its parameters / all calls of completed answers"),
+        ("structured.valid_rate", "answers that parse as JSON and validate against the requested response_format schema / answers checked (answers that call tools are not checked)"),
     ])
 }

@@ -4,7 +4,8 @@
 //!
 //! Prompt file: one JSON object per line, `{"prompt": "..."}` (a raw completion) or
 //! `{"messages": [...]}` (a chat), with an optional `"expect": "regex"` that a correct answer
-//! matches. Blank lines are skipped; errors name the line.
+//! matches, and for chats optional `"tools"` / `"tool_choice"` (then the answers' tool calls are
+//! compared too). Blank lines are skipped; errors name the line.
 
 use std::time::Instant;
 
@@ -23,6 +24,8 @@ pub struct QualityPrompt {
     pub messages: Option<Vec<Value>>,
     /// What a correct answer matches.
     pub expect: Option<regex::Regex>,
+    /// Tools offered (OpenAI's array) and `tool_choice`, for chats.
+    pub tools: Option<(Value, Value)>,
 }
 
 /// Parse a prompt file's text; `source` names it in errors.
@@ -55,11 +58,26 @@ pub fn parse_prompts(text: &str, source: &str) -> Result<Vec<QualityPrompt>> {
             ),
             Some(_) => return Err(Error::Config(format!("{at}: \"expect\" must be a string"))),
         };
+        let tools = match (v.get("tools"), &messages) {
+            (None | Some(Value::Null), _) => None,
+            (Some(Value::Array(t)), Some(_)) if !t.is_empty() => Some((
+                Value::Array(t.clone()),
+                v.get("tool_choice")
+                    .cloned()
+                    .unwrap_or_else(|| json!("auto")),
+            )),
+            _ => {
+                return Err(Error::Config(format!(
+                    "{at}: \"tools\" must be a non-empty array, with \"messages\""
+                )))
+            }
+        };
         out.push(QualityPrompt {
             line: i + 1,
             prompt,
             messages,
             expect,
+            tools,
         });
     }
     if out.is_empty() {
@@ -82,6 +100,8 @@ pub struct Answer<T> {
     pub tokens: Option<Vec<T>>,
     /// Generated text.
     pub text: String,
+    /// Tool calls: name and arguments (parsed where they are JSON, so spacing does not count).
+    pub tool_calls: Vec<(String, Value)>,
 }
 
 /// Compare answers `a[i]` and `b[i]` to `prompts[i]`. Returns the summary (the `quality` object
@@ -96,8 +116,14 @@ pub fn compare_answers<T: PartialEq>(
     let (mut exact, mut prefix_sum) = (0usize, 0usize);
     let (mut with_expect, mut ok_a, mut ok_b) = (0usize, 0usize, 0usize);
     let mut per = Vec::new();
+    let (mut with_tools, mut same_calls) = (0usize, 0usize);
     for ((p, x), y) in prompts.iter().zip(a).zip(b) {
-        let same = x.text == y.text && (!by_tokens || x.tokens == y.tokens);
+        let calls_agree = x.tool_calls == y.tool_calls;
+        if p.tools.is_some() {
+            with_tools += 1;
+            same_calls += usize::from(calls_agree);
+        }
+        let same = x.text == y.text && (!by_tokens || x.tokens == y.tokens) && calls_agree;
         let prefix = match (&x.tokens, &y.tokens) {
             (Some(s), Some(t)) if by_tokens => common_prefix(s, t),
             _ => {
@@ -118,10 +144,21 @@ pub fn compare_answers<T: PartialEq>(
             }
             None => (None, None),
         };
-        per.push(json!({
+        let mut entry = json!({
             "line": p.line, "exact_match": same, "common_prefix": prefix,
             "a_success": sa, "b_success": sb, "a_text": x.text, "b_text": y.text,
-        }));
+        });
+        if p.tools.is_some() {
+            let show = |c: &[(String, Value)]| -> Vec<Value> {
+                c.iter()
+                    .map(|(n, a)| json!({"name": n, "arguments": a}))
+                    .collect()
+            };
+            entry["tool_calls_match"] = json!(calls_agree);
+            entry["a_tool_calls"] = json!(show(&x.tool_calls));
+            entry["b_tool_calls"] = json!(show(&y.tool_calls));
+        }
+        per.push(entry);
     }
     let n = prompts.len().max(1) as f64;
     let rate = |k: usize| (with_expect > 0).then(|| k as f64 / with_expect as f64);
@@ -133,6 +170,8 @@ pub fn compare_answers<T: PartialEq>(
         "prompts_with_expect": with_expect,
         "a_success_rate": rate(ok_a),
         "b_success_rate": rate(ok_b),
+        "prompts_with_tools": with_tools,
+        "tool_calls_match_rate": (with_tools > 0).then(|| same_calls as f64 / with_tools as f64),
     });
     (summary, per)
 }
@@ -167,11 +206,15 @@ pub async fn ask(
             json!({"model": e.model, "prompt": text, "max_tokens": max_tokens,
                    "temperature": 0, "logprobs": 1}),
         ),
-        (None, Some(m)) => (
-            format!("{base}/v1/chat/completions"),
-            json!({"model": e.model, "messages": m, "max_tokens": max_tokens,
-                   "temperature": 0, "logprobs": true, "top_logprobs": 1}),
-        ),
+        (None, Some(m)) => {
+            let mut body = json!({"model": e.model, "messages": m, "max_tokens": max_tokens,
+                                  "temperature": 0, "logprobs": true, "top_logprobs": 1});
+            if let Some((tools, choice)) = &p.tools {
+                body["tools"] = tools.clone();
+                body["tool_choice"] = choice.clone();
+            }
+            (format!("{base}/v1/chat/completions"), body)
+        }
         (None, None) => return Err(Error::Config(format!("line {}: empty prompt", p.line))),
     };
     let mut req = client.post(&url).json(&body);
@@ -210,7 +253,24 @@ pub async fn ask(
     };
     let tokens = strings(&choice["logprobs"]["content"], Some("token"))
         .or_else(|| strings(&choice["logprobs"]["tokens"], None));
-    Ok(Answer { tokens, text })
+    let tool_calls = choice["message"]["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let args = c["function"]["arguments"].as_str().unwrap_or("");
+            let args = serde_json::from_str(args).unwrap_or_else(|_| Value::from(args));
+            (
+                c["function"]["name"].as_str().unwrap_or("").to_string(),
+                args,
+            )
+        })
+        .collect();
+    Ok(Answer {
+        tokens,
+        text,
+        tool_calls,
+    })
 }
 
 /// `ferrite bench quality`: every prompt, greedily, to both endpoints (one request at a time,
@@ -248,7 +308,30 @@ mod tests {
         Answer {
             tokens: Some(tokens.iter().map(|s| s.to_string()).collect()),
             text: tokens.concat(),
+            tool_calls: vec![],
         }
+    }
+
+    #[test]
+    fn tool_calls_are_compared_by_name_and_parsed_arguments() {
+        let prompts = parse_prompts(
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"w\"}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"v\"}], \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}",
+            "f",
+        )
+        .unwrap();
+        let call = |a: Value| Answer::<String> {
+            tokens: None,
+            text: String::new(),
+            tool_calls: vec![("f".into(), a)],
+        };
+        let a = [call(json!({"x": 1})), call(json!({"x": 1}))];
+        let b = [call(json!({"x": 1})), call(json!({"x": 2}))];
+        let (q, per) = compare_answers(&prompts, &a, &b);
+        assert_eq!(q["prompts_with_tools"], 2);
+        assert_eq!(q["tool_calls_match_rate"], 0.5);
+        assert_eq!(q["exact_match_rate"], 0.5);
+        assert_eq!(per[1]["b_tool_calls"][0]["arguments"]["x"], 2);
+        assert!(parse_prompts("{\"prompt\": \"p\", \"tools\": []}", "f").is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::metrics::{formulas, RequestMetrics, Stats};
 use crate::run::{RequestRecord, RunConfig, TaskRecord};
+use crate::validity::{self, ToolCallRecord};
 
 /// The report (`--json`), schema `ferrite-bench/run/v2`. `records` and `task_records` are the
 /// raw material; everything else is computed from them.
@@ -31,6 +32,10 @@ pub struct Report {
     pub cost: Value,
     /// Speculative decoding as the server reported it (`null` when it reported nothing).
     pub speculative: Value,
+    /// Tool calls checked against their tools' schemas (`null` when no call offered tools).
+    pub tool_calls: Value,
+    /// Answers checked against the requested `response_format` (`null` when none asked).
+    pub structured: Value,
     /// Formula of every metric.
     pub formulas: Value,
     /// Raw records of every call.
@@ -71,6 +76,36 @@ fn speculative(ok: &[&RequestMetrics]) -> Value {
         "acceptance_rate": if d > 0 { Some(a as f64 / d as f64) } else { None },
         "accepted_per_output_token": if n > 0 { Some(a as f64 / n as f64) } else { None },
     })
+}
+
+/// `tool_calls`: every call of every completed answer, checked against its tool's schema.
+fn tool_call_summary(cfg: &RunConfig, records: &[RequestRecord]) -> Value {
+    let offered = cfg.workload.offers_tools()
+        || cfg
+            .extra_body
+            .as_ref()
+            .is_some_and(|b| b.contains_key("tools"));
+    let calls: Vec<&ToolCallRecord> = records.iter().flat_map(|r| &r.tool_calls).collect();
+    if !offered && calls.is_empty() {
+        return Value::Null;
+    }
+    let reasons: Vec<String> = calls.iter().filter_map(|c| c.invalid.clone()).collect();
+    let mut s = validity::summary(calls.len(), &reasons);
+    s["answers_with_calls"] = json!(records.iter().filter(|r| !r.tool_calls.is_empty()).count());
+    s
+}
+
+/// `structured`: answers checked against the JSON schema their request asked for.
+fn structured_summary(records: &[RequestRecord]) -> Value {
+    let checked: Vec<&Option<String>> = records
+        .iter()
+        .filter_map(|r| r.structured.as_ref())
+        .collect();
+    if checked.is_empty() {
+        return Value::Null;
+    }
+    let reasons: Vec<String> = checked.iter().filter_map(|r| (*r).clone()).collect();
+    validity::summary(checked.len(), &reasons)
 }
 
 /// `tasks`: completed tasks' wall-clock, calls and think time.
@@ -194,6 +229,8 @@ pub(crate) fn summarize(
                 secs,
             ),
         }),
+        tool_calls: tool_call_summary(&cfg, &records),
+        structured: structured_summary(&records),
         requests: json!({
             "logical": records.len(),
             "completed": completed,

@@ -14,6 +14,9 @@ use crate::arrivals::interarrival;
 use crate::client::{send, Attempt};
 use crate::metrics::{request_metrics, RequestMetrics, TokenCounter};
 use crate::report::{provenance, summarize, Report};
+use crate::validity::{
+    assemble_tool_calls, check_structured, check_tool_calls, requested_schema, ToolCallRecord,
+};
 use crate::workload::{synthetic_prompt, user, CallPlan, TaskPlan, Workload};
 use crate::{Error, Result};
 
@@ -146,6 +149,13 @@ pub struct RequestRecord {
     pub attempts: Vec<Attempt>,
     /// Metrics of the successful attempt.
     pub metrics: Option<RequestMetrics>,
+    /// Tool calls of the successful answer, each checked against the task's tools.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// With a `response_format` asking for JSON: `Some(None)` when the answer validates,
+    /// `Some(Some(why))` when it does not; `None` when not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structured: Option<Option<String>>,
 }
 
 impl RequestRecord {
@@ -182,7 +192,12 @@ pub struct TaskRecord {
     pub completed: bool,
 }
 
-fn body(cfg: &RunConfig, messages: &[Value], max_tokens: usize) -> Value {
+fn body(
+    cfg: &RunConfig,
+    messages: &[Value],
+    max_tokens: usize,
+    tools: Option<&(Value, Value)>,
+) -> Value {
     let mut b = json!({
         "model": cfg.model,
         "messages": messages,
@@ -192,6 +207,10 @@ fn body(cfg: &RunConfig, messages: &[Value], max_tokens: usize) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    if let Some((tools, choice)) = tools {
+        b["tools"] = tools.clone();
+        b["tool_choice"] = choice.clone();
+    }
     if let (Some(extra), Value::Object(o)) = (&cfg.extra_body, &mut b) {
         o.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -238,22 +257,37 @@ async fn call(
     client: &reqwest::Client,
     cfg: &RunConfig,
     (task, k): (usize, usize),
-    messages: &[Value],
+    (messages, tools): (&[Value], Option<&(Value, Value)>),
     plan: &CallPlan,
     (t0, start): (Instant, Instant),
 ) -> Vec<RequestRecord> {
-    let b = body(cfg, messages, plan.max_tokens);
+    let b = body(cfg, messages, plan.max_tokens, tools);
+    let schema = b.as_object().and_then(requested_schema);
     let copies = (0..plan.fan_out.max(1)).map(|_| logical(client, cfg, &b, t0));
     futures_util::future::join_all(copies)
         .await
         .into_iter()
         .enumerate()
         .map(|(branch, attempts)| {
-            let metrics = attempts
-                .last()
-                .filter(|a| a.ok())
-                .and_then(|a| request_metrics(a, cfg.tokenizer.as_ref()));
+            let answer = attempts.last().filter(|a| a.ok());
+            let metrics = answer.and_then(|a| request_metrics(a, cfg.tokenizer.as_ref()));
+            let mut tool_calls = answer
+                .map(|a| assemble_tool_calls(&a.events))
+                .unwrap_or_default();
+            if let Some((t, _)) = tools {
+                check_tool_calls(&mut tool_calls, t);
+            }
+            // An answer that calls tools is not the structured answer.
+            let structured = match (&schema, answer) {
+                (Some(s), Some(a)) if tool_calls.is_empty() => {
+                    let text: String = a.events.iter().map(|e| e.content.as_str()).collect();
+                    Some(check_structured(&text, s))
+                }
+                _ => None,
+            };
             RequestRecord {
+                tool_calls,
+                structured,
                 index: task,
                 call: k,
                 branch,
@@ -280,7 +314,8 @@ async fn task(
     let (mut completed, mut think) = (0, Duration::ZERO);
     let mut sent_at = t0;
     for (k, c) in plan.calls.iter().enumerate() {
-        let recs = call(client, cfg, (i, k), &messages, c, (sent_at, start)).await;
+        let offer = (&messages[..], plan.tools.as_ref());
+        let recs = call(client, cfg, (i, k), offer, c, (sent_at, start)).await;
         let ok = recs.iter().all(|r| r.metrics.is_some());
         let answer = recs.first().and_then(|r| r.attempts.last()).map(|a| {
             a.events
@@ -288,14 +323,39 @@ async fn task(
                 .map(|e| e.content.as_str())
                 .collect::<String>()
         });
+        let calls = recs
+            .first()
+            .map(|r| r.tool_calls.clone())
+            .unwrap_or_default();
         records.extend(recs);
         if !ok {
             break;
         }
         completed += 1;
         if k + 1 < plan.calls.len() {
-            messages.push(json!({"role": "assistant", "content": answer.unwrap_or_default()}));
-            messages.extend(c.append.iter().cloned());
+            match (calls.is_empty(), &c.tool_result) {
+                // The model called tools: answer each call with the scripted result.
+                (false, Some(result)) => {
+                    let tc: Vec<Value> = calls
+                        .iter()
+                        .map(|t| {
+                            json!({"id": t.id, "type": "function",
+                                        "function": {"name": t.name, "arguments": t.arguments}})
+                        })
+                        .collect();
+                    let text = answer.filter(|a| !a.trim().is_empty());
+                    messages.push(json!({"role": "assistant", "content": text, "tool_calls": tc}));
+                    for t in &calls {
+                        messages
+                            .push(json!({"role": "tool", "tool_call_id": t.id, "content": result}));
+                    }
+                }
+                _ => {
+                    messages
+                        .push(json!({"role": "assistant", "content": answer.unwrap_or_default()}));
+                    messages.extend(c.append.iter().cloned());
+                }
+            }
             let pause = Duration::from_secs_f64(c.think_ms / 1e3);
             tokio::time::sleep(pause).await;
             think += pause;
@@ -324,7 +384,7 @@ async fn task(
 async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<usize> {
     let words = 16;
     let m = [user(synthetic_prompt(cfg.seed ^ 1, usize::MAX, words))];
-    let at = logical(client, cfg, &body(cfg, &m, 1), Instant::now()).await;
+    let at = logical(client, cfg, &body(cfg, &m, 1, None), Instant::now()).await;
     let u = at.last()?.usage()?;
     u.prompt_tokens.checked_sub(words)
 }
@@ -386,7 +446,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report> {
         logical(
             &client,
             &cfg,
-            &body(&cfg, &m, cfg.output_tokens),
+            &body(&cfg, &m, cfg.output_tokens, None),
             Instant::now(),
         )
         .await;

@@ -169,6 +169,9 @@ pub struct CallPlan {
     pub think_ms: f64,
     /// Messages appended after the assistant's answer before the next call.
     pub append: Vec<Value>,
+    /// The scripted tool result: when the answer made tool calls, each gets a `tool` message
+    /// with this text instead of `append`.
+    pub tool_result: Option<String>,
 }
 
 /// What one logical task sends: a starting conversation and a chain of calls. A plain request
@@ -181,6 +184,8 @@ pub struct TaskPlan {
     pub messages: Vec<Value>,
     /// The calls, in order.
     pub calls: Vec<CallPlan>,
+    /// Tools every call offers (OpenAI's `tools` array), and its `tool_choice`.
+    pub tools: Option<(Value, Value)>,
 }
 
 impl TaskPlan {
@@ -194,7 +199,9 @@ impl TaskPlan {
                 fan_out: 1,
                 think_ms: 0.0,
                 append: vec![],
+                tool_result: None,
             }],
+            tools: None,
         }
     }
 }
@@ -247,6 +254,14 @@ impl Workload {
     /// Whether tasks are chains of calls (per-task results are the point).
     pub fn is_agent(&self) -> bool {
         matches!(self, Workload::Agent(_))
+    }
+
+    /// Whether some task offers tools (agent task files with `tools`).
+    pub fn offers_tools(&self) -> bool {
+        match self {
+            Workload::Agent(a) => a.offers_tools(),
+            _ => false,
+        }
     }
 
     /// Whether prompts are sized by `--input-tokens` (synthetic text).

@@ -353,3 +353,67 @@ async fn reasoning_separates_ttft_from_ttfo_and_tool_calls_are_logged() {
     let tool: String = events.iter().map(|e| e.tool_calls.as_str()).collect();
     assert!(tool.contains("\"name\":\"search\""), "{tool}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_with_tools_send_them_answer_calls_with_tool_messages_and_check_arguments() {
+    let tasks = r#"{"tasks": [{"name": "lookup", "prompt": "find x",
+        "tools": [{"type": "function", "function": {"name": "search",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}},
+                           "required": ["q"], "additionalProperties": false}}}],
+        "calls": [{"max_tokens": 4, "tool_result": "found it"}, {"max_tokens": 4}]}]}"#;
+    let w = Workload::Agent(AgentWorkload::parse(tasks, "t.json").unwrap());
+    for (arguments, valid) in [("{\"q\": \"x\"}", true), ("{\"q\": 5}", false)] {
+        let m = MockServer::start(Script {
+            tool_call: Some(serde_json::json!({"name": "search", "arguments": arguments})),
+            ..script(2, 1)
+        })
+        .await;
+        let r = run(cfg(&m.url, 1, 1, w.clone())).await.unwrap();
+        assert_eq!(r.tasks["completed"], 1);
+        let bodies = generation_requests(&m);
+        assert_eq!(bodies[0]["tools"][0]["function"]["name"], "search");
+        assert_eq!(bodies[0]["tool_choice"], "auto");
+        // The second call carries the first one's call and its scripted result.
+        let msgs = bodies[1]["messages"].as_array().unwrap();
+        let n = msgs.len();
+        assert_eq!(msgs[n - 2]["role"], "assistant");
+        assert_eq!(msgs[n - 2]["tool_calls"][0]["id"], "call_0");
+        assert_eq!(
+            msgs[n - 2]["tool_calls"][0]["function"]["arguments"],
+            arguments
+        );
+        assert_eq!(msgs[n - 1]["role"], "tool");
+        assert_eq!(msgs[n - 1]["tool_call_id"], "call_0");
+        assert_eq!(msgs[n - 1]["content"], "found it");
+        let tc = &r.tool_calls;
+        assert_eq!(tc["checked"], 2, "{tc}");
+        assert_eq!(tc["answers_with_calls"], 2);
+        if valid {
+            assert_eq!(tc["valid_rate"], 1.0, "{tc}");
+        } else {
+            assert_eq!(tc["valid_rate"], 0.0, "{tc}");
+            assert!(
+                tc["invalid_examples"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("string"),
+                "{tc}"
+            );
+        }
+    }
+    // Without tools there is no tool_calls section; a response_format run checks answers (the
+    // mock's words are not JSON).
+    let m = MockServer::start(script(2, 1)).await;
+    let mut c = cfg(&m.url, 2, 1, Workload::Synthetic);
+    c.extra_body = serde_json::json!({"response_format": {"type": "json_object"}})
+        .as_object()
+        .cloned();
+    let r = run(c).await.unwrap();
+    assert!(r.tool_calls.is_null());
+    assert_eq!(r.structured["checked"], 2, "{}", r.structured);
+    assert_eq!(r.structured["valid_rate"], 0.0);
+    assert!(r.structured["invalid_examples"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("not JSON"));
+}

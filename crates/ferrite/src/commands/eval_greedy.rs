@@ -79,6 +79,7 @@ fn continuations(
         out.push(Answer {
             tokens: Some(stats.tokens),
             text,
+            tool_calls: vec![],
         });
     }
     Ok(out)
