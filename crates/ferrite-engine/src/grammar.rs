@@ -188,7 +188,6 @@ impl GrammarCompiler {
             matcher,
             vocab: self.vocab,
             eog: self.eog.clone(),
-            mask_time: Duration::ZERO,
         })
     }
 }
@@ -199,7 +198,6 @@ pub struct Constraint {
     matcher: Matcher,
     vocab: usize,
     eog: Arc<[u32]>,
-    mask_time: Duration,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -222,7 +220,6 @@ impl Constraint {
             .compute_mask()
             .map_err(|e| Error::Grammar(format!("computing the token mask: {e}")))?;
         let took = started.elapsed();
-        self.mask_time += took;
         let words = mask.as_slice();
         for (w, chunk) in logits.chunks_mut(32).enumerate() {
             let bits = words.get(w).copied().unwrap_or(0);
@@ -230,11 +227,12 @@ impl Constraint {
                 chunk.fill(f32::NEG_INFINITY);
                 continue;
             }
-            if bits == u32::MAX && chunk.len() == 32 {
+            if bits == u32::MAX {
                 continue;
             }
+            // Bits past the vocabulary are clear, so those ids go to −∞ too.
             for (b, l) in chunk.iter_mut().enumerate() {
-                if bits & (1 << b) == 0 || w * 32 + b >= self.vocab {
+                if bits & (1 << b) == 0 {
                     *l = f32::NEG_INFINITY;
                 }
             }
@@ -250,6 +248,15 @@ impl Constraint {
             }
         }
         Ok(took)
+    }
+
+    /// Whether the grammar takes `token` next (end-of-generation: where it accepts, unless
+    /// `no_eog`), without computing the whole mask.
+    pub fn allows(&mut self, token: u32, no_eog: bool) -> bool {
+        if self.eog.contains(&token) {
+            return !no_eog && self.is_accepting();
+        }
+        (token as usize) < self.vocab && self.matcher.validate_tokens(&[token]).unwrap_or(0) == 1
     }
 
     /// Consume a sampled token. End-of-generation tokens end the request without entering the
@@ -278,10 +285,5 @@ impl Constraint {
     /// Whether the output so far is a complete match.
     pub fn is_accepting(&mut self) -> bool {
         self.matcher.is_accepting().unwrap_or(false)
-    }
-
-    /// Time spent computing masks for this request so far.
-    pub fn mask_time(&self) -> Duration {
-        self.mask_time
     }
 }

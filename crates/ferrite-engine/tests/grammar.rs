@@ -157,6 +157,30 @@ fn sample_document(
             bytes_of(t, &out)
         );
         if completable {
+            // The single-token check the greedy path uses takes every token of the mask, and
+            // any other it takes (the mask forces canonical tokens where the grammar forces
+            // bytes) still leads to a document that can be finished.
+            for tok in 0..vocab as u32 {
+                let in_mask = logits[tok as usize].is_finite();
+                let allowed_alone = c.allows(tok, false);
+                assert!(
+                    allowed_alone || !in_mask,
+                    "token {tok} after {:?}",
+                    bytes_of(t, &out)
+                );
+                if allowed_alone && !in_mask {
+                    let mut next = c.clone();
+                    let done = next.advance(tok).unwrap();
+                    let mut probe = vec![0.0; vocab];
+                    assert!(
+                        done || next
+                            .mask(&mut probe, false)
+                            .is_ok_and(|_| probe.iter().any(|l| l.is_finite())),
+                        "token {tok} leads nowhere after {:?}",
+                        bytes_of(t, &out)
+                    );
+                }
+            }
             for &tok in allowed.iter().filter(|t| !EOG.contains(t)) {
                 let mut next = c.clone();
                 let done = next.advance(tok).unwrap();

@@ -106,6 +106,16 @@ fn req(prompt: Vec<u32>, max_tokens: usize, sampling: SamplingParams) -> NewRequ
     }
 }
 
+/// N-gram drafts of up to 5 tokens from suffixes of 1 to 3, every draft verified.
+fn verify_all() -> NgramConfig {
+    NgramConfig {
+        k: 5,
+        min_n: 1,
+        max_n: 3,
+        adaptive: false,
+    }
+}
+
 /// Copy-heavy prompts: a repeated phrase, so n-gram lookup has matches to propose.
 fn prompts() -> Vec<Vec<u32>> {
     (0..6u32)
@@ -163,12 +173,7 @@ fn greedy_output_is_identical_with_and_without_drafts() {
             // Speculation on, all requests in one batch, mixed with requests that opt out and
             // with requests that verify only the drafts worth their rows (the server default
             // here verifies all of them, so drafts are surely checked).
-            let spec = NgramConfig {
-                k: 5,
-                min_n: 1,
-                max_n: 3,
-                adaptive: false,
-            };
+            let spec = verify_all();
             let mut c = core(&bytes, Some(spec));
             let mut reqs = mk(&prompts());
             for p in prompts().iter().take(3) {
@@ -259,13 +264,7 @@ fn greedy_output_under_a_grammar_is_identical_with_and_without_drafts() {
             want.push((s.tokens(), s.finish_reason()));
         }
     }
-    let spec = NgramConfig {
-        k: 5,
-        min_n: 1,
-        max_n: 3,
-        adaptive: false,
-    };
-    let mut c = core(&bytes, Some(spec));
+    let mut c = core(&bytes, Some(verify_all()));
     let reqs: Vec<NewRequest> = specs
         .iter()
         .flat_map(|s| {

@@ -72,6 +72,21 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A required name field (`path` names it in errors) that passes [`valid_name`].
+fn name_field(v: Option<&Value>, path: &str) -> Result<String, ApiError> {
+    match v {
+        Some(Value::String(n)) if valid_name(n) => Ok(n.clone()),
+        Some(Value::String(n)) => Err(ApiError::invalid(
+            path,
+            format!("`{path}` must be 1 to 64 letters, digits, underscores or dashes, got {n:?}"),
+        )),
+        _ => Err(ApiError::invalid(
+            path,
+            format!("`{path}` is required (a string)"),
+        )),
+    }
+}
+
 /// `tools`, `tool_choice` and `parallel_tool_calls`.
 pub(crate) fn tools(o: &Map<String, Value>) -> Result<(Vec<Tool>, ToolChoice, bool), ApiError> {
     let tools = match o.get("tools") {
@@ -176,21 +191,7 @@ fn tool(t: &Value, p: &str) -> Result<Tool, ApiError> {
             format!("`{p}.function` must be an object {{name, description, parameters}}"),
         ));
     };
-    let name = match f.get("name") {
-        Some(Value::String(n)) if valid_name(n) => n.clone(),
-        Some(Value::String(n)) => {
-            return Err(ApiError::invalid(
-                format!("{p}.function.name"),
-                format!("`{p}.function.name` must be 1 to 64 letters, digits, underscores or dashes, got {n:?}"),
-            ))
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                format!("{p}.function.name"),
-                format!("`{p}.function.name` is required (a string)"),
-            ))
-        }
-    };
+    let name = name_field(f.get("name"), &format!("{p}.function.name"))?;
     let g = Fields(f);
     let description = g.string("description")?;
     let strict = g.bool("strict")?.unwrap_or(false);
@@ -302,21 +303,7 @@ fn response_format(o: &Map<String, Value>) -> Result<Option<OutputFormat>, ApiEr
                     format!("`{q}` must be an object {{name, schema, strict}}"),
                 ));
             };
-            let name = match js.get("name") {
-                Some(Value::String(n)) if valid_name(n) => n.clone(),
-                Some(Value::String(n)) => {
-                    return Err(ApiError::invalid(
-                        format!("{q}.name"),
-                        format!("`{q}.name` must be 1 to 64 letters, digits, underscores or dashes, got {n:?}"),
-                    ))
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("{q}.name"),
-                        format!("`{q}.name` is required (a string)"),
-                    ))
-                }
-            };
+            let name = name_field(js.get("name"), &format!("{q}.name"))?;
             let strict = Fields(js).bool("strict")?.unwrap_or(false);
             match js.get("schema") {
                 Some(Value::Object(s)) => {

@@ -345,6 +345,12 @@ fn render_masks(out: &mut String, m: &str, h: &MaskTimes) {
     );
     let _ = writeln!(out, "{name}_sum{{model_name=\"{m}\"}} {sum}");
     let _ = writeln!(out, "{name}_count{{model_name=\"{m}\"}} {count}");
+    let skipped = "ferrite_structured_output_masks_skipped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {skipped} Greedy tokens a grammar took without a mask (the arg-max was allowed).\n# TYPE {skipped} counter\n{skipped}{{model_name=\"{m}\"}} {}",
+        h.skipped.load(Ordering::Relaxed)
+    );
 }
 
 /// Speculative-decoding counters (vLLM names and semantics): derived rates are left to PromQL.

@@ -8,7 +8,9 @@ use crate::kv_cache::RequestId;
 use crate::stop::StopStep;
 use crate::FinishReason;
 
-use super::{EngineCore, FinishInfo, RequestEvent, TokenLogprob};
+use super::{EngineCore, FinishInfo, MaskTimes, RequestEvent, TokenLogprob};
+use crate::grammar::Constraint;
+use crate::sampling::{argmax, Sampler, TokenHistory};
 
 impl EngineCore {
     /// Sample from the rows of `id` in order; row j checks draft j. Stops at the first
@@ -65,19 +67,21 @@ impl EngineCore {
         let max_len = self.max_model_len();
         let st = self.states.get_mut(&id)?;
         let raw = st.logprobs.map(|_| row.to_vec());
-        // The grammar's mask comes first: penalties, temperature and the top-k/top-p/min-p
-        // cuts then see only tokens the output can take.
-        if let Some(c) = &mut st.constraint {
-            match c.mask(row, st.ignore_eos) {
-                Ok(took) => self.stats.mask_seconds.observe(took),
-                Err(e) => {
-                    st.sink.send(RequestEvent::Error(e.to_string()));
-                    self.abort(id);
-                    return None;
+        let token = match &mut st.constraint {
+            None => st.sampler.sample(row, &st.history).token,
+            Some(c) => {
+                let masks = &self.stats.mask_seconds;
+                match constrained_sample(c, &mut st.sampler, &st.history, row, st.ignore_eos, masks)
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        st.sink.send(RequestEvent::Error(e.to_string()));
+                        self.abort(id);
+                        return None;
+                    }
                 }
             }
-        }
-        let token = st.sampler.sample(row, &st.history).token;
+        };
         let logprob = raw.map(|raw| token_logprob(&raw, token, st.logprobs.unwrap_or(0)));
         if let Some((pos, _)) = draft.filter(|&(_, t)| t == token) {
             st.spec_accepted += 1;
@@ -191,6 +195,34 @@ impl EngineCore {
             spec_accepted_tokens: st.spec_accepted,
         }));
     }
+}
+
+/// Sample under a grammar. The mask comes first: penalties, temperature and the
+/// top-k/top-p/min-p cuts see only tokens the output can take. Greedy decoding skips the mask
+/// when it can: the penalized arg-max is kept if the grammar can take it (llama.cpp does the
+/// same), and only a refused arg-max needs the whole mask. (Where the grammar forces bytes the
+/// mask holds just their canonical token, so an arg-max that spells them another way is kept
+/// here where the mask would not have it; both are valid continuations.)
+fn constrained_sample(
+    c: &mut Constraint,
+    sampler: &mut Sampler,
+    history: &TokenHistory,
+    row: &mut [f32],
+    no_eog: bool,
+    masks: &MaskTimes,
+) -> crate::Result<u32> {
+    if sampler.params().is_greedy() {
+        // `sample` applies the penalties to `row` in place; a greedy sampler draws nothing.
+        let t = sampler.sample(row, history).token;
+        if c.allows(t, no_eog) {
+            masks.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(t);
+        }
+        masks.observe(c.mask(row, no_eog)?);
+        return Ok(argmax(row));
+    }
+    masks.observe(c.mask(row, no_eog)?);
+    Ok(sampler.sample(row, history).token)
 }
 
 /// Log-probability of `token` and the `k` most likely tokens under the raw logits (before

@@ -142,6 +142,8 @@ pub struct MaskTimes {
     pub count: AtomicU64,
     /// Their sum, in nanoseconds.
     pub sum_ns: AtomicU64,
+    /// Greedy tokens the grammar took without a mask (the arg-max was allowed).
+    pub skipped: AtomicU64,
 }
 
 impl MaskTimes {
