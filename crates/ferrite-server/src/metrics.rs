@@ -351,6 +351,12 @@ fn render_masks(out: &mut String, m: &str, h: &MaskTimes) {
         "# HELP {skipped} Greedy tokens a grammar took without a mask (the arg-max was allowed).\n# TYPE {skipped} counter\n{skipped}{{model_name=\"{m}\"}} {}",
         h.skipped.load(Ordering::Relaxed)
     );
+    let work = "ferrite_structured_output_seconds_total";
+    let _ = writeln!(
+        out,
+        "# HELP {work} Engine-thread time spent on grammars: masks, token checks, consuming tokens.\n# TYPE {work} counter\n{work}{{model_name=\"{m}\"}} {}",
+        h.work_ns.load(Ordering::Relaxed) as f64 / 1e9
+    );
 }
 
 /// Speculative-decoding counters (vLLM names and semantics): derived rates are left to PromQL.

@@ -90,9 +90,13 @@ impl EngineCore {
                 .fetch_add(1, Ordering::Relaxed);
             self.stats.spec_accepted_per_pos[pos].fetch_add(1, Ordering::Relaxed);
         }
+        let started = Instant::now();
         let grammar_complete = match st.constraint.as_mut().map(|c| c.advance(token)) {
             None => false,
-            Some(Ok(complete)) => complete,
+            Some(Ok(complete)) => {
+                self.stats.mask_seconds.work(started.elapsed());
+                complete
+            }
             Some(Err(e)) => {
                 st.sink.send(RequestEvent::Error(e.to_string()));
                 self.abort(id);
@@ -214,15 +218,27 @@ fn constrained_sample(
     if sampler.params().is_greedy() {
         // `sample` applies the penalties to `row` in place; a greedy sampler draws nothing.
         let t = sampler.sample(row, history).token;
-        if c.allows(t, no_eog) {
+        let started = Instant::now();
+        let allowed = c.allows(t, no_eog);
+        masks.work(started.elapsed());
+        if allowed {
             masks.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(t);
         }
-        masks.observe(c.mask(row, no_eog)?);
+        mask(c, row, no_eog, masks)?;
         return Ok(argmax(row));
     }
-    masks.observe(c.mask(row, no_eog)?);
+    mask(c, row, no_eog, masks)?;
     Ok(sampler.sample(row, history).token)
+}
+
+/// Apply `c`'s mask to `row`, recording its time.
+fn mask(c: &mut Constraint, row: &mut [f32], no_eog: bool, masks: &MaskTimes) -> crate::Result<()> {
+    let started = Instant::now();
+    let computed = c.mask(row, no_eog)?;
+    masks.work(started.elapsed());
+    masks.observe(computed);
+    Ok(())
 }
 
 /// Log-probability of `token` and the `k` most likely tokens under the raw logits (before

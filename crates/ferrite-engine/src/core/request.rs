@@ -144,9 +144,18 @@ pub struct MaskTimes {
     pub sum_ns: AtomicU64,
     /// Greedy tokens the grammar took without a mask (the arg-max was allowed).
     pub skipped: AtomicU64,
+    /// All the engine thread's grammar work, in nanoseconds: masks (computed and applied),
+    /// single-token checks and consuming tokens.
+    pub work_ns: AtomicU64,
 }
 
 impl MaskTimes {
+    /// Record grammar work of any kind.
+    pub fn work(&self, d: Duration) {
+        self.work_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// Record one mask computation.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
