@@ -2,14 +2,15 @@
 # Runs the timing-sensitive tests N times (default 20) while a CPU hog keeps every core busy,
 # and reports each failure and how close the script checks came to their bounds.
 #   scripts/stress-tests.sh [N]
-# The tests: bench calibration and agent tasks against the scripted mock (ferrite-bench), the
-# `ferrite bench` CLI against the mock, and the server's keep-alive / drain / abort tests. They
-# are built first, before the hog starts, so the build is not what gets measured.
+# The tests: bench calibration, agent tasks, compare and monitor against the scripted mock
+# (ferrite-bench), the `ferrite bench` CLI against the mock, and the server's keep-alive /
+# drain / abort tests. They are built first, before the hog starts, so the build is not what
+# gets measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20}
 TESTS=(
-  "-p ferrite-bench --test calibration --test agent"
+  "-p ferrite-bench --test calibration --test agent --test compare"
   "-p ferrite --test bench_cli"
   "-p ferrite-server --test http"
 )

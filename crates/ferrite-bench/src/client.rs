@@ -66,6 +66,8 @@ pub struct Attempt {
     pub retry_after: Option<Duration>,
     /// `system_fingerprint` of the response.
     pub system_fingerprint: Option<String>,
+    /// `model` the response named (the first one seen in the stream).
+    pub model: Option<String>,
     /// The request went out on a pooled keep-alive connection that the server had already
     /// closed, and no response byte came back: the server never saw it. Some servers
     /// (llama-server) close every connection after a streamed response without saying
@@ -201,6 +203,9 @@ fn record(at: &mut Attempt, ev: SseEvent, t: Duration) -> bool {
     }
     if at.system_fingerprint.is_none() {
         at.system_fingerprint = v["system_fingerprint"].as_str().map(str::to_string);
+    }
+    if at.model.is_none() {
+        at.model = v["model"].as_str().map(str::to_string);
     }
     let mut e = RawEvent {
         t,

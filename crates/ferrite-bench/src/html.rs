@@ -51,12 +51,28 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
-fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 100.0 || v == v.trunc() {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
+/// A tick label with as many decimals as the step between ticks needs, so neighbouring labels
+/// always differ (a 120–123 ms axis in steps of 0.5 reads 120.5, not 120 twice).
+fn fmt_tick(v: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).clamp(0.0, 9.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// The step between consecutive ticks.
+fn step_of(t: &[f64]) -> f64 {
+    match t {
+        [a, b, ..] => b - a,
+        _ => 1.0,
     }
+}
+
+/// A range to draw: a single value gets a span of ±5% of itself (±1 around zero).
+fn span(lo: f64, hi: f64) -> (f64, f64) {
+    if hi - lo > 1e-9 * lo.abs().max(1.0) {
+        return (lo, hi);
+    }
+    let d = if lo == 0.0 { 1.0 } else { 0.05 * lo.abs() };
+    (lo - d, hi + d)
 }
 
 /// An SVG chart: lines (`scatter` false) or points, with axes, ticks and a legend.
@@ -82,15 +98,12 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], scatter: 
         );
         return o;
     }
-    let (mut x0, mut x1) = all
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (x0, x1) = span(
+        all.iter().fold(f64::MAX, |a, p| a.min(p.0)),
+        all.iter().fold(f64::MIN, |a, p| a.max(p.0)),
+    );
     let y1 = all.iter().fold(f64::MIN, |a, p| a.max(p.1));
     let y0 = 0f64.min(all.iter().fold(f64::MAX, |a, p| a.min(p.1)));
-    if x1 - x0 < 1e-9 {
-        x0 -= 1.0;
-        x1 += 1.0;
-    }
     let y1 = if y1 - y0 < 1e-9 { y0 + 1.0 } else { y1 * 1.05 };
     let px = |x: f64| PAD_L + (x - x0) / (x1 - x0) * (W - PAD_L - PAD_R);
     let py = |y: f64| H - PAD_B - (y - y0) / (y1 - y0) * (H - PAD_T - PAD_B);
@@ -103,16 +116,18 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], scatter: 
         t = PAD_T,
         b = H - PAD_B
     );
-    for t in ticks(x0, x1) {
+    let xt = ticks(x0, x1);
+    for &t in &xt {
         let _ = write!(
             o,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
             px(t),
             H - PAD_B + 16.0,
-            fmt_tick(t)
+            fmt_tick(t, step_of(&xt))
         );
     }
-    for t in ticks(y0, y1) {
+    let yt = ticks(y0, y1);
+    for &t in &yt {
         let _ = write!(
             o,
             r##"<line x1="{l}" y1="{y:.1}" x2="{r}" y2="{y:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end" class="tick">{v}</text>"##,
@@ -121,7 +136,7 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], scatter: 
             y = py(t),
             tx = PAD_L - 6.0,
             ty = py(t) + 4.0,
-            v = fmt_tick(t)
+            v = fmt_tick(t, step_of(&yt))
         );
     }
     let _ = write!(
@@ -224,10 +239,7 @@ fn summary_table(r: &Report) -> String {
     o
 }
 
-/// The page for one run, or for a sweep's runs.
-pub fn render_html(reports: &[Report]) -> String {
-    let mut o = String::from(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ferrite bench report</title><style>
+const STYLE: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>TITLE</title><style>
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -235,33 +247,35 @@ td.formula{text-align:left;color:#555;font-size:12px}
 .charts{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}
 svg text{font-size:11px;fill:#333}svg .title{font-size:13px;font-weight:600}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
-</style></head><body><h1>ferrite bench report</h1>"#,
-    );
-    let Some(first) = reports.first() else {
-        o.push_str("<p>No runs.</p></body></html>");
-        return o;
-    };
-    let p = &first.provenance;
-    let s = |v: &Value| esc(v.as_str().unwrap_or("-"));
-    let _ = write!(
-        o,
-        "<p>{} · endpoint {} · model {} · served {} · fingerprint {} · client {} · ferrite {} {}</p><p>workload: {}</p>",
-        s(&p["date"]),
-        s(&p["endpoint"]),
-        esc(&first.config.model),
-        esc(&p["served_models"].to_string()),
-        s(&p["system_fingerprint"]),
-        s(&p["client_cpu"]),
-        s(&p["ferrite_version"]),
-        s(&p["ferrite_commit"]),
-        s(&first.workload["kind"]),
-    );
-    o.push_str(r#"<h2>Charts</h2><div class="charts">"#);
+</style></head><body><h1>TITLE</h1>"#;
+
+/// Marks each chart drawn once laid out with a non-empty box and at least one mark.
+const TAIL: &str = r#"<script>
+addEventListener('load', () => {
+  let drawn = 0;
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    const box = svg.getBoundingClientRect();
+    const marks = svg.querySelectorAll('.mark');
+    if (box.width > 0 && box.height > 0 && marks.length > 0) drawn++;
+  }
+  document.body.dataset.chartsDrawn = drawn;
+  document.body.dataset.charts = document.querySelectorAll('svg.chart').length;
+});
+</script></body></html>
+"#;
+
+fn head(title: &str) -> String {
+    STYLE.replace("TITLE", &esc(title))
+}
+
+/// The latency charts of labelled runs, one series each: TTFT, TPOT and E2E CDFs, TTFT against
+/// input length, task wall-clock CDF.
+fn latency_charts(runs: &[(String, &Report)]) -> String {
+    let mut o = String::new();
     let series = |f: &dyn Fn(&Report) -> Vec<(f64, f64)>| -> Vec<Series> {
-        reports
-            .iter()
-            .map(|r| Series {
-                name: run_name(r),
+        runs.iter()
+            .map(|(name, r)| Series {
+                name: name.clone(),
                 points: f(r),
             })
             .collect()
@@ -315,6 +329,59 @@ pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
         &tasks,
         false,
     ));
+    o
+}
+
+/// One run's figures under a heading.
+fn run_section(name: &str, r: &Report) -> String {
+    format!(
+        "<h2>{}</h2>{}<p>throughput: {:.1} output tok/s, {:.2} req/s over {:.1} s · requests: {} completed, {} failed, {} attempts · tasks: {} completed, {} failed, wall-clock p50 {:.0} ms · cost: {}</p>",
+        esc(name),
+        summary_table(r),
+        r.throughput["output_tok_s"].as_f64().unwrap_or(0.0),
+        r.throughput["requests_per_s"].as_f64().unwrap_or(0.0),
+        r.throughput["duration_s"].as_f64().unwrap_or(0.0),
+        r.requests["completed"],
+        r.requests["failed"],
+        r.requests["attempts"],
+        r.tasks["completed"],
+        r.tasks["failed"],
+        r.tasks["wall_clock_ms"]["p50"].as_f64().unwrap_or(0.0),
+        r.cost["total_usd"]
+            .as_f64()
+            .map_or("no prices given".into(), |c| format!("${c:.6} total")),
+    )
+}
+
+/// Who measured what, against which endpoint.
+fn provenance_line(r: &Report) -> String {
+    let p = &r.provenance;
+    let s = |v: &Value| esc(v.as_str().unwrap_or("-"));
+    format!(
+        "<p>{} · endpoint {} · model {} · served {} · fingerprint {} · client {} · ferrite {} {}</p><p>workload: {}</p>",
+        s(&p["date"]),
+        s(&p["endpoint"]),
+        esc(&r.config.model),
+        esc(&p["served_models"].to_string()),
+        s(&p["system_fingerprint"]),
+        s(&p["client_cpu"]),
+        s(&p["ferrite_version"]),
+        s(&p["ferrite_commit"]),
+        s(&r.workload["kind"]),
+    )
+}
+
+/// The page for one run, or for a sweep's runs.
+pub fn render_html(reports: &[Report]) -> String {
+    let mut o = head("ferrite bench report");
+    let Some(first) = reports.first() else {
+        o.push_str("<p>No runs.</p></body></html>");
+        return o;
+    };
+    o.push_str(&provenance_line(first));
+    o.push_str(r#"<h2>Charts</h2><div class="charts">"#);
+    let labelled: Vec<(String, &Report)> = reports.iter().map(|r| (run_name(r), r)).collect();
+    o.push_str(&latency_charts(&labelled));
     if reports.len() > 1 {
         let x = |r: &Report| r.config.rate.unwrap_or(r.config.concurrency as f64);
         let line = |name: &str, k: &str| Series {
@@ -338,44 +405,161 @@ pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
         ));
     }
     o.push_str("</div>");
-    for r in reports {
-        let _ = write!(
-            o,
-            "<h2>{}</h2>{}<p>throughput: {:.1} output tok/s, {:.2} req/s over {:.1} s · requests: {} completed, {} failed, {} attempts · tasks: {} completed, {} failed, wall-clock p50 {:.0} ms · cost: {}</p>",
-            esc(&run_name(r)),
-            summary_table(r),
-            r.throughput["output_tok_s"].as_f64().unwrap_or(0.0),
-            r.throughput["requests_per_s"].as_f64().unwrap_or(0.0),
-            r.throughput["duration_s"].as_f64().unwrap_or(0.0),
-            r.requests["completed"],
-            r.requests["failed"],
-            r.requests["attempts"],
-            r.tasks["completed"],
-            r.tasks["failed"],
-            r.tasks["wall_clock_ms"]["p50"].as_f64().unwrap_or(0.0),
-            r.cost["total_usd"]
-                .as_f64()
-                .map_or("no prices given".into(), |c| format!("${c:.6} total")),
-        );
+    for (name, r) in &labelled {
+        o.push_str(&run_section(name, r));
     }
     let config = serde_json::to_string_pretty(&first.config).unwrap_or_default();
     let _ = write!(o, "<h2>Configuration</h2><pre>{}</pre>", esc(&config));
-    // Marks each chart drawn once laid out with a non-empty box and at least one mark.
-    o.push_str(
-        r#"<script>
-addEventListener('load', () => {
-  let drawn = 0;
-  for (const svg of document.querySelectorAll('svg.chart')) {
-    const box = svg.getBoundingClientRect();
-    const marks = svg.querySelectorAll('.mark');
-    if (box.width > 0 && box.height > 0 && marks.length > 0) drawn++;
-  }
-  document.body.dataset.chartsDrawn = drawn;
-  document.body.dataset.charts = document.querySelectorAll('svg.chart').length;
-});
-</script></body></html>
-"#,
+    o.push_str(TAIL);
+    o
+}
+
+/// `bench compare --html`: the side-by-side table, overlaid CDFs, then each target's figures.
+pub fn render_compare_html(
+    c: &crate::compare::CompareReport,
+    reports: &[(String, Report)],
+) -> String {
+    let mut o = head("ferrite bench compare");
+    let names: Vec<&String> = reports.iter().map(|(n, _)| n).collect();
+    o.push_str("<table><tr><th>metric</th>");
+    for n in &names {
+        let _ = write!(o, "<th>{}</th>", esc(n));
+    }
+    o.push_str("</tr>");
+    for (metric, entry) in c.comparison["metrics"].as_object().into_iter().flatten() {
+        let _ = write!(
+            o,
+            "<tr><td>{} ({})</td>",
+            esc(metric),
+            esc(entry["statistic"].as_str().unwrap_or(""))
+        );
+        for n in &names {
+            let e = &entry["targets"][n.as_str()];
+            let v = e["value"]
+                .as_f64()
+                .map_or("–".into(), |v| format!("{v:.4}"));
+            let rest = match (e["ratio_to_first"].as_f64(), e["ratio_ci95"].as_array()) {
+                (Some(r), Some(ci)) if n.as_str() != names[0].as_str() => format!(
+                    " (×{r:.2}, CI {:.2}–{:.2}{})",
+                    ci[0].as_f64().unwrap_or(f64::NAN),
+                    ci[1].as_f64().unwrap_or(f64::NAN),
+                    if e["significant"] == true {
+                        ", <b>differs</b>"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => String::new(),
+            };
+            let _ = write!(o, "<td>{v}{rest}</td>");
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</table><p>ratios are to the first target, with 95% bootstrap intervals; <b>differs</b>: the whole interval is outside ±2% of equality.</p>");
+    o.push_str(r#"<h2>Charts</h2><div class="charts">"#);
+    let labelled: Vec<(String, &Report)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+    o.push_str(&latency_charts(&labelled));
+    o.push_str("</div>");
+    for (name, r) in &labelled {
+        o.push_str(&provenance_line(r));
+        o.push_str(&run_section(name, r));
+    }
+    o.push_str(TAIL);
+    o
+}
+
+/// `bench report MONITOR.jsonl --html`: availability and latency over time, per target.
+pub fn render_monitor_html(lines: &[Value], summary: &Value) -> String {
+    let mut o = head("ferrite bench monitor");
+    let targets = summary["targets"].as_object().cloned().unwrap_or_default();
+    let _ = write!(
+        o,
+        "<p>{} – {}</p><table><tr><th>target</th><th>probes</th><th>availability</th><th>failed</th><th>outages</th><th>TTFT p50 (ms)</th><th>E2E p50 (ms)</th><th>changes</th></tr>",
+        esc(summary["started"].as_str().unwrap_or("-")),
+        esc(summary["ended"].as_str().unwrap_or("-"))
     );
+    for (name, t) in &targets {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
+            esc(name),
+            t["probes"],
+            t["availability"].as_f64().map_or("–".into(), |a| format!("{:.2}%", 100.0 * a)),
+            esc(&t["failed"].to_string()),
+            t["outages"].as_array().map_or(0, Vec::len),
+            t["ttft_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+            t["e2e_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+            esc(&t["changes"].to_string()),
+        );
+    }
+    o.push_str(r#"</table><h2>Over time</h2><div class="charts">"#);
+    let t0 = lines
+        .first()
+        .and_then(|l| l["t"].as_str())
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let at = |l: &Value| -> f64 {
+        match (
+            t0,
+            l["t"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
+        ) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1e3,
+            _ => f64::NAN,
+        }
+    };
+    let per_target = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Series> {
+        targets
+            .keys()
+            .map(|name| Series {
+                name: name.clone(),
+                points: lines
+                    .iter()
+                    .filter(|l| l["target"] == name.as_str() && l["kind"] == "probe")
+                    .filter_map(|l| f(l).map(|y| (at(l), y)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let windows: Vec<Series> = targets
+        .iter()
+        .map(|(name, t)| Series {
+            name: name.clone(),
+            points: t["windows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    let share =
+                        w["ok"].as_f64().unwrap_or(0.0) / w["probes"].as_f64().unwrap_or(1.0);
+                    (w["from_s"].as_f64().unwrap_or(f64::NAN), share)
+                })
+                .collect(),
+        })
+        .collect();
+    o.push_str(&chart(
+        &format!("Availability per {} probes", crate::monitor::WINDOW),
+        "seconds since the first probe",
+        "share of probes answered",
+        &windows,
+        false,
+    ));
+    o.push_str(&chart(
+        "Probe TTFT over time",
+        "seconds since the first probe",
+        "TTFT (ms)",
+        &per_target(&|l| l["ttft_ms"].as_f64()),
+        true,
+    ));
+    o.push_str(&chart(
+        "Probe E2E over time",
+        "seconds since the first probe",
+        "E2E (ms)",
+        &per_target(&|l| l["e2e_ms"].as_f64()),
+        true,
+    ));
+    o.push_str("</div>");
+    o.push_str(TAIL);
     o
 }
 
@@ -392,6 +576,30 @@ mod tests {
         let t = super::ticks(13.0, 870.0);
         assert_eq!(t.first(), Some(&200.0));
         assert_eq!(t.last(), Some(&800.0));
+    }
+
+    #[test]
+    fn tick_labels_always_differ_and_one_value_gets_a_span() {
+        for (lo, hi) in [
+            (120.0, 123.0),
+            (127.0, 129.0),
+            (0.0, 1.0),
+            (0.001, 0.0013),
+            (1e6, 1e6 + 7.0),
+        ] {
+            let t = super::ticks(lo, hi);
+            let labels: Vec<String> = t
+                .iter()
+                .map(|&v| super::fmt_tick(v, super::step_of(&t)))
+                .collect();
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert_eq!(unique, labels, "{lo}–{hi}");
+            assert!(t.len() >= 3, "{lo}–{hi}: {labels:?}");
+        }
+        assert_eq!(super::span(120.0, 120.0), (114.0, 126.0));
+        assert_eq!(super::span(0.0, 0.0), (-1.0, 1.0));
+        assert_eq!(super::span(1.0, 2.0), (1.0, 2.0));
     }
 
     #[test]

@@ -8,10 +8,12 @@
 pub mod agent;
 pub mod arrivals;
 pub mod client;
+pub mod compare;
 pub mod goodput;
 pub mod html;
 pub mod markdown;
 pub mod metrics;
+pub mod monitor;
 pub mod quality;
 pub mod report;
 pub mod run;

@@ -381,7 +381,7 @@ async fn task(
 }
 
 /// Measure prompt-template overhead with one request, so prompts can be sized in tokens.
-async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<usize> {
+pub(crate) async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<usize> {
     let words = 16;
     let m = [user(synthetic_prompt(cfg.seed ^ 1, usize::MAX, words))];
     let at = logical(client, cfg, &body(cfg, &m, 1, None), Instant::now()).await;
@@ -389,7 +389,7 @@ async fn template_overhead(client: &reqwest::Client, cfg: &RunConfig) -> Option<
     u.prompt_tokens.checked_sub(words)
 }
 
-fn check(cfg: &RunConfig) -> Result<()> {
+pub(crate) fn check(cfg: &RunConfig) -> Result<()> {
     if (cfg.concurrency == 0 && cfg.rate.is_none()) || cfg.requests == 0 {
         return Err(Error::Config("concurrency and requests must be > 0".into()));
     }
@@ -407,10 +407,10 @@ fn check(cfg: &RunConfig) -> Result<()> {
     Ok(())
 }
 
-type Collected = Arc<Mutex<(Vec<RequestRecord>, Vec<TaskRecord>)>>;
+pub(crate) type Collected = Arc<Mutex<(Vec<RequestRecord>, Vec<TaskRecord>)>>;
 
 /// Run task `i` at `t0` and file its records.
-async fn run_one(
+pub(crate) async fn run_one(
     client: reqwest::Client,
     cfg: Arc<RunConfig>,
     (i, words): (usize, usize),
@@ -427,30 +427,34 @@ async fn run_one(
     o.1.push(t);
 }
 
-/// Run the benchmark.
-pub async fn run(cfg: RunConfig) -> Result<Report> {
-    check(&cfg)?;
-    // Idle connections are dropped after 4 s, before common server keep-alive timeouts
-    // (llama-server / cpp-httplib: 5 s), so a request is never sent on one the server closed.
-    let client = reqwest::Client::builder()
+/// The HTTP client of a run. Idle connections are dropped after 4 s, before common server
+/// keep-alive timeouts (llama-server / cpp-httplib: 5 s), so a request is never sent on one
+/// the server closed.
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
         .pool_idle_timeout(Duration::from_secs(4))
         .build()
-        .map_err(|e| Error::Http(e.to_string()))?;
+        .map_err(|e| Error::Http(e.to_string()))
+}
+
+/// Warm-up: `cfg.warmup` sequential plain requests, not recorded.
+pub(crate) async fn warm_up(client: &reqwest::Client, cfg: &RunConfig, words: usize) {
+    for i in 0..cfg.warmup {
+        let m = [user(synthetic_prompt(cfg.seed ^ 2, i, words))];
+        let b = body(cfg, &m, cfg.output_tokens, None);
+        logical(client, cfg, &b, Instant::now()).await;
+    }
+}
+
+/// Run the benchmark.
+pub async fn run(cfg: RunConfig) -> Result<Report> {
+    check(&cfg)?;
+    let client = http_client()?;
     let provenance = provenance(&client, &cfg).await;
     let overhead = template_overhead(&client, &cfg).await.unwrap_or(0);
     let words = cfg.input_tokens.saturating_sub(overhead).max(1);
-    // Warm-up: sequential plain requests, not recorded.
-    for i in 0..cfg.warmup {
-        let m = [user(synthetic_prompt(cfg.seed ^ 2, i, words))];
-        logical(
-            &client,
-            &cfg,
-            &body(&cfg, &m, cfg.output_tokens, None),
-            Instant::now(),
-        )
-        .await;
-    }
+    warm_up(&client, &cfg, words).await;
     let cfg = Arc::new(cfg);
     let start = Instant::now();
     let next = Arc::new(Mutex::new(0usize));

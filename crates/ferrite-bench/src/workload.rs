@@ -16,6 +16,8 @@ pub struct PromptFile {
     pub path: String,
     /// One `messages` array per prompt (a raw `prompt` becomes one user message).
     pub messages: Arc<Vec<Value>>,
+    /// The prompts as read (with their `expect` patterns, for `bench compare`'s quality).
+    pub prompts: Arc<Vec<crate::quality::QualityPrompt>>,
 }
 
 impl PromptFile {
@@ -35,15 +37,16 @@ impl PromptFile {
 
     fn from_prompts(prompts: Vec<crate::quality::QualityPrompt>, path: &str) -> PromptFile {
         let messages = prompts
-            .into_iter()
-            .map(|p| match (p.prompt, p.messages) {
+            .iter()
+            .map(|p| match (&p.prompt, &p.messages) {
                 (Some(t), _) => json!([{"role": "user", "content": t}]),
-                (None, m) => Value::Array(m.unwrap_or_default()),
+                (None, m) => Value::Array(m.clone().unwrap_or_default()),
             })
             .collect();
         PromptFile {
             path: path.to_string(),
             messages: Arc::new(messages),
+            prompts: Arc::new(prompts),
         }
     }
 }

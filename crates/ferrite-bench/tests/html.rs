@@ -58,10 +58,58 @@ async fn html_report_renders_every_chart_in_headless_chromium() {
     for external in ["<script src", "<link", "url(", "<img"] {
         assert!(!html.contains(external), "{external}");
     }
-    let dir = std::env::temp_dir().join(format!("ferrite-html-{}", std::process::id()));
+    assert_eq!(
+        drawn(&html, "run"),
+        (6, 6),
+        "every chart of the run page is drawn"
+    );
+    // The compare page (overlaid CDFs of two targets) and the monitor page (over time).
+    let t = |name: &str| {
+        ferrite_bench::compare::parse_target(
+            &format!("name={name},url={},model=mock-model", m.url),
+            &reports[0].config,
+        )
+        .unwrap()
+    };
+    let (c, runs) = ferrite_bench::compare::compare(vec![t("a"), t("b")])
+        .await
+        .unwrap();
+    let html = ferrite_bench::html::render_compare_html(&c, &runs);
+    assert_eq!(
+        drawn(&html, "compare"),
+        (5, 5),
+        "every chart of the compare page is drawn"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("m.jsonl");
+    let cfg = ferrite_bench::monitor::MonitorConfig {
+        targets: vec![t("a")],
+        interval: Duration::from_millis(50),
+        duration: Duration::from_millis(600),
+        probe_timeout: Duration::from_secs(5),
+        task: None,
+    };
+    ferrite_bench::monitor::monitor(cfg, &log, std::future::pending())
+        .await
+        .unwrap();
+    let lines = ferrite_bench::monitor::read_lines(&log).unwrap();
+    let html = ferrite_bench::html::render_monitor_html(
+        &lines,
+        &ferrite_bench::monitor::summarize(&lines),
+    );
+    assert_eq!(
+        drawn(&html, "monitor"),
+        (3, 3),
+        "every chart of the monitor page is drawn"
+    );
+}
+
+/// Render `html` in headless Chromium; returns (charts, charts drawn).
+fn drawn(html: &str, name: &str) -> (usize, usize) {
+    let dir = std::env::temp_dir().join(format!("ferrite-html-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join("report.html");
-    std::fs::write(&page, &html).unwrap();
+    std::fs::write(&page, html).unwrap();
     let out = Command::new(chromium())
         .args([
             "--headless",
@@ -80,15 +128,21 @@ async fn html_report_renders_every_chart_in_headless_chromium() {
         .output()
         .expect("run chromium");
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        dom.contains("data-charts=\"6\""),
-        "chromium did not run the page (status {}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        dom.contains("data-charts-drawn=\"6\""),
-        "not every chart was drawn"
-    );
     let _ = std::fs::remove_dir_all(&dir);
+    let attr = |k: &str| -> usize {
+        let at = dom.find(&format!("{k}=\"")).unwrap_or_else(|| {
+            panic!(
+                "chromium did not run the {name} page (status {}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        dom[at + k.len() + 2..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (attr("data-charts"), attr("data-charts-drawn"))
 }

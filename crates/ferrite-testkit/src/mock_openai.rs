@@ -11,6 +11,8 @@
 //! - Without `stream` (and `POST /v1/completions`): the whole answer at once, with per-token
 //!   logprobs, for `bench quality`.
 //! - `GET /v1/models` lists `mock-model`.
+//! - A scripted outage answers 503 to streams in a time window; a scripted change switches the
+//!   fingerprint and model id the streams report.
 //!
 //! Prompt tokens are the whitespace-separated words of every message (or of `prompt`) plus
 //! `template_tokens`, a stand-in for a chat template.
@@ -69,6 +71,12 @@ pub struct Script {
     pub reasoning_tokens: usize,
     /// After the content, one chunk with this tool call (`{"name": ..., "arguments": ...}`).
     pub tool_call: Option<Value>,
+    /// Streams that arrive in this window (from the mock's start) get `503 Service
+    /// Unavailable`: a scheduled outage.
+    pub outage: Option<(Duration, Duration)>,
+    /// From this time after the start on, streams report `system_fingerprint` `fp_mock_2` and
+    /// model `mock-model-2` (a silent model change).
+    pub change_at: Option<Duration>,
 }
 
 impl Default for Script {
@@ -85,12 +93,15 @@ impl Default for Script {
             spec_usage: None,
             reasoning_tokens: 0,
             tool_call: None,
+            outage: None,
+            change_at: None,
         }
     }
 }
 
 #[derive(Clone)]
 struct Shared {
+    started: std::time::Instant,
     script: Arc<Script>,
     generation_requests: Arc<Mutex<usize>>,
     log: Arc<Mutex<Vec<Value>>>,
@@ -108,6 +119,7 @@ impl MockServer {
     /// Bind a free loopback port and serve `script` on the current tokio runtime.
     pub async fn start(script: Script) -> MockServer {
         let shared = Shared {
+            started: std::time::Instant::now(),
             script: Arc::new(script),
             generation_requests: Arc::default(),
             log: Arc::default(),
@@ -265,6 +277,19 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
         }))
         .into_response();
     }
+    let since = s.started.elapsed();
+    if s.script
+        .outage
+        .is_some_and(|(a, b)| since >= a && since < b)
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "scheduled outage");
+    }
+    let changed = s.script.change_at.is_some_and(|t| since >= t);
+    let (fingerprint, model) = if changed {
+        ("fp_mock_2", "mock-model-2")
+    } else {
+        ("fp_mock", "mock-model")
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, Infallible>>(16);
     let script = s.script.clone();
     let in_stream_error = f == Some(Failure::InStream);
@@ -273,8 +298,8 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
         let chunk = |delta: Value| {
             format!(
                 "data: {}\n\n",
-                json!({"object": "chat.completion.chunk", "model": "mock-model",
-                       "system_fingerprint": "fp_mock",
+                json!({"object": "chat.completion.chunk", "model": model,
+                       "system_fingerprint": fingerprint,
                        "choices": [{"index": 0, "delta": delta}]})
             )
         };

@@ -234,3 +234,103 @@ fn bad_workloads_are_refused_before_any_request() {
         );
     }
 }
+
+#[test]
+fn compare_writes_its_reports_and_monitor_logs_what_report_summarizes() {
+    let (_rt, a) = mock(Script {
+        ttft: Duration::from_millis(10),
+        per_token: Duration::from_millis(1),
+        ..Script::default()
+    });
+    let (_rt2, b) = mock(Script {
+        ttft: Duration::from_millis(30),
+        per_token: Duration::from_millis(1),
+        ..Script::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let ta = format!("name=a,url={a},model=mock-model");
+    let tb = format!("name=b,url={b},model=mock-model,extra-body={{\"speculative\": false}}");
+    let o = ferrite(&[
+        "bench",
+        "compare",
+        "--target",
+        &ta,
+        "--target",
+        &tb,
+        "--requests",
+        "4",
+        "--output-tokens",
+        "6",
+        "--input-tokens",
+        "20",
+        "--warmup",
+        "0",
+        "--json",
+        &p("c.json"),
+        "--markdown",
+        &p("c.md"),
+        "--html",
+        &p("c.html"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("c.json")).unwrap()).unwrap();
+    assert_eq!(c["schema"], "ferrite-bench/compare/v1");
+    assert_eq!(
+        c["targets"]["b"]["config"]["extra_body"]["speculative"],
+        false
+    );
+    assert!(std::fs::read_to_string(p("c.md"))
+        .unwrap()
+        .contains("| ttft_ms (median) |"));
+    assert!(std::fs::read_to_string(p("c.html"))
+        .unwrap()
+        .contains("TTFT (ms): CDF"));
+    for (args, want) in [
+        (
+            vec!["--target", "name=a,url=x"],
+            "name, url and model are required",
+        ),
+        (
+            vec!["--target", &ta, "--target", &ta],
+            "two targets are named",
+        ),
+        (
+            vec!["--target", &ta, "--target", &tb, "--url", "http://x"],
+            "instead of --url",
+        ),
+    ] {
+        let o = ferrite(&[&["bench", "compare", "--warmup", "0"][..], &args].concat());
+        assert!(
+            !o.status.success() && text(&o).contains(want),
+            "{args:?}: {}",
+            text(&o)
+        );
+    }
+    let o = ferrite(&[
+        "bench",
+        "monitor",
+        "--target",
+        &ta,
+        "--interval-s",
+        "0.1",
+        "--duration-s",
+        "0.5",
+        "--jsonl",
+        &p("m.jsonl"),
+        "--json",
+        &p("m.json"),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("a: ") && text(&o).contains("availability 100.00%"),
+        "{}",
+        text(&o)
+    );
+    let o = ferrite(&["bench", "report", &p("m.jsonl"), "--html", &p("m.html")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(p("m.html"))
+        .unwrap()
+        .contains("Probe TTFT over time"));
+}

@@ -23,6 +23,14 @@ pub enum BenchCommand {
     /// Send the same prompts greedily to two endpoints and compare the answers: exact-match
     /// rate, mean common prefix, task success on prompts with an `expect` regex.
     Quality(QualityArgs),
+    /// One workload against several endpoints in one run, interleaved, with a side-by-side
+    /// verdict: ratios to the first target with bootstrap intervals, answer agreement.
+    Compare(super::bench_compare::CompareArgs),
+    /// Probe endpoints every interval and log each result (JSONL): availability, outages,
+    /// latency over time, model changes.
+    Monitor(super::bench_compare::MonitorArgs),
+    /// Summarize a monitor log: print the summary, and write it as JSON and HTML.
+    Report(super::bench_compare::ReportArgs),
 }
 
 /// `ferrite bench quality` options.
@@ -78,12 +86,13 @@ pub struct VerifyArgs {
 /// `ferrite bench run` options.
 #[derive(Debug, clap::Args)]
 pub struct RunBenchArgs {
-    /// Base URL without `/v1`, e.g. http://127.0.0.1:8080.
+    /// Base URL without `/v1`, e.g. http://127.0.0.1:8080 (required, except by `bench compare`,
+    /// which takes `--target`s).
     #[arg(long)]
-    pub url: String,
-    /// Model name to request.
+    pub url: Option<String>,
+    /// Model name to request (required, except by `bench compare`).
     #[arg(long)]
-    pub model: String,
+    pub model: Option<String>,
     /// Bearer API key.
     #[arg(long, env = "FERRITE_BENCH_API_KEY")]
     pub api_key: Option<String>,
@@ -201,6 +210,9 @@ pub fn run(c: BenchCommand) -> Result<()> {
         BenchCommand::Verify(a) => verify(a),
         BenchCommand::Sweep(a) => sweep(a),
         BenchCommand::Quality(a) => quality(a),
+        BenchCommand::Compare(a) => super::bench_compare::compare(a),
+        BenchCommand::Monitor(a) => super::bench_compare::monitor(a),
+        BenchCommand::Report(a) => super::bench_compare::report(a),
     }
 }
 
@@ -433,6 +445,14 @@ fn verify(a: VerifyArgs) -> Result<()> {
 }
 
 fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
+    if a.url.is_none() || a.model.is_none() {
+        anyhow::bail!("--url and --model are required");
+    }
+    shared_config(a)
+}
+
+/// The settings of `a` (`bench compare` gives each target its own URL and model).
+pub(super) fn shared_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
     let preset = a.preset.as_deref().map(ferrite_bench::preset).transpose()?;
     let (input_tokens, output_tokens) = preset.map_or((a.input_tokens, a.output_tokens), |p| {
         (p.input_tokens, p.output_tokens)
@@ -443,8 +463,8 @@ fn run_config(a: &RunBenchArgs) -> Result<ferrite_bench::RunConfig> {
         _ => a.concurrency,
     };
     Ok(ferrite_bench::RunConfig {
-        url: a.url.clone(),
-        model: a.model.clone(),
+        url: a.url.clone().unwrap_or_default(),
+        model: a.model.clone().unwrap_or_default(),
         api_key: a.api_key.clone(),
         input_tokens,
         output_tokens,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_compare;
 pub mod chat;
 pub mod eval;
 pub mod eval_greedy;
