@@ -248,12 +248,13 @@ pub async fn compare(targets: Vec<Target>) -> Result<(CompareReport, Vec<(String
     ))
 }
 
-/// Per-request values of a metric.
-fn per_request(r: &Report, f: fn(&RequestMetrics) -> Option<f64>) -> Vec<f64> {
+/// Per-request values of a metric, as samples (the second member is unused but for costs).
+fn per_request(r: &Report, f: fn(&RequestMetrics) -> Option<f64>) -> Vec<(f64, f64)> {
     r.records
         .iter()
         .filter_map(|x| x.metrics.as_ref())
         .filter_map(f)
+        .map(|v| (v, 0.0))
         .collect()
 }
 
@@ -324,27 +325,13 @@ fn comparison(reports: &[(String, Report)], base: &RunConfig, order: &[String]) 
     let metrics: [(&str, Stat, Samples); 7] = [
         ("ttft_ms", Stat::Median, |r| {
             per_request(r, |m| Some(m.ttft_ms))
-                .into_iter()
-                .map(|x| (x, 0.0))
-                .collect()
         }),
-        ("tpot_ms", Stat::Median, |r| {
-            per_request(r, |m| m.tpot_ms)
-                .into_iter()
-                .map(|x| (x, 0.0))
-                .collect()
-        }),
+        ("tpot_ms", Stat::Median, |r| per_request(r, |m| m.tpot_ms)),
         ("e2e_ms", Stat::Median, |r| {
             per_request(r, |m| Some(m.e2e_ms))
-                .into_iter()
-                .map(|x| (x, 0.0))
-                .collect()
         }),
         ("output_speed_tok_s", Stat::Median, |r| {
             per_request(r, |m| m.output_speed_tok_s)
-                .into_iter()
-                .map(|x| (x, 0.0))
-                .collect()
         }),
         ("task_wall_clock_ms", Stat::Median, |r| {
             r.task_records
