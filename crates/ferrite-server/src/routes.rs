@@ -24,13 +24,29 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
-    Router::new()
+    let mut r = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .fallback(not_found)
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    if state.options.webui {
+        r = r.route("/", get(webui));
+    }
+    r.merge(api).fallback(not_found).with_state(state)
+}
+
+/// The chat page and operations view: one self-contained file (no CDN, no network), built
+/// into the binary. It calls the same API any client does.
+const WEBUI: &str = include_str!("webui/index.html");
+
+async fn webui() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        WEBUI,
+    )
+        .into_response()
 }
 
 /// The one place an [`ApiError`] becomes an HTTP response (and an `error_type` count).
@@ -132,7 +148,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Response {
-    let max_len = s.loaded().map(|l| l.engine.max_model_len());
+    let l = s.loaded();
     axum::Json(json!({
         "object": "list",
         "data": [{
@@ -140,7 +156,14 @@ async fn models(State(s): State<Arc<AppState>>) -> Response {
             "object": "model",
             "created": crate::generate::unix_now(),
             "owned_by": "ferrite",
-            "max_model_len": max_len,
+            "max_model_len": l.map(|l| l.engine.max_model_len()),
+            // ferrite's own: what the model is (architecture, quantization) and serves.
+            "ferrite": l.map(|l| {
+                let mut info = l.info.clone();
+                info["tool_format"] = json!(l.tool_format.name());
+                info["structured_output"] = json!(l.grammars.is_some());
+                info
+            }),
         }]
     }))
     .into_response()

@@ -30,6 +30,8 @@ pub struct ServerOptions {
     pub sse_keep_alive: Duration,
     /// Longest a request's grammar may take to compile (past it, 400).
     pub grammar_compile_timeout: Duration,
+    /// Serve the chat page and operations view at `/`.
+    pub webui: bool,
 }
 
 /// The loaded engine and its tokenizer.
@@ -45,6 +47,8 @@ pub struct Loaded {
     pub grammars: Option<Arc<GrammarCompiler>>,
     /// How tools are offered to this model and read from its output.
     pub tool_format: ToolFormat,
+    /// What the model is, for `/v1/models` (`architecture`, `quantization`, …).
+    pub info: serde_json::Value,
 }
 
 /// State shared by every handler.

@@ -507,3 +507,40 @@ async fn queued_streams_get_keep_alive_comments_before_their_first_token() {
     assert!(text.ends_with("data: [DONE]\n\n"));
     assert_eq!(long.await.unwrap(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_chat_page_is_served_unless_turned_off() {
+    let s = start(Opts::default()).await;
+    let r = s.client.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<title>ferrite</title>") && page.contains("/v1/chat/completions"));
+    // Self-contained: nothing fetched from elsewhere.
+    for external in ["<script src", "http://", "https://", "@import"] {
+        assert!(!page.contains(external), "{external}");
+    }
+    let models: serde_json::Value = s
+        .client
+        .get(format!("{}/v1/models", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"][0]["ferrite"]["architecture"], "llama");
+    let s = start(Opts {
+        webui: false,
+        ..Opts::default()
+    })
+    .await;
+    let r = s.client.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // The API is unchanged.
+    let (st, _) = s.post("/v1/chat/completions", chat("hi", json!({}))).await;
+    assert_eq!(st, 200);
+}

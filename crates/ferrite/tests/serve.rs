@@ -133,6 +133,22 @@ fn structured_output_and_tool_calls_work_with_the_openai_sdk() {
     python("tools_client.py", &[&s.url, "gemma3", "gemma"]);
 }
 
+/// The chat page in headless Chromium (Selenium): no console errors, a streamed reply, the
+/// second turn sends the first, stop aborts (counted, no KV held), the operations panel sees
+/// throughput. Screenshots go to `target/tmp/webui` (look at them).
+#[test]
+fn the_chat_page_works_in_headless_chromium() {
+    let s = serve(&smollm2(), &[]);
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("webui");
+    python("webui_test.py", &[&s.url, &out.display().to_string()]);
+    for shot in ["chat.png", "operations.png"] {
+        assert!(
+            out.join(shot).metadata().unwrap().len() > 1000,
+            "{shot} saved"
+        );
+    }
+}
+
 /// A pydantic-ai agent (function tool, typed output) and an openai-agents streamed run (strict
 /// tool, typed output) finish against SmolLM2.
 #[test]

@@ -33,6 +33,8 @@ pub struct Opts {
     pub grammar_compile_timeout: Duration,
     /// Tool-call format of the tiny model.
     pub tool_format: ToolFormat,
+    /// Serve the chat page at `/`.
+    pub webui: bool,
 }
 
 impl Default for Opts {
@@ -49,6 +51,7 @@ impl Default for Opts {
             sse_keep_alive: Duration::from_millis(20),
             grammar_compile_timeout: Duration::from_secs(10),
             tool_format: ToolFormat::Hermes,
+            webui: true,
         }
     }
 }
@@ -82,6 +85,7 @@ pub async fn start(opts: Opts) -> TestServer {
         max_body_bytes: 1 << 20,
         sse_keep_alive: opts.sse_keep_alive,
         grammar_compile_timeout: opts.grammar_compile_timeout,
+        webui: opts.webui,
     });
     let grammars = Some(Arc::new(GrammarCompiler::new(&tok).unwrap()));
     state.install(Loaded {
@@ -90,6 +94,7 @@ pub async fn start(opts: Opts) -> TestServer {
         fingerprint: "fp_test".into(),
         grammars,
         tool_format: opts.tool_format,
+        info: serde_json::json!({"architecture": "llama", "quantization": "Q8_0"}),
     });
     ferrite_server::warm_up(&state).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// compile, in milliseconds; past it the request gets a 400.
     #[arg(long, env = "FERRITE_GRAMMAR_COMPILE_MS", default_value_t = 2000)]
     pub grammar_compile_ms: u64,
+    /// Do not serve the chat page and operations view at `/` (the API is unchanged).
+    #[arg(long, env = "FERRITE_NO_WEBUI")]
+    pub no_webui: bool,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -126,6 +129,7 @@ async fn serve(a: ServeArgs, api_keys: Option<ApiKeys>) -> Result<()> {
         max_body_bytes: 8 << 20,
         sse_keep_alive: Duration::from_secs(10),
         grammar_compile_timeout: Duration::from_millis(a.grammar_compile_ms),
+        webui: !a.no_webui,
     });
     // The listener answers /health and /ready (503) while the model loads.
     eprintln!(
@@ -213,13 +217,40 @@ fn load_engine(a: &ServeArgs) -> Result<Loaded> {
     let tool_format = ToolFormat::parse(&a.tool_format)
         .unwrap_or_else(|| ToolFormat::detect(tokenizer.chat_template()));
     eprintln!("ferrite: tool calls in the {} format", tool_format.name());
+    let md = |k: &str| {
+        loaded
+            .file
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let info = serde_json::json!({
+        "architecture": md("general.architecture"),
+        "name": md("general.name"),
+        "quantization": file_quantization(&loaded.file),
+        "file": loaded.path.file_name().map(|f| f.to_string_lossy().to_string()),
+    });
     Ok(Loaded {
         engine,
         tokenizer,
         fingerprint,
         grammars,
         tool_format,
+        info,
     })
+}
+
+/// The format most of the file's weights are in, by bytes (the embedding and head included),
+/// e.g. `Q4_K` — what a user calls the model's quantization.
+fn file_quantization(f: &ferrite_gguf::GgufFile) -> Option<String> {
+    let mut bytes = std::collections::BTreeMap::<&str, u64>::new();
+    for t in f.tensors().iter().filter(|t| t.dims.len() >= 2) {
+        *bytes.entry(t.ggml_type.name()).or_default() += t.size_bytes;
+    }
+    bytes
+        .into_iter()
+        .max_by_key(|(_, b)| *b)
+        .map(|(n, _)| n.to_uppercase())
 }
 
 /// `fp_` + a hash of the ferrite version and the model file's name and size.
