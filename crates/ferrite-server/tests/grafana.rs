@@ -36,15 +36,7 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     let panels = d["panels"].as_array().unwrap();
     assert!(panels.len() >= 10);
     let s = start(Opts::default()).await;
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get("/metrics").await;
     let names = exported(&text);
     let mut ids = BTreeSet::new();
     let mut used = BTreeSet::new();

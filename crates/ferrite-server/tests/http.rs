@@ -270,15 +270,7 @@ async fn responses_streams_usage_n_and_seeds_follow_openai() {
         assert_eq!(c["choices"][0]["finish_reason"], "stop");
     }
     // Models, tokenize round trip.
-    let m: Value = s
-        .client
-        .get(format!("{}/v1/models", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = serde_json::from_str(&s.get("/v1/models").await).unwrap();
     assert_eq!(m["data"][0]["id"], MODEL);
     let (_, t) = s
         .post(
@@ -523,15 +515,7 @@ async fn the_chat_page_is_served_unless_turned_off() {
     for external in ["<script src", "http://", "https://", "@import"] {
         assert!(!page.contains(external), "{external}");
     }
-    let models: serde_json::Value = s
-        .client
-        .get(format!("{}/v1/models", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = serde_json::from_str(&s.get("/v1/models").await).unwrap();
     assert_eq!(models["data"][0]["ferrite"]["architecture"], "llama");
     let s = start(Opts {
         webui: false,

@@ -131,16 +131,14 @@ impl TestServer {
         (status, v)
     }
 
+    /// The body of a GET, as text.
+    pub async fn get(&self, path: &str) -> String {
+        let r = self.client.get(format!("{}{path}", self.url)).send().await;
+        r.unwrap().text().await.unwrap()
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.get("/metrics").await;
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .and_then(|l| l.rsplit(' ').next())

@@ -9,14 +9,9 @@ import sys
 
 from pydantic import BaseModel, Field
 
+from checks import check
+
 base, model = sys.argv[1], sys.argv[2]
-
-
-def check(cond, what):
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    print("ok:", what)
 
 
 class Forecast(BaseModel):

@@ -8,17 +8,12 @@ import sys
 import openai
 from openai import OpenAI
 
+from checks import check
+
 base, model = sys.argv[1], sys.argv[2]
 key = sys.argv[3] if len(sys.argv) > 3 else "none"
 client = OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=300)
 msgs = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
-
-
-def check(cond, what):
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    print("ok:", what)
 
 
 # Models.

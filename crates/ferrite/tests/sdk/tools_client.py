@@ -11,15 +11,10 @@ import sys
 from openai import OpenAI
 from pydantic import BaseModel, Field
 
+from checks import check
+
 base, model = sys.argv[1], sys.argv[2]
 client = OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
-
-
-def check(cond, what):
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    print("ok:", what)
 
 
 def tool(name, description, **props):

@@ -16,15 +16,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from checks import check
+
 base, out = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
-
-
-def check(cond, what):
-    if not cond:
-        print("FAILED:", what, file=sys.stderr)
-        sys.exit(1)
-    print("ok:", what)
 
 
 def metric(series):
