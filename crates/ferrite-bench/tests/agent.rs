@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferrite_bench::{run, AgentWorkload, Prices, RunConfig, TokenCounter, Workload};
 use ferrite_testkit::mock_openai::{Failure, MockServer, Script};
 use serde_json::Value;
-use timing::{check_against_events, check_tasks, exact, scripted_floor};
+use timing::{check_against_events, check_tasks, exact, script, scripted_floor};
 
 fn cfg(url: &str, requests: usize, concurrency: usize, workload: Workload) -> RunConfig {
     RunConfig {
@@ -23,15 +23,6 @@ fn cfg(url: &str, requests: usize, concurrency: usize, workload: Workload) -> Ru
         seed: 3,
         workload,
         ..RunConfig::new(url, "mock-model")
-    }
-}
-
-fn script(ttft_ms: u64, per_token_ms: u64) -> Script {
-    Script {
-        ttft: Duration::from_millis(ttft_ms),
-        per_token: Duration::from_millis(per_token_ms),
-        template_tokens: 5,
-        ..Script::default()
     }
 }
 

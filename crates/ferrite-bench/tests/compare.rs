@@ -13,16 +13,7 @@ use ferrite_bench::monitor::{monitor, read_lines, summarize, MonitorConfig};
 use ferrite_bench::{Prices, RunConfig};
 use ferrite_testkit::mock_openai::{MockServer, Script};
 use serde_json::Value;
-use timing::{check_against_events, exact, near_script, scripted_floor};
-
-fn script(ttft_ms: u64, per_token_ms: u64) -> Script {
-    Script {
-        ttft: Duration::from_millis(ttft_ms),
-        per_token: Duration::from_millis(per_token_ms),
-        template_tokens: 5,
-        ..Script::default()
-    }
-}
+use timing::{check_against_events, exact, near_script, script, scripted_floor};
 
 fn base() -> RunConfig {
     RunConfig {

@@ -20,6 +20,19 @@
 use ferrite_bench::client::RawEvent;
 use ferrite_bench::run::RequestRecord;
 use ferrite_bench::Report;
+use ferrite_testkit::mock_openai::Script;
+use std::time::Duration;
+
+/// A mock with the given first-token delay and per-token time and a 5-token chat template;
+/// other fields default.
+pub fn script(ttft_ms: u64, per_token_ms: u64) -> Script {
+    Script {
+        ttft: Duration::from_millis(ttft_ms),
+        per_token: Duration::from_millis(per_token_ms),
+        template_tokens: 5,
+        ..Script::default()
+    }
+}
 
 /// What a busy scheduler may add to one sequential step of a scripted run. With a busy loop on
 /// each of 2 cores (`scripts/stress-tests.sh`, 20 runs on an AMD EPYC), one call ran at most
