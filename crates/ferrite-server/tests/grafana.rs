@@ -38,8 +38,9 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
     let s = start(Opts::default()).await;
     let text = s.get("/metrics").await;
     let names = exported(&text);
+    // Every query: each panel target's `expr` and each templating variable's `query`.
+    let mut queries = Vec::new();
     let mut ids = BTreeSet::new();
-    let mut used = BTreeSet::new();
     for p in panels {
         let title = p["title"].as_str().unwrap_or("?");
         assert!(
@@ -55,22 +56,32 @@ async fn the_grafana_dashboard_queries_only_exported_metrics() {
             .unwrap_or_else(|| panic!("{title}: no targets"));
         assert!(!targets.is_empty(), "{title}");
         for t in targets {
+            assert!(t["refId"].is_string(), "{title}");
             let expr = t["expr"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{title}: a target without expr"));
-            assert!(t["refId"].is_string(), "{title}");
-            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if word.starts_with("ferrite_") {
-                    let base = ["_bucket", "_sum", "_count"]
-                        .iter()
-                        .find_map(|s| word.strip_suffix(s))
-                        .unwrap_or(word);
-                    assert!(
-                        names.contains(base),
-                        "{title}: {word} is not exported ({names:?})"
-                    );
-                    used.insert(base.to_string());
-                }
+            queries.push((title.to_string(), expr));
+        }
+    }
+    for v in d["templating"]["list"].as_array().expect("templating list") {
+        if v["type"] == "query" {
+            let name = format!("variable {}", v["name"]);
+            queries.push((name, v["query"].as_str().expect("a variable's query")));
+        }
+    }
+    let mut used = BTreeSet::new();
+    for (place, query) in queries {
+        for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("ferrite_") {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                assert!(
+                    names.contains(base),
+                    "{place}: {word} is not exported ({names:?})"
+                );
+                used.insert(base.to_string());
             }
         }
     }

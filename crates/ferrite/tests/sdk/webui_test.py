@@ -88,6 +88,8 @@ try:
           f"the second turn sends the first: {roles}")
     check(json.loads(driver.execute_script("return localStorage.getItem('ferrite.history')")).__len__() == 4,
           "the conversation is kept in localStorage")
+    wait(lambda: driver.find_element(By.ID, "op-done").text == "2 / 0", 10,
+         "the operations panel counts both replies finished")
     driver.save_screenshot(os.path.join(out, "chat.png"))
 
     # A long generation, stopped: the server aborts it and frees its KV blocks.
