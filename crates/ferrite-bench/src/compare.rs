@@ -23,7 +23,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::metrics::RequestMetrics;
+use crate::metrics::{RequestMetrics, Stats};
 use crate::quality::{compare_answers, Answer, QualityPrompt};
 use crate::report::{provenance, summarize, Report};
 use crate::run::{
@@ -250,25 +250,7 @@ pub async fn compare(targets: Vec<Target>) -> Result<(CompareReport, Vec<(String
 
 /// Per-request values of a metric, as samples (the second member is unused but for costs).
 fn per_request(r: &Report, f: fn(&RequestMetrics) -> Option<f64>) -> Vec<(f64, f64)> {
-    r.records
-        .iter()
-        .filter_map(|x| x.metrics.as_ref())
-        .filter_map(f)
-        .map(|v| (v, 0.0))
-        .collect()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    r.per_request(f).into_iter().map(|v| (v, 0.0)).collect()
 }
 
 /// How a metric's samples become one value.
@@ -284,7 +266,8 @@ enum Stat {
 
 fn statistic(stat: Stat, v: &[(f64, f64)]) -> f64 {
     match stat {
-        Stat::Median => median(&mut v.iter().map(|x| x.0).collect::<Vec<_>>()),
+        Stat::Median if v.is_empty() => f64::NAN,
+        Stat::Median => Stats::of(&v.iter().map(|x| x.0).collect::<Vec<_>>()).p50,
         Stat::Mean => v.iter().map(|x| x.0).sum::<f64>() / v.len().max(1) as f64,
         Stat::CostPerCompleted => {
             let done: f64 = v.iter().map(|x| x.1).sum();
@@ -334,10 +317,9 @@ fn comparison(reports: &[(String, Report)], base: &RunConfig, order: &[String]) 
             per_request(r, |m| m.output_speed_tok_s)
         }),
         ("task_wall_clock_ms", Stat::Median, |r| {
-            r.task_records
-                .iter()
-                .filter(|t| t.completed)
-                .map(|t| (t.elapsed_ms, 0.0))
+            r.completed_task_ms()
+                .into_iter()
+                .map(|v| (v, 0.0))
                 .collect()
         }),
         ("error_rate", Stat::Mean, |r| {

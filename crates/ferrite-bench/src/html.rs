@@ -209,14 +209,6 @@ fn run_name(r: &Report) -> String {
     }
 }
 
-fn per_request(r: &Report, f: impl Fn(&crate::metrics::RequestMetrics) -> Option<f64>) -> Vec<f64> {
-    r.records
-        .iter()
-        .filter_map(|x| x.metrics.as_ref())
-        .filter_map(f)
-        .collect()
-}
-
 fn summary_table(r: &Report) -> String {
     let mut o = String::from(
         "<table><tr><th>metric</th><th>p50</th><th>p90</th><th>p99</th><th>mean</th><th>n</th><th>formula</th></tr>",
@@ -286,7 +278,7 @@ fn latency_charts(runs: &[(String, &Report)]) -> String {
         ("e2e_ms", "E2E latency (ms)"),
     ] {
         let pts = series(&|r| {
-            cdf(per_request(r, |m| match key {
+            cdf(r.per_request(|m| match key {
                 "ttft_ms" => Some(m.ttft_ms),
                 "tpot_ms" => m.tpot_ms,
                 _ => Some(m.e2e_ms),
@@ -314,14 +306,7 @@ fn latency_charts(runs: &[(String, &Report)]) -> String {
         &ttft_in,
         true,
     ));
-    let tasks = series(&|r| {
-        cdf(r
-            .task_records
-            .iter()
-            .filter(|t| t.completed)
-            .map(|t| t.elapsed_ms)
-            .collect())
-    });
+    let tasks = series(&|r| cdf(r.completed_task_ms()));
     o.push_str(&chart(
         "Task wall-clock: CDF",
         "task wall-clock (ms)",

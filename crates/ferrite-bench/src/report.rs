@@ -44,6 +44,26 @@ pub struct Report {
     pub task_records: Vec<TaskRecord>,
 }
 
+impl Report {
+    /// A per-call metric over the successful calls (those where `f` gives a value).
+    pub fn per_request(&self, f: impl Fn(&RequestMetrics) -> Option<f64>) -> Vec<f64> {
+        self.records
+            .iter()
+            .filter_map(|x| x.metrics.as_ref())
+            .filter_map(f)
+            .collect()
+    }
+
+    /// Wall-clock of every completed task, in milliseconds.
+    pub fn completed_task_ms(&self) -> Vec<f64> {
+        self.task_records
+            .iter()
+            .filter(|t| t.completed)
+            .map(|t| t.elapsed_ms)
+            .collect()
+    }
+}
+
 /// `server_usage` when every call had usage, else what filled the gaps.
 fn token_source(ok: &[&RequestMetrics]) -> &'static str {
     use crate::metrics::TokenSource as S;
