@@ -303,16 +303,13 @@ pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<ValidRequest, Ap
         Endpoint::Chat => crate::tools::tools(&o)?,
         Endpoint::Completions => (Vec::new(), ToolChoice::None, false),
     };
+    let (output_format, output_format_param) = crate::tools::output_format(&o)?;
     Ok(ValidRequest {
         tools,
         tool_choice,
         parallel_tool_calls,
-        output_format_param: if o.get("structured_outputs").is_some_and(|v| !v.is_null()) {
-            "structured_outputs"
-        } else {
-            "response_format"
-        },
-        output_format: crate::tools::output_format(&o)?,
+        output_format,
+        output_format_param,
         model: f.string("model")?,
         input,
         max_tokens,

@@ -260,8 +260,11 @@ pub fn close_objects(schema: &mut Value) {
     }
 }
 
-/// `response_format` or `structured_outputs` (at most one of them).
-pub(crate) fn output_format(o: &Map<String, Value>) -> Result<Option<OutputFormat>, ApiError> {
+/// `response_format` or `structured_outputs` (at most one of them), and the field that set it
+/// (`response_format` when neither did), for error messages.
+pub(crate) fn output_format(
+    o: &Map<String, Value>,
+) -> Result<(Option<OutputFormat>, &'static str), ApiError> {
     let rf = response_format(o)?;
     let so = structured_outputs(o)?;
     match (rf, so) {
@@ -269,7 +272,8 @@ pub(crate) fn output_format(o: &Map<String, Value>) -> Result<Option<OutputForma
             "structured_outputs",
             "give either `response_format` or `structured_outputs`, not both",
         )),
-        (a, b) => Ok(a.or(b)),
+        (None, Some(f)) => Ok((Some(f), "structured_outputs")),
+        (f, None) => Ok((f, "response_format")),
     }
 }
 
@@ -528,24 +532,30 @@ mod tests {
         let s = json!({"type": "object"});
         assert_eq!(
             output_format(&obj(json!({"response_format": {"type": "text"}}))).unwrap(),
-            None
+            (None, "response_format")
         );
         assert_eq!(
             output_format(&obj(json!({"response_format": {"type": "json_object"}}))).unwrap(),
-            Some(OutputFormat::JsonObject)
+            (Some(OutputFormat::JsonObject), "response_format")
         );
         assert_eq!(
             output_format(&obj(json!({"response_format": {"type": "json_schema",
                 "json_schema": {"name": "r", "schema": s, "strict": true}}})))
             .unwrap(),
-            Some(OutputFormat::JsonSchema {
-                name: "r".into(),
-                schema: json!({"type": "object", "additionalProperties": false})
-            })
+            (
+                Some(OutputFormat::JsonSchema {
+                    name: "r".into(),
+                    schema: json!({"type": "object", "additionalProperties": false})
+                }),
+                "response_format"
+            )
         );
         assert_eq!(
             output_format(&obj(json!({"structured_outputs": {"choice": ["a", "b"]}}))).unwrap(),
-            Some(OutputFormat::Choice(vec!["a".into(), "b".into()]))
+            (
+                Some(OutputFormat::Choice(vec!["a".into(), "b".into()])),
+                "structured_outputs"
+            )
         );
         for (body, param) in [
             (

@@ -10,7 +10,7 @@ use ferrite_protocol::response::{
 };
 use ferrite_protocol::{ApiError, Endpoint, ErrorKind};
 
-use super::choice::{chat_logprobs, completion_logprobs, usage_of, Choice};
+use super::choice::{chat_logprobs, completion_logprobs, usage_of};
 use super::{unix_now, Started};
 use crate::state::AppState;
 
@@ -54,7 +54,6 @@ pub(super) async fn unary(
         s.options.model_name.clone(),
         st.fingerprint.clone(),
     );
-    let reason = |c: &Choice| c.finish_reason();
     let body = match endpoint {
         Endpoint::Chat => serde_json::to_string(&ChatCompletion {
             id: st.id,
@@ -73,7 +72,7 @@ pub(super) async fn unary(
                             .req
                             .logprobs
                             .map(|_| chat_logprobs(&st.tokenizer, &c.logprobs)),
-                        finish_reason: reason(c),
+                        finish_reason: c.finish_reason(),
                         message: AssistantMessage {
                             role: "assistant",
                             content,
@@ -108,7 +107,7 @@ pub(super) async fn unary(
                             .req
                             .logprobs
                             .map(|_| completion_logprobs(&st.tokenizer, &c.logprobs, echo.len())),
-                        finish_reason: reason(c),
+                        finish_reason: c.finish_reason(),
                     })
                     .collect(),
                 usage,
