@@ -93,6 +93,11 @@ impl Attempt {
     pub fn usage(&self) -> Option<Usage> {
         self.events.iter().rev().find_map(|e| e.usage)
     }
+
+    /// The answer's text (`content`, without reasoning).
+    pub fn content(&self) -> String {
+        self.events.iter().map(|e| e.content.as_str()).collect()
+    }
 }
 
 /// Send one streaming request (`body` must set `"stream": true`) and record it. `t0` is the

@@ -49,6 +49,16 @@ pub struct Target {
     pub cfg: RunConfig,
 }
 
+/// Every target has its own name (names key the reports and the log lines).
+pub(crate) fn check_names(targets: &[Target]) -> Result<()> {
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|u| u.name == t.name) {
+            return Err(Error::Config(format!("two targets are named {:?}", t.name)));
+        }
+    }
+    Ok(())
+}
+
 /// Parse a `--target` spec over the shared settings `base`.
 pub fn parse_target(spec: &str, base: &RunConfig) -> Result<Target> {
     let bad = |m: String| Error::Config(format!("--target {spec:?}: {m}"));
@@ -140,10 +150,8 @@ pub async fn compare(targets: Vec<Target>) -> Result<(CompareReport, Vec<(String
     if targets.len() < 2 {
         return Err(Error::Config("compare needs at least two --target".into()));
     }
-    for (i, t) in targets.iter().enumerate() {
-        if targets[..i].iter().any(|u| u.name == t.name) {
-            return Err(Error::Config(format!("two targets are named {:?}", t.name)));
-        }
+    check_names(&targets)?;
+    for t in &targets {
         if t.cfg.rate.is_some() {
             return Err(Error::Config(
                 "compare runs a closed loop (rounds of --concurrency per target); --rate is not supported".into(),
@@ -408,7 +416,7 @@ fn quality(reports: &[(String, Report)], workload: &Workload) -> Value {
                     .iter()
                     .find(|x| x.index == i && x.call == 0 && x.branch == 0)
                     .and_then(|x| x.attempts.last())
-                    .map(|a| a.events.iter().map(|e| e.content.as_str()).collect())
+                    .map(|a| a.content())
                     .unwrap_or_default();
                 Answer {
                     tokens: None,

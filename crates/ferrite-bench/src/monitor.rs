@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::agent::AgentWorkload;
 use crate::client::send;
-use crate::compare::Target;
+use crate::compare::{check_names, Target};
 use crate::metrics::Stats;
 use crate::run::http_client;
 use crate::{Error, Result};
@@ -129,11 +129,7 @@ pub async fn monitor(
     if cfg.targets.is_empty() {
         return Err(Error::Config("monitor needs at least one --target".into()));
     }
-    for (i, t) in cfg.targets.iter().enumerate() {
-        if cfg.targets[..i].iter().any(|u| u.name == t.name) {
-            return Err(Error::Config(format!("two targets are named {:?}", t.name)));
-        }
-    }
+    check_names(&cfg.targets)?;
     if cfg.interval.is_zero() || cfg.duration.is_zero() {
         return Err(Error::Config(
             "--interval-s and --duration-s must be positive".into(),

@@ -280,8 +280,7 @@ async fn call(
             // An answer that calls tools is not the structured answer.
             let structured = match (&schema, answer) {
                 (Some(s), Some(a)) if tool_calls.is_empty() => {
-                    let text: String = a.events.iter().map(|e| e.content.as_str()).collect();
-                    Some(check_structured(&text, s))
+                    Some(check_structured(&a.content(), s))
                 }
                 _ => None,
             };
@@ -317,12 +316,10 @@ async fn task(
         let offer = (&messages[..], plan.tools.as_ref());
         let recs = call(client, cfg, (i, k), offer, c, (sent_at, start)).await;
         let ok = recs.iter().all(|r| r.metrics.is_some());
-        let answer = recs.first().and_then(|r| r.attempts.last()).map(|a| {
-            a.events
-                .iter()
-                .map(|e| e.content.as_str())
-                .collect::<String>()
-        });
+        let answer = recs
+            .first()
+            .and_then(|r| r.attempts.last())
+            .map(|a| a.content());
         let calls = recs
             .first()
             .map(|r| r.tool_calls.clone())

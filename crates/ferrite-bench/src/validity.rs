@@ -86,8 +86,8 @@ pub fn schema_error(schema: &Value, v: &Value) -> Option<String> {
     }
 }
 
-/// The schema a `response_format` / `structured_outputs` asks for: `Some(Value::Null)` for any
-/// JSON object, `None` when the body asks for no JSON.
+/// The schema a `response_format` / `structured_outputs` asks for (`{"type": "object"}` for
+/// `json_object`), `None` when the body asks for no JSON.
 pub fn requested_schema(body: &serde_json::Map<String, Value>) -> Option<Value> {
     let rf = body.get("response_format");
     match rf.and_then(|r| r["type"].as_str()) {

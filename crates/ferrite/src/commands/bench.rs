@@ -546,11 +546,16 @@ fn tokenizer(path: &std::path::Path) -> Result<ferrite_bench::TokenCounter> {
     }))
 }
 
-fn execute(mut cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The runtime the bench commands' clients run on (two worker threads).
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
+        .build()?)
+}
+
+fn execute(mut cfg: ferrite_bench::RunConfig) -> Result<ferrite_bench::Report> {
+    let rt = runtime()?;
     // A progress bar on stderr (hidden when stderr is not a terminal), fed by a counter the
     // run increments; it never touches the measurement.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

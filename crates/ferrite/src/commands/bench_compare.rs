@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ferrite_bench::compare::{parse_target, render_markdown, Target};
 use ferrite_bench::monitor::{read_lines, summarize, MonitorConfig};
 
-use super::bench::{shared_config, RunBenchArgs};
+use super::bench::{runtime, shared_config, RunBenchArgs};
 
 /// `ferrite bench compare` options.
 #[derive(Debug, clap::Args)]
@@ -89,10 +89,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
     }
     let base = shared_config(&a.run)?;
     let targets = targets(&a.targets, &base)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let (report, runs) = rt.block_on(ferrite_bench::compare::compare(targets))?;
     let text = render_markdown(&report);
     print!("{text}");
@@ -124,10 +121,7 @@ pub fn monitor(a: MonitorArgs) -> Result<()> {
             .map(ferrite_bench::AgentWorkload::read)
             .transpose()?,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("ferrite: stopping the monitor");
