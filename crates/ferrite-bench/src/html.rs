@@ -231,7 +231,7 @@ fn summary_table(r: &Report) -> String {
     o
 }
 
-const STYLE: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>TITLE</title><style>
+const PAGE_HEAD: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>TITLE</title><style>
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -257,7 +257,7 @@ addEventListener('load', () => {
 "#;
 
 fn head(title: &str) -> String {
-    STYLE.replace("TITLE", &esc(title))
+    PAGE_HEAD.replace("TITLE", &esc(title))
 }
 
 /// The latency charts of labelled runs, one series each: TTFT, TPOT and E2E CDFs, TTFT against
@@ -478,21 +478,8 @@ pub fn render_monitor_html(lines: &[Value], summary: &Value) -> String {
         );
     }
     o.push_str(r#"</table><h2>Over time</h2><div class="charts">"#);
-    let t0 = lines
-        .first()
-        .and_then(|l| l["t"].as_str())
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-    let at = |l: &Value| -> f64 {
-        match (
-            t0,
-            l["t"]
-                .as_str()
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
-        ) {
-            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1e3,
-            _ => f64::NAN,
-        }
-    };
+    let t0 = crate::monitor::first_sent(lines);
+    let at = |l: &Value| t0.map_or(f64::NAN, |t0| crate::monitor::seconds(&l["t"], t0));
     let per_target = |f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Series> {
         targets
             .keys()

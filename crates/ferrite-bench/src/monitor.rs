@@ -216,8 +216,16 @@ pub fn read_lines(path: &Path) -> Result<Vec<Value>> {
         .collect())
 }
 
-/// Seconds of an RFC 3339 stamp since the first line's.
-fn seconds(t: &Value, t0: chrono::DateTime<chrono::FixedOffset>) -> f64 {
+/// When the log's first line was sent.
+pub(crate) fn first_sent(lines: &[Value]) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    lines
+        .first()
+        .and_then(|l| l["t"].as_str())
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+}
+
+/// Seconds of a line's `t` stamp since `t0` (NaN when it has none).
+pub(crate) fn seconds(t: &Value, t0: chrono::DateTime<chrono::FixedOffset>) -> f64 {
     t.as_str()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map_or(f64::NAN, |d| {
@@ -227,11 +235,7 @@ fn seconds(t: &Value, t0: chrono::DateTime<chrono::FixedOffset>) -> f64 {
 
 /// The summary of a monitor log: per target, over its probes (tasks reported apart).
 pub fn summarize(lines: &[Value]) -> Value {
-    let t0 = lines
-        .first()
-        .and_then(|l| l["t"].as_str())
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-    let Some(t0) = t0 else {
+    let Some(t0) = first_sent(lines) else {
         return json!({"schema": "ferrite-bench/monitor-summary/v1", "targets": {}});
     };
     let mut names: Vec<&str> = Vec::new();
