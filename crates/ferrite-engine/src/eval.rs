@@ -136,6 +136,76 @@ pub fn compare(
     })
 }
 
+/// Logits of every position of `tokens` and the greedy continuation after them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogits {
+    /// Vocabulary size (the width of each logits row).
+    pub n_vocab: usize,
+    /// One row per input position.
+    pub logits: Vec<Vec<f32>>,
+    /// Greedy tokens decoded one at a time after the input.
+    pub greedy: Vec<u32>,
+}
+
+/// Run `tokens` as one prompt batch with logits at every position, then decode `generate`
+/// greedy tokens one at a time: the protocol `scripts/reference-logits.sh` runs through
+/// llama.cpp's C API, so the two outputs compare position by position.
+pub fn token_logits(model: &mut dyn Model, tokens: &[u32], generate: usize) -> Result<TokenLogits> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidParam {
+            field: "tokens",
+            message: "at least one token id is needed".into(),
+        });
+    }
+    let c = model.config().clone();
+    let n = tokens.len();
+    let mut kv = ContiguousKvCache::with_format(
+        model.cpu().kv_format,
+        c.n_layers,
+        c.n_kv_heads,
+        c.head_dim,
+        n + generate,
+        1,
+    )?;
+    let positions: Vec<usize> = (0..n).collect();
+    let rows: Vec<usize> = (0..n).collect();
+    let mut out = Vec::new();
+    let batch = ForwardBatch {
+        tokens,
+        positions: &positions,
+        slots: &vec![0; n],
+        logits_rows: &rows,
+        kernel_groups: None,
+    };
+    model.forward(&batch, &mut kv, &mut out)?;
+    let logits: Vec<Vec<f32>> = out
+        .chunks_exact(c.vocab_size)
+        .map(<[f32]>::to_vec)
+        .collect();
+    let mut greedy = Vec::with_capacity(generate);
+    let mut next = argmax(&logits[n - 1]) as u32;
+    for pos in n..n + generate {
+        greedy.push(next);
+        if pos + 1 == n + generate {
+            break;
+        }
+        let batch = ForwardBatch {
+            tokens: &[next],
+            positions: &[pos],
+            slots: &[0],
+            logits_rows: &[0],
+            kernel_groups: None,
+        };
+        model.forward(&batch, &mut kv, &mut out)?;
+        next = argmax(&out) as u32;
+    }
+    Ok(TokenLogits {
+        n_vocab: c.vocab_size,
+        logits,
+        greedy,
+    })
+}
+
 fn log_sum_exp(l: &[f32]) -> f64 {
     let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     f64::from(max)

@@ -153,7 +153,7 @@ fn run_all(c: &mut EngineCore, reqs: Vec<NewRequest>) -> Vec<Collect> {
 
 #[test]
 fn greedy_output_is_identical_with_and_without_drafts() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         // Q4_K exercises the batch-shape-dependent kernels: draft rows must still compute
         // exactly as plain decoding does.
         for q in [QuantType::Q8_0, QuantType::Q4_K] {
@@ -482,7 +482,7 @@ fn core_with_draft(bytes: &[u8], draft: &[u8], layers: Option<usize>) -> EngineC
 
 #[test]
 fn greedy_output_is_identical_with_draft_models() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         let bytes = model_bytes(arch, QuantType::Q8_0);
         let greedy = SamplingParams::greedy();
         // Free-form prompts as well as copy-heavy ones: a draft model does not need repeats.
@@ -582,11 +582,11 @@ fn a_draft_with_another_vocabulary_is_refused() {
 /// The exact next-token distributions with and without speculation: the rows a verification
 /// step samples from (the last accepted token plus k drafts in one batched forward pass) give,
 /// position by position, the same logits — so the same softmax, under any sampling settings —
-/// as decoding those tokens one at a time. Both architectures, a 32-element format (stream
+/// as decoding those tokens one at a time. Every architecture, a 32-element format (stream
 /// panels) and a K-quant, 1 and 3 drafts.
 #[test]
 fn verification_rows_give_the_decoding_distribution() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         for q in [QuantType::Q4_0, QuantType::Q4_K] {
             let bytes = TinyModel::new(arch).quant(q).to_bytes();
             let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());

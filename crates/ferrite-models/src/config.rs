@@ -11,6 +11,10 @@ pub enum Architecture {
     Llama,
     /// Gemma 3 text models.
     Gemma3,
+    /// Qwen3 dense models.
+    Qwen3,
+    /// Qwen3 mixture-of-experts models.
+    Qwen3Moe,
 }
 
 impl Architecture {
@@ -19,16 +23,56 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Gemma3 => "gemma3",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Qwen3Moe => "qwen3moe",
         }
     }
 
+    /// Every architecture ferrite implements.
+    pub const ALL: [Architecture; 4] = [
+        Architecture::Llama,
+        Architecture::Gemma3,
+        Architecture::Qwen3,
+        Architecture::Qwen3Moe,
+    ];
+
     fn parse(s: &str) -> Result<Architecture> {
-        match s {
-            "llama" => Ok(Architecture::Llama),
-            "gemma3" => Ok(Architecture::Gemma3),
-            other => Err(Error::UnsupportedArchitecture(other.to_string())),
-        }
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| Error::UnsupportedArchitecture(s.to_string()))
     }
+}
+
+/// How a router's scores become expert probabilities (llama.cpp's
+/// `llama_expert_gating_func_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertGating {
+    /// Softmax over all experts.
+    Softmax,
+    /// An independent sigmoid per expert.
+    Sigmoid,
+}
+
+/// Mixture-of-experts feed-forward settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    /// Routed experts per layer.
+    pub n_experts: usize,
+    /// Experts each token uses.
+    pub n_used: usize,
+    /// Inner size of one expert.
+    pub expert_ffn_dim: usize,
+    /// Router probabilities.
+    pub gating: ExpertGating,
+    /// Whether the chosen experts' weights are renormalized to sum to 1.
+    pub norm_weights: bool,
+    /// Factor applied to the weights (`expert_weights_scale`; 0 and 1 leave them).
+    pub weights_scale: f32,
+    /// Expert groups (group-limited routing when above 1).
+    pub groups: usize,
+    /// Groups each token keeps.
+    pub groups_used: usize,
 }
 
 /// Shape and numerics of one model.
@@ -72,6 +116,8 @@ pub struct ModelConfig {
     pub final_logit_softcap: Option<f32>,
     /// Attention logit soft-capping, when the file sets it.
     pub attn_logit_softcap: Option<f32>,
+    /// Mixture-of-experts settings (MoE architectures only).
+    pub moe: Option<MoeConfig>,
 }
 
 fn key(arch: &str, k: &str) -> String {
@@ -108,6 +154,71 @@ fn opt_f32(f: &GgufFile, k: &str) -> Result<Option<f32>> {
     }
 }
 
+impl MoeConfig {
+    /// Read and check the expert settings of architecture `a`.
+    fn from_gguf(f: &GgufFile, a: &str) -> Result<MoeConfig> {
+        let n_experts = usize_key(f, &key(a, "expert_count"))?;
+        let n_used = usize_key(f, &key(a, "expert_used_count"))?;
+        if n_experts == 0 || n_used == 0 || n_used > n_experts {
+            return Err(Error::Config(format!(
+                "{a}.expert_used_count {n_used} must be between 1 and {a}.expert_count {n_experts}"
+            )));
+        }
+        let expert_ffn_dim = match opt_usize(f, &key(a, "expert_feed_forward_length"))? {
+            Some(n) if n > 0 => n,
+            // llama.cpp's fallback: the dense size shared among the used experts.
+            _ => usize_key(f, &key(a, "feed_forward_length"))? / n_used,
+        };
+        if expert_ffn_dim == 0 {
+            return Err(Error::Config(format!(
+                "{a}.expert_feed_forward_length must be positive"
+            )));
+        }
+        // Qwen3-MoE routes with a softmax whatever the file says (llama.cpp's qwen3moe.cpp
+        // hard-codes it; its test files write `expert_gating_func` 0).
+        let gating = ExpertGating::Softmax;
+        // Group-limited routing only with more than one group (llama.cpp's test); files
+        // without groups may write 0 for both counts.
+        let groups = opt_usize(f, &key(a, "expert_group_count"))?
+            .unwrap_or(0)
+            .max(1);
+        let groups_used = match groups {
+            1 => 1,
+            _ => opt_usize(f, &key(a, "expert_group_used_count"))?.unwrap_or(groups),
+        };
+        if n_experts % groups != 0 || groups_used == 0 || groups_used > groups {
+            return Err(Error::Config(format!(
+                "{a}.expert_group_count {groups} must divide expert_count {n_experts}, and \
+                 expert_group_used_count {groups_used} be between 1 and it"
+            )));
+        }
+        if groups > 1 && n_experts / groups < 2 {
+            return Err(Error::Config(format!(
+                "{a}.expert_group_count {groups} leaves fewer than 2 experts per group \
+                 (a group scores its top two)"
+            )));
+        }
+        if groups_used * (n_experts / groups) < n_used {
+            return Err(Error::Config(format!(
+                "{a}: {groups_used} of {groups} expert groups hold fewer than the \
+                 {n_used} experts each token uses"
+            )));
+        }
+        Ok(MoeConfig {
+            n_experts,
+            n_used,
+            expert_ffn_dim,
+            gating,
+            // Qwen3-MoE always renormalizes and never scales (llama.cpp's qwen3moe.cpp passes
+            // `true` and reads no scale key).
+            norm_weights: true,
+            weights_scale: 0.0,
+            groups,
+            groups_used,
+        })
+    }
+}
+
 impl ModelConfig {
     /// Read and validate the configuration of the model in `f`.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
@@ -116,7 +227,16 @@ impl ModelConfig {
         let a = arch_name;
         let n_layers = usize_key(f, &key(a, "block_count"))?;
         let dim = usize_key(f, &key(a, "embedding_length"))?;
-        let ffn_dim = usize_key(f, &key(a, "feed_forward_length"))?;
+        let moe = match arch {
+            Architecture::Qwen3Moe => Some(MoeConfig::from_gguf(f, a)?),
+            _ => None,
+        };
+        // A MoE file may omit the dense size (llama.cpp then derives nothing from it).
+        let ffn_dim = match (opt_usize(f, &key(a, "feed_forward_length"))?, &moe) {
+            (Some(n), _) => n,
+            (None, Some(m)) => m.expert_ffn_dim,
+            (None, None) => usize_key(f, &key(a, "feed_forward_length"))?,
+        };
         let n_heads = usize_key(f, &key(a, "attention.head_count"))?;
         let n_kv_heads = opt_usize(f, &key(a, "attention.head_count_kv"))?.unwrap_or(n_heads);
         if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
@@ -147,9 +267,12 @@ impl ModelConfig {
             )));
         }
         if let Some(v) = f.get(&key(a, "rope.scaling.type")).and_then(|v| v.as_str()) {
-            if v != "none" {
+            // llama.cpp reads a linear factor of 0 (or none at all) as no scaling.
+            let factor = opt_f32(f, &key(a, "rope.scaling.factor"))?.unwrap_or(0.0);
+            let unscaled = v == "none" || (v == "linear" && (factor == 0.0 || factor == 1.0));
+            if !unscaled {
                 return Err(Error::Config(format!(
-                    "RoPE scaling {v:?} is not supported yet"
+                    "RoPE scaling {v:?} (factor {factor}) is not supported yet"
                 )));
             }
         }
@@ -193,13 +316,18 @@ impl ModelConfig {
             sliding_window: None,
             sliding_layers: vec![false; n_layers],
             attention_scale: 1.0 / (head_dim as f32).sqrt(),
-            final_logit_softcap: opt_f32(f, &key(a, "final_logit_softcapping"))?
-                .filter(|c| *c != 0.0),
-            attn_logit_softcap: opt_f32(f, &key(a, "attn_logit_softcapping"))?
-                .filter(|c| *c != 0.0),
+            final_logit_softcap: None,
+            attn_logit_softcap: None,
+            moe,
         };
         if arch == Architecture::Gemma3 {
             cfg.gemma3_specifics(f)?;
+        }
+        if matches!(arch, Architecture::Qwen3 | Architecture::Qwen3Moe) && rope_dims != head_dim {
+            // llama.cpp asserts the same (`n_embd_head == n_rot` in qwen3.cpp).
+            return Err(Error::Config(format!(
+                "{a}.rope.dimension_count {rope_dims} must equal the head size {head_dim}"
+            )));
         }
         cfg.validate()?;
         Ok(cfg)
@@ -209,6 +337,12 @@ impl ModelConfig {
     /// sliding window with RoPE base 10k unless the file says otherwise; scores are scaled by
     /// 1/√head_dim applied to Q.
     fn gemma3_specifics(&mut self, f: &GgufFile) -> Result<()> {
+        // Only Gemma reads the soft-capping keys (other architectures' files may carry them
+        // unused, as llama.cpp's test files do).
+        self.final_logit_softcap =
+            opt_f32(f, "gemma3.final_logit_softcapping")?.filter(|c| *c != 0.0);
+        self.attn_logit_softcap =
+            opt_f32(f, "gemma3.attn_logit_softcapping")?.filter(|c| *c != 0.0);
         if let Some(w) = opt_usize(f, "gemma3.attention.sliding_window")?.filter(|w| *w > 0) {
             self.sliding_window = Some(w);
             self.rope_base_local = opt_f32(f, "gemma3.rope.freq_base_swa")?.unwrap_or(10000.0);

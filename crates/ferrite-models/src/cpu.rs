@@ -9,6 +9,7 @@ use ferrite_kernels::ops::{
 use ferrite_kernels::{Kernels, KvFormat, ThreadPool};
 
 use crate::kv::KvStore;
+use crate::scratch::Scratch;
 use crate::weights::Linear;
 use crate::{Error, ForwardBatch, Result};
 
@@ -120,10 +121,15 @@ impl Cpu {
         )
         .map_err(Error::Kernel)?;
         // The second-level scale multiplies the product, as llama.cpp's `ggml_mul` after the
-        // matmul does.
+        // matmul does; then the bias is added.
         for (w, y) in ws.iter().zip(outs) {
             if let Some(s) = w.scale {
                 y.iter_mut().for_each(|v| *v *= s);
+            }
+            if let Some(b) = &w.bias {
+                for row in y.chunks_exact_mut(w.rows) {
+                    add_assign(row, b);
+                }
             }
         }
         Ok(())
@@ -411,6 +417,36 @@ pub fn store_kv(
         )?;
     }
     Ok(())
+}
+
+/// The final norm and output head: logits (`logits_rows.len() × vocab`) of the batch rows
+/// that want them, from the last layer's `s.x`. Only those rows go through the head.
+pub(crate) fn output_logits(
+    cpu: &Cpu,
+    s: &mut Scratch,
+    batch: &ForwardBatch<'_>,
+    norm: &[f32],
+    eps: f32,
+    output: &Linear,
+    logits: &mut Vec<f32>,
+) -> Result<()> {
+    let d = norm.len();
+    gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
+    let n = batch.logits_rows.len();
+    s.h.resize(n * d, 0.0);
+    for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+        ops::rms_norm(xr, norm, eps, hr);
+    }
+    // With per-sequence groups, every logits row is its own group (as each sequence alone).
+    let head_groups = batch.kernel_groups.map(|_| vec![(0, 1); n]);
+    cpu.linear_grouped(
+        output,
+        &s.h[..n * d],
+        n,
+        head_groups.as_deref(),
+        logits,
+        &mut s.act,
+    ) // (N, vocab)
 }
 
 /// Copy the rows of `x` (width `d`) listed in `rows` into `out`.

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use ferrite_gguf::GgufFile;
-use ferrite_kernels::ops::{geglu_rows, rms_norm, scale_inplace, RopeStyle};
+use ferrite_kernels::ops::{geglu_rows, scale_inplace, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::cpu::{attention, gather_rows, rope, rope_table, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, output_logits, rope, rope_table, store_kv, AttentionParams, Cpu};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
@@ -216,24 +216,15 @@ impl Model for Gemma3 {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
-        let n = batch.logits_rows.len();
-        s.h.resize(n * d, 0.0);
-        for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-            rms_norm(xr, &self.output_norm, c.norm_eps, hr);
-        }
-        let h = std::mem::take(&mut s.h);
-        // With per-sequence groups, every logits row is its own group (as each sequence alone).
-        let head_groups = batch.kernel_groups.map(|_| vec![(0, 1); n]);
-        cpu.linear_grouped(
+        output_logits(
+            cpu,
+            s,
+            batch,
+            &self.output_norm,
+            c.norm_eps,
             &self.output,
-            &h[..n * d],
-            n,
-            head_groups.as_deref(),
             logits,
-            &mut s.act,
-        )?; // (N, vocab)
-        s.h = h;
+        )?;
         crate::softcap_logits(logits, c.final_logit_softcap);
         cpu.trace("result_output", 0, logits);
         Ok(())

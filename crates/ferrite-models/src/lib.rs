@@ -27,21 +27,24 @@ pub mod cpu;
 mod gemma3;
 mod kv;
 mod llama;
+mod moe;
 mod prompt_attention;
 pub mod quantize;
+mod qwen3;
 mod scratch;
 pub mod weights;
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Architecture, ModelConfig};
+pub use config::{Architecture, ExpertGating, ModelConfig, MoeConfig};
 pub use cpu::Cpu;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;
 pub use kv::{ContiguousKvCache, KvFormat, KvStore, KvVisitor, SeqSlot};
 pub use llama::Llama;
+pub use qwen3::Qwen3;
 
 use ferrite_gguf::GgufFile;
 
@@ -49,7 +52,7 @@ use ferrite_gguf::GgufFile;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file's `general.architecture` is not one ferrite implements.
-    #[error("unsupported architecture {0:?} (supported: llama, gemma3)")]
+    #[error("unsupported architecture {0:?} (supported: {list})", list = Architecture::ALL.map(Architecture::name).join(", "))]
     UnsupportedArchitecture(String),
     /// A tensor is stored in a format the kernels cannot compute with.
     #[error("tensor {tensor:?} has type {ggml_type}, which ferrite cannot compute with (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, MXFP4, NVFP4)")]
@@ -238,9 +241,14 @@ pub fn load_model_from(file: &Arc<GgufFile>, opts: &LoadOptions) -> Result<Box<d
     cpu.kv_format = opts.kv_format;
     cpu.trace = opts.trace.clone();
     tracing::debug!(arch = cfg.arch.name(), isa = %cpu.kernels.isa(), threads = opts.threads, "loading model");
+    build(file, cfg, cpu)
+}
+
+fn build(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Box<dyn Model>> {
     Ok(match cfg.arch {
         Architecture::Llama => Box::new(Llama::load(file, cfg, cpu)?),
         Architecture::Gemma3 => Box::new(Gemma3::load(file, cfg, cpu)?),
+        Architecture::Qwen3 | Architecture::Qwen3Moe => Box::new(Qwen3::load(file, cfg, cpu)?),
     })
 }
 
@@ -263,10 +271,7 @@ pub fn load_draft_model(
         cfg.n_layers = l;
         cfg.sliding_layers.truncate(l);
     }
-    Ok(match cfg.arch {
-        Architecture::Llama => Box::new(Llama::load(file, cfg, cpu.clone())?),
-        Architecture::Gemma3 => Box::new(Gemma3::load(file, cfg, cpu.clone())?),
-    })
+    build(file, cfg, cpu.clone())
 }
 
 /// `c·tanh(x/c)` over all logits when `cap` is set.

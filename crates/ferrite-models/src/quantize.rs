@@ -232,7 +232,11 @@ fn plan_tensor(
         scale: None,
         note,
     };
-    if info.dims.len() != 2 {
+    // Matrices and stacked expert matrices are quantized; vectors stay as they are, and so does
+    // a MoE router (`ffn_gate_inp`), as llama.cpp's quantizer leaves it: routing picks experts
+    // by small score differences that quantized activations would reorder.
+    let experts = info.dims.len() == 3 && info.name.contains("_exps.");
+    if !(info.dims.len() == 2 || experts) || info.name.contains("ffn_gate_inp.") {
         return Ok(keep(info.ggml_type, None));
     }
     let from = quant_type(info)?;
@@ -290,7 +294,7 @@ fn requantize(
     let from = quant_type(info)?;
     let to = QuantType::from_name(p.to.name()).expect("invariant: planned from a kernel format");
     let cols = info.dims[0] as usize;
-    let rows = info.dims[1] as usize;
+    let rows = info.dims[1..].iter().product::<u64>() as usize; // experts stacked
     let in_row = from.row_bytes(cols)?;
     let out_row = to.row_bytes(cols)?;
     let mut f = vec![0f32; rows * cols];

@@ -40,6 +40,9 @@ pub struct Linear {
     /// `weight_scale_2`), from the optional F32 tensor `<name>.scale` of shape {1}, as
     /// llama.cpp stores it.
     pub scale: Option<f32>,
+    /// Added to the product (after the scale), from the optional tensor `<name>.bias` of
+    /// shape {rows}, as llama.cpp adds a bias it finds beside a weight.
+    pub bias: Option<Arc<[f32]>>,
     /// The matrix repacked into stream panels for decoding (see [`Linear::repacked`]); shared
     /// by clones (a tied output head and its embedding table).
     panels: Option<Arc<[u8]>>,
@@ -60,9 +63,12 @@ impl Linear {
             });
         }
         let ty = quant_type(&info)?;
-        let scale = match name.strip_suffix(".weight") {
-            Some(base) => load_scale(file, &format!("{base}.scale"))?,
-            None => None,
+        let (scale, bias) = match name.strip_suffix(".weight") {
+            Some(base) => (
+                load_scale(file, &format!("{base}.scale"))?,
+                load_bias(file, &format!("{base}.bias"), rows)?,
+            ),
+            None => (None, None),
         };
         Ok(Linear {
             file: Arc::clone(file),
@@ -71,8 +77,66 @@ impl Linear {
             rows,
             cols,
             scale,
+            bias,
             panels: None,
         })
+    }
+
+    /// Load the 3-D expert tensor `name` (ggml dims `[cols, rows, n_experts]`) as one
+    /// `rows × cols` matrix per expert, each a view of its slice of the mapped tensor.
+    pub fn load_experts(
+        file: &Arc<GgufFile>,
+        name: &str,
+        n_experts: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Linear>> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        let want = [cols as u64, rows as u64, n_experts as u64];
+        if info.dims != want {
+            return Err(Error::TensorShape {
+                tensor: name.to_string(),
+                expected: format!("{want:?}"),
+                found: format!("{:?}", info.dims),
+            });
+        }
+        let ty = quant_type(info)?;
+        // Per-expert second-level scales `<name>.scale` {n_experts} (llama.cpp's `*_exps_s`).
+        let scales = match name.strip_suffix(".weight") {
+            Some(base) if file.tensor(&format!("{base}.scale")).is_some() => {
+                let s = load_vector(file, &format!("{base}.scale"), n_experts)?;
+                if let Some(bad) = s.iter().find(|v| !v.is_finite()) {
+                    return Err(Error::TensorShape {
+                        tensor: format!("{base}.scale"),
+                        expected: "finite values".to_string(),
+                        found: format!("{bad}"),
+                    });
+                }
+                Some(s)
+            }
+            _ => None,
+        };
+        let slice = info.size_bytes / n_experts as u64;
+        Ok((0..n_experts)
+            .map(|e| Linear {
+                file: Arc::clone(file),
+                info: TensorInfo {
+                    name: format!("{name}[{e}]"),
+                    dims: vec![cols as u64, rows as u64],
+                    ggml_type: info.ggml_type,
+                    offset: info.offset + e as u64 * slice,
+                    size_bytes: slice,
+                },
+                ty,
+                rows,
+                cols,
+                scale: scales.as_ref().map(|s| s[e]),
+                bias: None,
+                panels: None,
+            })
+            .collect())
     }
 
     /// The matrix with a copy repacked into stream panels (`ferrite_kernels::stream_panels`)
@@ -139,6 +203,14 @@ fn load_scale(file: &GgufFile, name: &str) -> Result<Option<f32>> {
         });
     }
     Ok(Some(v))
+}
+
+/// The optional bias `name` of `rows` elements.
+fn load_bias(file: &GgufFile, name: &str, rows: usize) -> Result<Option<Arc<[f32]>>> {
+    if file.tensor(name).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(load_vector(file, name, rows)?.into()))
 }
 
 /// Load a 1-D f32 (or f16/bf16) vector of `len` elements.

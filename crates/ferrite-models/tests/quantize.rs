@@ -37,8 +37,8 @@ fn logits(f: GgufFile) -> Vec<Vec<f32>> {
 
 #[test]
 fn every_target_computes_what_its_file_says() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
-        let src = TinyModel::new(arch).seed(5).to_bytes();
+    for arch in TinyArch::ALL {
+        let src = TinyModel::new(arch).seed(5).every_expert().to_bytes();
         let original =
             reference::logits(&GgufFile::from_bytes(src.clone()).unwrap(), &PROMPT).unwrap();
         for (name, max_drift) in [

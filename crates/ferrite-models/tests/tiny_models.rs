@@ -64,10 +64,9 @@ fn tolerance(q: QuantType) -> f64 {
 
 #[test]
 fn every_format_matches_the_reference_forward() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         for q in QuantType::WEIGHTS {
-            let tiny = TinyModel::new(arch).quant(q);
-            let bytes = tiny.to_bytes();
+            let bytes = TinyModel::new(arch).quant(q).every_expert().to_bytes();
             let f = GgufFile::from_bytes(bytes.clone()).unwrap();
             let want = reference::logits(&f, &PROMPT).unwrap();
             let mut m = load(bytes, None, 2).unwrap();
@@ -84,7 +83,7 @@ fn every_format_matches_the_reference_forward() {
 
 #[test]
 fn decode_matches_prefill_and_isas_agree() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         for q in [
             QuantType::F16,
             QuantType::Q4_1,
@@ -260,7 +259,7 @@ fn positions_past_the_cache_are_rejected() {
 /// parts taken by different threads, gives exactly the 1-thread logits.
 #[test]
 fn decoding_is_bit_identical_across_thread_counts() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         let bytes = TinyModel::new(arch).quant(QuantType::Q8_0).to_bytes();
         let bits =
             |v: Vec<Vec<f32>>| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
@@ -277,12 +276,12 @@ fn decoding_is_bit_identical_across_thread_counts() {
 }
 
 /// A Q8_0 KV cache: decoding one token at a time equals prefilling the prompt at once and is
-/// bit-identical across thread counts (both architectures), its logits stay close to the f16
+/// bit-identical across thread counts (every architecture), its logits stay close to the f16
 /// cache's (the cache holds 8-bit rows), and a head size that is not a whole number of Q8_0
 /// blocks is refused when the cache is made.
 #[test]
 fn q8_0_kv_cache_decodes_consistently_and_close_to_f16() {
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         let bytes = TinyModel::new(arch).quant(QuantType::Q8_0).to_bytes();
         let bits =
             |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };

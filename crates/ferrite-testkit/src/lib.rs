@@ -6,6 +6,7 @@
 //!
 //! Used only as a dev-dependency.
 
+pub mod arch_fixtures;
 #[cfg(feature = "mock-openai")]
 pub mod mock_openai;
 pub mod reference;

@@ -20,7 +20,7 @@ impl Mat {
         let t = QuantType::from_name(info.ggml_type.name())
             .ok_or_else(|| format!("{name}: unsupported type {}", info.ggml_type))?;
         let cols = info.dims[0] as usize;
-        let rows = info.dims.get(1).copied().unwrap_or(1) as usize;
+        let rows = info.dims[1..].iter().product::<u64>() as usize; // experts stacked
         let mut w = vec![0f32; rows * cols];
         let rb = t.row_bytes(cols).map_err(|e| e.to_string())?;
         for r in 0..rows {
@@ -47,6 +47,19 @@ impl Mat {
             .map(|r| {
                 let row = &self.w[r * self.cols..(r + 1) * self.cols];
                 row.iter()
+                    .zip(x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    /// Rows `first..first + n` of `W` times `x`: one expert of a 3-D expert tensor.
+    fn mul_block(&self, first: usize, n: usize, x: &[f32]) -> Vec<f32> {
+        (first..first + n)
+            .map(|r| {
+                self.row(r)
+                    .iter()
                     .zip(x)
                     .map(|(a, b)| f64::from(*a) * f64::from(*b))
                     .sum::<f64>() as f32
@@ -105,15 +118,74 @@ fn meta_f(f: &GgufFile, k: &str, default: f32) -> f32 {
     f.metadata_f64(k).map(|v| v as f32).unwrap_or(default)
 }
 
-/// Logits at every position of `tokens` for the llama or gemma3 model in `f`.
+/// The feed-forward of one layer.
+enum Ffn {
+    Dense {
+        gate: Mat,
+        up: Mat,
+        down: Mat,
+    },
+    /// Softmax-routed experts (Qwen3-MoE): top `used`, weights renormalized.
+    Experts {
+        router: Mat,
+        gate: Mat,
+        up: Mat,
+        down: Mat,
+        used: usize,
+    },
+}
+
+impl Ffn {
+    fn apply(&self, h: &[f32], act: impl Fn(f32) -> f32) -> Vec<f32> {
+        let swiglu = |g: Vec<f32>, u: Vec<f32>| -> Vec<f32> {
+            g.iter().zip(&u).map(|(g, u)| act(*g) * u).collect()
+        };
+        match self {
+            Ffn::Dense { gate, up, down } => down.mul(&swiglu(gate.mul(h), up.mul(h))),
+            Ffn::Experts {
+                router,
+                gate,
+                up,
+                down,
+                used,
+            } => {
+                let scores = router.mul(h);
+                let max = scores.iter().cloned().fold(f32::MIN, f32::max);
+                let e: Vec<f64> = scores.iter().map(|s| f64::from(s - max).exp()).collect();
+                let mut order: Vec<usize> = (0..e.len()).collect();
+                order.sort_by(|a, b| e[*b].total_cmp(&e[*a]));
+                let chosen = &order[..*used];
+                let total: f64 = chosen.iter().map(|&x| e[x]).sum();
+                let (ff, d) = (gate.rows / e.len(), down.rows / e.len());
+                let mut out = vec![0f32; d];
+                for &x in chosen {
+                    let y = down.mul_block(
+                        x * d,
+                        d,
+                        &swiglu(gate.mul_block(x * ff, ff, h), up.mul_block(x * ff, ff, h)),
+                    );
+                    for (o, v) in out.iter_mut().zip(&y) {
+                        *o += (e[x] / total) as f32 * v;
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Logits at every position of `tokens` for the llama, gemma3, qwen3 or qwen3moe model in `f`.
 pub fn logits(f: &GgufFile, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
     let arch = f
         .metadata_str("general.architecture")
         .map_err(|e| e.to_string())?
         .to_string();
-    let gemma = match arch.as_str() {
-        "llama" => false,
-        "gemma3" => true,
+    // (Gemma, per-head q/k norms and NeoX RoPE, routed experts)
+    let (gemma, qk_norm, moe) = match arch.as_str() {
+        "llama" => (false, false, false),
+        "gemma3" => (true, true, false),
+        "qwen3" => (false, true, false),
+        "qwen3moe" => (false, true, true),
         other => return Err(format!("reference forward does not know {other}")),
     };
     let a = arch.as_str();
@@ -154,11 +226,21 @@ pub fn logits(f: &GgufFile, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
             Mat::load(f, &n("attn_v"))?,
             Mat::load(f, &n("attn_output"))?,
         );
-        let (gate, up, down) = (
-            Mat::load(f, &n("ffn_gate"))?,
-            Mat::load(f, &n("ffn_up"))?,
-            Mat::load(f, &n("ffn_down"))?,
-        );
+        let ffn = if moe {
+            Ffn::Experts {
+                router: Mat::load(f, &n("ffn_gate_inp"))?,
+                gate: Mat::load(f, &n("ffn_gate_exps"))?,
+                up: Mat::load(f, &n("ffn_up_exps"))?,
+                down: Mat::load(f, &n("ffn_down_exps"))?,
+                used: meta_u(f, &k("expert_used_count"))?,
+            }
+        } else {
+            Ffn::Dense {
+                gate: Mat::load(f, &n("ffn_gate"))?,
+                up: Mat::load(f, &n("ffn_up"))?,
+                down: Mat::load(f, &n("ffn_down"))?,
+            }
+        };
         let attn_norm = vec(n("attn_norm"))?;
         let ffn_norm = vec(n("ffn_norm"))?;
         let sliding = gemma && window.is_some() && il % period < period - 1;
@@ -175,11 +257,11 @@ pub fn logits(f: &GgufFile, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
             ] {
                 for head in 0..heads {
                     let s = &mut vecs[head * hd..(head + 1) * hd];
-                    if gemma {
+                    if qk_norm {
                         let normed = rmsnorm(s, &vec(n(norm))?, eps);
                         s.copy_from_slice(&normed);
                     }
-                    rope(s, p, layer_base, gemma);
+                    rope(s, p, layer_base, qk_norm);
                 }
             }
             qs.push(q);
@@ -224,13 +306,7 @@ pub fn logits(f: &GgufFile, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
                 *x += v;
             }
             let h = rmsnorm(&xs[p], &ffn_norm, eps);
-            let (g, u) = (gate.mul(&h), up.mul(&h));
-            let act: Vec<f32> = g
-                .iter()
-                .zip(&u)
-                .map(|(g, u)| if gemma { gelu(*g) * u } else { silu(*g) * u })
-                .collect();
-            let mut dn = down.mul(&act);
+            let mut dn = ffn.apply(&h, if gemma { gelu } else { silu });
             if gemma {
                 dn = rmsnorm(&dn, &vec(n("post_ffw_norm"))?, eps);
             }

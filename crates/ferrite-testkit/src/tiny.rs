@@ -27,6 +27,30 @@ pub enum TinyArch {
     Llama,
     /// `gemma3` (with sliding-window layers).
     Gemma3,
+    /// `qwen3` (per-head q/k norms, NeoX RoPE).
+    Qwen3,
+    /// `qwen3moe` (Qwen3 attention, routed experts).
+    Qwen3Moe,
+}
+
+impl TinyArch {
+    /// Every architecture, for tests that cover them all.
+    pub const ALL: [TinyArch; 4] = [
+        TinyArch::Llama,
+        TinyArch::Gemma3,
+        TinyArch::Qwen3,
+        TinyArch::Qwen3Moe,
+    ];
+
+    /// GGUF `general.architecture` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TinyArch::Llama => "llama",
+            TinyArch::Gemma3 => "gemma3",
+            TinyArch::Qwen3 => "qwen3",
+            TinyArch::Qwen3Moe => "qwen3moe",
+        }
+    }
 }
 
 /// Shape and format of a tiny model.
@@ -62,6 +86,12 @@ pub struct TinyModel {
     pub add_bos: bool,
     /// Write a separate `output.weight` instead of tying it to the embedding.
     pub untied_output: bool,
+    /// Routed experts (MoE architectures).
+    pub experts: usize,
+    /// Experts used per token.
+    pub experts_used: usize,
+    /// Inner size of one expert (a multiple of 256).
+    pub expert_ffn: usize,
 }
 
 impl TinyModel {
@@ -83,6 +113,9 @@ impl TinyModel {
             window: 4,
             add_bos: false,
             untied_output: false,
+            experts: 8,
+            experts_used: 2,
+            expert_ffn: 256,
         }
     }
 
@@ -90,6 +123,15 @@ impl TinyModel {
     pub fn quant(mut self, q: QuantType) -> TinyModel {
         self.quant = q;
         self.embed_quant = q;
+        self
+    }
+
+    /// Every token uses every expert (MoE architectures): no top-k selection, whose
+    /// discontinuity (two experts scoring alike swap under any perturbation, and the token's
+    /// output jumps) would otherwise dominate comparisons of a quantized forward with the f32
+    /// reference. Selection itself is checked against llama.cpp (`arch_fixtures`).
+    pub fn every_expert(mut self) -> TinyModel {
+        self.experts_used = self.experts;
         self
     }
 
@@ -109,17 +151,10 @@ impl TinyModel {
         std::fs::write(path, self.to_bytes())
     }
 
-    fn arch_name(&self) -> &'static str {
-        match self.arch {
-            TinyArch::Llama => "llama",
-            TinyArch::Gemma3 => "gemma3",
-        }
-    }
-
     /// The writer with all metadata and tensors (tests may add or change entries before writing).
     pub fn writer(&self) -> GgufWriter {
         assert!(self.vocab >= 256 + SPECIAL_TOKENS.len(), "vocab too small");
-        let a = self.arch_name();
+        let a = self.arch.name();
         let mut w = GgufWriter::new();
         let md = |w: &mut GgufWriter, k: &str, v: Value| w.add_metadata(k, v);
         md(&mut w, "general.architecture", Value::String(a.into()));
@@ -161,6 +196,15 @@ impl TinyModel {
             md(&mut w, "gemma3.attention.sliding_window_pattern", u(2));
             md(&mut w, "gemma3.rope.freq_base_swa", Value::F32(100.0));
         }
+        if self.arch == TinyArch::Qwen3Moe {
+            md(&mut w, "qwen3moe.expert_count", u(self.experts));
+            md(&mut w, "qwen3moe.expert_used_count", u(self.experts_used));
+            md(
+                &mut w,
+                "qwen3moe.expert_feed_forward_length",
+                u(self.expert_ffn),
+            );
+        }
         self.add_vocab(&mut w);
         self.add_weights(&mut w);
         w
@@ -189,7 +233,6 @@ impl TinyModel {
     }
 
     fn add_weights(&self, w: &mut GgufWriter) {
-        let mut rng = XorShift::new(self.seed);
         let (d, q, kv, ff, hd) = (
             self.dim,
             self.heads * self.head_dim,
@@ -197,17 +240,29 @@ impl TinyModel {
             self.ffn,
             self.head_dim,
         );
-        let mut matrix =
-            |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, t: QuantType| {
-                let scale = 1.0 / (cols as f32).sqrt();
-                let data: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * scale).collect();
-                let rb = t.row_bytes(cols).expect("cols fit the block size");
-                let mut bytes = vec![0u8; rb * rows];
-                for (src, dst) in data.chunks(cols).zip(bytes.chunks_mut(rb)) {
-                    quantize_row(t, src, dst).expect("row sizes match");
-                }
-                w.add_tensor(name, &[cols as u64, rows as u64], ggml_type(t), &bytes)
-                    .expect("tensor is well-formed");
+        // `dims`: ggml order, innermost (the row) first; every row is drawn with scale 1/√cols.
+        let rng = std::cell::RefCell::new(XorShift::new(self.seed));
+        let tensor = |w: &mut GgufWriter, name: &str, dims: &[usize], t: QuantType| {
+            let (cols, rows) = (dims[0], dims[1..].iter().product::<usize>());
+            let scale = 1.0 / (cols as f32).sqrt();
+            let mut rng = rng.borrow_mut();
+            let data: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * scale).collect();
+            let rb = t.row_bytes(cols).expect("cols fit the block size");
+            let mut bytes = vec![0u8; rb * rows];
+            for (src, dst) in data.chunks(cols).zip(bytes.chunks_mut(rb)) {
+                quantize_row(t, src, dst).expect("row sizes match");
+            }
+            let dims: Vec<u64> = dims.iter().map(|&x| x as u64).collect();
+            w.add_tensor(name, &dims, ggml_type(t), &bytes)
+                .expect("tensor is well-formed");
+        };
+        let matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, t: QuantType| {
+            tensor(w, name, &[cols, rows], t)
+        };
+        // Experts: `n` matrices of `rows × cols`, one 3-D tensor.
+        let experts =
+            |w: &mut GgufWriter, name: &str, n: usize, rows: usize, cols: usize, t: QuantType| {
+                tensor(w, name, &[cols, rows, n], t)
             };
         let mut norm_rng = XorShift::new(self.seed ^ 0xABCD);
         let mut norm = |w: &mut GgufWriter, name: &str, n: usize| {
@@ -230,12 +285,25 @@ impl TinyModel {
             matrix(w, &n("attn_v"), kv, d, self.quant);
             matrix(w, &n("attn_output"), d, q, self.quant);
             norm(w, &n("ffn_norm"), d);
-            matrix(w, &n("ffn_gate"), ff, d, self.quant);
-            matrix(w, &n("ffn_up"), ff, d, self.quant);
-            matrix(w, &n("ffn_down"), d, ff, self.quant);
-            if self.arch == TinyArch::Gemma3 {
+            if self.arch == TinyArch::Qwen3Moe {
+                let (e, eff) = (self.experts, self.expert_ffn);
+                matrix(w, &n("ffn_gate_inp"), e, d, QuantType::F32);
+                experts(w, &n("ffn_gate_exps"), e, eff, d, self.quant);
+                experts(w, &n("ffn_up_exps"), e, eff, d, self.quant);
+                experts(w, &n("ffn_down_exps"), e, d, eff, self.quant);
+            } else {
+                matrix(w, &n("ffn_gate"), ff, d, self.quant);
+                matrix(w, &n("ffn_up"), ff, d, self.quant);
+                matrix(w, &n("ffn_down"), d, ff, self.quant);
+            }
+            if matches!(
+                self.arch,
+                TinyArch::Gemma3 | TinyArch::Qwen3 | TinyArch::Qwen3Moe
+            ) {
                 norm(w, &n("attn_q_norm"), hd);
                 norm(w, &n("attn_k_norm"), hd);
+            }
+            if self.arch == TinyArch::Gemma3 {
                 norm(w, &n("post_attention_norm"), d);
                 norm(w, &n("post_ffw_norm"), d);
             }

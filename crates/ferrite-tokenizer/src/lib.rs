@@ -39,6 +39,10 @@ pub enum Error {
     /// A tokenizer kind or option we do not implement.
     #[error("unsupported tokenizer: {0}")]
     Unsupported(String),
+    /// The file has no text vocabulary (llama.cpp's `none` and `test` tokenizer models, as in
+    /// its random-weight test files): the model runs from token ids only.
+    #[error("the model has no text vocabulary (tokenizer model {0:?}), so it cannot take text; run it from token ids with `ferrite eval logits --tokens 1,2,3`")]
+    NoTextVocabulary(String),
     /// The HF tokenizer refused to build or run.
     #[error("tokenizer: {0}")]
     Build(String),

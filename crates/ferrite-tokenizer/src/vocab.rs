@@ -86,6 +86,9 @@ fn tk(e: impl std::fmt::Display) -> Error {
 
 pub(crate) fn build(f: &GgufFile) -> Result<GgufVocab> {
     let model = f.metadata_str("tokenizer.ggml.model")?.to_string();
+    if matches!(model.as_str(), "none" | "test") {
+        return Err(Error::NoTextVocabulary(model));
+    }
     let tokens: Vec<String> = f
         .metadata_array("tokenizer.ggml.tokens")?
         .as_strings()

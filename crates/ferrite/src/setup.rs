@@ -58,6 +58,20 @@ impl ModelArgs {
 
     /// Resolve, open and load the model `spec` (same forms as `--model`) with these options.
     pub fn load_spec(&self, spec: &str) -> Result<Loaded> {
+        let (path, file, model) = self.load_model_only(spec)?;
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+        Ok(Loaded {
+            path,
+            file,
+            model,
+            tokenizer,
+        })
+    }
+
+    /// [`load_spec`](Self::load_spec) without the tokenizer: for token-id inputs, and models
+    /// with no text vocabulary.
+    pub fn load_model_only(&self, spec: &str) -> Result<(PathBuf, Arc<GgufFile>, Box<dyn Model>)> {
         let path = crate::hub::resolve_model(spec)?;
         let file = Arc::new(
             GgufFile::open(&path).with_context(|| format!("reading model {}", path.display()))?,
@@ -73,13 +87,6 @@ impl ModelArgs {
             },
         )
         .with_context(|| format!("loading model {}", path.display()))?;
-        let tokenizer = Tokenizer::from_gguf(&file)
-            .with_context(|| format!("building the tokenizer of {}", path.display()))?;
-        Ok(Loaded {
-            path,
-            file,
-            model,
-            tokenizer,
-        })
+        Ok((path, file, model))
     }
 }

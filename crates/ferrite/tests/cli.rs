@@ -29,7 +29,7 @@ fn tiny(dir: &tempfile::TempDir, arch: TinyArch) -> String {
 #[test]
 fn run_streams_text_and_reports_timing() {
     let dir = tempfile::tempdir().unwrap();
-    for arch in [TinyArch::Llama, TinyArch::Gemma3] {
+    for arch in TinyArch::ALL {
         let m = tiny(&dir, arch);
         let o = ferrite(&[
             "run",
@@ -200,6 +200,91 @@ fn unsupported_architecture_is_named() {
     let o = ferrite(&["run", "-m", p.to_str().unwrap(), "-p", "x"]);
     assert!(
         stderr(&o).contains("unsupported architecture \"rwkv7\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("supported: llama, gemma3, qwen3, qwen3moe"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Inconsistent MoE metadata names the key; a file whose 3-D expert tensor has the wrong
+/// shape names the tensor.
+#[test]
+fn inconsistent_expert_metadata_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, u32, &str); 2] = [
+        (
+            "qwen3moe.expert_used_count",
+            9,
+            "qwen3moe.expert_used_count 9 must be between 1 and qwen3moe.expert_count 8",
+        ),
+        (
+            "qwen3moe.expert_count",
+            4,
+            "tensor \"blk.0.ffn_gate_exps.weight\" has shape [256, 256, 8], expected [256, 256, 4]",
+        ),
+    ];
+    for (key, value, want) in cases {
+        let mut w = TinyModel::new(TinyArch::Qwen3Moe).writer();
+        w.add_metadata(key, ferrite_gguf::Value::U32(value));
+        let p = dir.path().join("moe.gguf");
+        w.write_to(&p).unwrap();
+        let o = ferrite(&["eval", "logits", "-m", p.to_str().unwrap(), "--tokens", "1"]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{key}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+/// A model without a text vocabulary (llama.cpp's test files) runs from token ids and refuses
+/// text with a message saying how to run it.
+#[test]
+fn a_model_without_text_vocabulary_runs_from_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = TinyModel::new(TinyArch::Qwen3).writer();
+    w.add_metadata(
+        "tokenizer.ggml.model",
+        ferrite_gguf::Value::String("test".into()),
+    );
+    let p = dir.path().join("ids-only.gguf");
+    w.write_to(&p).unwrap();
+    let path = p.to_str().unwrap();
+    let o = ferrite(&["run", "-m", path, "-p", "hello"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no text vocabulary") && stderr(&o).contains("--tokens"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ferrite(&[
+        "eval",
+        "logits",
+        "-m",
+        path,
+        "--tokens",
+        "5,9,200",
+        "--generate",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["n_vocab"], 300);
+    assert_eq!(v["logits"].as_array().unwrap().len(), 3);
+    assert_eq!(v["logits"][2].as_array().unwrap().len(), 300);
+    assert_eq!(v["greedy"].as_array().unwrap().len(), 3);
+    let o = ferrite(&["eval", "logits", "-m", path, "--tokens", "5,x"]);
+    assert!(
+        stderr(&o).contains("\"x\" is not a token id"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ferrite(&["eval", "logits", "-m", path, "--tokens", "5,300"]);
+    assert!(
+        stderr(&o).contains("token id 300 is outside the vocabulary"),
         "{}",
         stderr(&o)
     );

@@ -21,6 +21,9 @@ pub enum EvalCommand {
     /// Greedy continuations of a prompt set from a model and a reference: exact-match rate,
     /// mean common prefix, and task success where prompts carry an `expect` regex.
     Greedy(super::eval_greedy::GreedyArgs),
+    /// Logits of every position of a token-id prompt and N greedy tokens after it, as JSON
+    /// comparable with `scripts/reference-logits.sh` (llama.cpp through its C API).
+    Logits(super::eval_logits::LogitsArgs),
 }
 
 /// Where to write reports.
@@ -80,6 +83,7 @@ pub fn run(c: EvalCommand) -> Result<()> {
         EvalCommand::Perplexity(a) => run_perplexity(a),
         EvalCommand::Compare(a) => run_compare(a),
         EvalCommand::Greedy(a) => super::eval_greedy::run(a),
+        EvalCommand::Logits(a) => super::eval_logits::run(a),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bench_compare;
 pub mod chat;
 pub mod eval;
 pub mod eval_greedy;
+pub mod eval_logits;
 pub mod pull;
 pub mod quantize;
 pub mod run;
