@@ -57,8 +57,8 @@ pub(crate) struct MoeScratch {
     chosen: Vec<(usize, f32)>,
     /// Per expert, the batch rows routed to it.
     routed: Vec<Vec<usize>>,
-    /// Kernel groups of one expert's rows: each row its own.
-    singles: Vec<(usize, usize)>,
+    /// Kernel groups of one expert's rows (see `expert_batch`).
+    groups: Vec<(usize, usize)>,
     /// One expert's input rows, gate/up and output.
     rows: Vec<f32>,
     gate: Vec<f32>,
@@ -116,6 +116,8 @@ impl MoeFfn {
         cpu.trace("ffn_moe_logits", 0, &s.probs);
         route(m, &mut s.probs, &mut s.chosen);
 
+        // Each expert's rows, prompt rows first (see `expert_batch`).
+        let prompt_row = |r: usize| groups.map_or(t > 1, |g| g[r].1 > 1);
         s.routed.resize_with(m.n_experts, Vec::new);
         s.routed.iter_mut().for_each(Vec::clear);
         for (row, picks) in s.chosen.chunks_exact(m.n_used).enumerate() {
@@ -126,38 +128,29 @@ impl MoeFfn {
         out.clear();
         out.resize(t * d, 0.0);
         for (e, expert) in self.experts.iter().enumerate() {
-            let rows = &s.routed[e];
+            let rows = &mut s.routed[e];
             if rows.is_empty() {
                 continue;
             }
-            let n = rows.len();
-            s.rows.clear();
-            for &r in rows {
-                s.rows.extend_from_slice(&h[r * d..(r + 1) * d]);
-            }
-            // Each row is its own kernel group: llama.cpp computes expert products one token at
-            // a time (`mul_mat_id` runs its single-row kernels even for a prompt), and so a
-            // token's result never depends on which others share its expert. The weights are
-            // still read once: the kernels stream each tile of rows past all the tokens.
-            s.singles.resize(n, (0, 1));
-            let g = Some(&s.singles[..n]);
-            cpu.linear_many(
-                [&expert.gate, &expert.up],
+            rows.sort_by_key(|&r| !prompt_row(r));
+            let prompt = rows.iter().take_while(|&&r| prompt_row(r)).count();
+            let n = expert_batch(rows, prompt, h, d, &mut s.rows, &mut s.groups);
+            expert.forward(
+                cpu,
                 &s.rows,
                 n,
-                g,
-                [&mut s.gate, &mut s.up],
+                Some(&s.groups),
+                &mut s.gate,
+                &mut s.up,
+                &mut s.down,
                 &mut s.act,
             )?;
-            swiglu_rows(
-                &cpu.pool,
-                &cpu.kernels,
-                &mut s.gate,
-                &s.up,
-                m.expert_ffn_dim,
-            )?;
-            cpu.linear_grouped(&expert.down, &s.gate, n, g, &mut s.down, &mut s.act)?;
-            for (&r, y) in rows.iter().zip(s.down.chunks_exact(d)) {
+            // Padding rows sit between the prompt rows and the others: skip them.
+            let padded = n - (rows.len() - prompt);
+            let results = s.down[..prompt * d]
+                .chunks_exact(d)
+                .chain(s.down[padded * d..n * d].chunks_exact(d));
+            for (&r, y) in rows.iter().zip(results) {
                 let w = s.chosen[r * m.n_used..(r + 1) * m.n_used]
                     .iter()
                     .find(|c| c.0 == e)
@@ -169,6 +162,44 @@ impl MoeFfn {
         }
         Ok(())
     }
+}
+
+/// Fewest rows a prompt's expert product is computed as.
+const PROMPT_ROWS_MIN: usize = 8;
+
+/// Lay out one expert's input: its `prompt` prompt rows (which lead `rows`), zero rows up to
+/// a multiple of 4 and at least [`PROMPT_ROWS_MIN`], then its decoding rows; return the
+/// count. Every prompt row computes as a row of one large batch (the kernels' four-row
+/// arithmetic) and every decoding row as a batch of one, whatever else shares the expert: a
+/// token's numbers depend on neither how its prompt was chunked nor what other sequences
+/// sent to the same expert, as the dense layers' kernel groups guarantee
+/// ([`crate::ForwardBatch::kernel_groups`]). (llama.cpp's `mul_mat_id` runs single-row
+/// kernels even for a prompt; the four-row kernels compute the same sums, rounded in another
+/// order, several times faster.)
+fn expert_batch(
+    rows: &[usize],
+    prompt: usize,
+    h: &[f32],
+    d: usize,
+    x: &mut Vec<f32>,
+    groups: &mut Vec<(usize, usize)>,
+) -> usize {
+    let padded = match prompt {
+        0 => 0,
+        p => p.next_multiple_of(4).max(PROMPT_ROWS_MIN),
+    };
+    x.clear();
+    groups.clear();
+    for &r in &rows[..prompt] {
+        x.extend_from_slice(&h[r * d..(r + 1) * d]);
+    }
+    x.resize(padded * d, 0.0);
+    groups.extend((0..padded).map(|i| (i, padded)));
+    for &r in &rows[prompt..] {
+        x.extend_from_slice(&h[r * d..(r + 1) * d]);
+        groups.push((0, 1));
+    }
+    groups.len()
 }
 
 /// Turn router scores (`T × n_experts`, in place into probabilities) into each token's
@@ -256,6 +287,21 @@ mod tests {
             groups,
             groups_used,
         }
+    }
+
+    #[test]
+    fn prompt_rows_are_padded_to_one_large_batch_and_decoding_rows_stay_single() {
+        let h: Vec<f32> = (0..6).map(|v| v as f32).collect(); // six rows of width 1
+        let (mut x, mut g) = (Vec::new(), Vec::new());
+        // Rows 1, 4 are prompt rows; 5 decodes.
+        let n = expert_batch(&[1, 4, 5], 2, &h, 1, &mut x, &mut g);
+        assert_eq!(n, 9);
+        assert_eq!(x, [1.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 5.0]);
+        assert_eq!(&g[..2], &[(0, 8), (1, 8)]);
+        assert_eq!(g[8], (0, 1));
+        // Only decoding rows: no padding.
+        assert_eq!(expert_batch(&[3], 0, &h, 1, &mut x, &mut g), 1);
+        assert_eq!(g, [(0, 1)]);
     }
 
     #[test]
