@@ -15,6 +15,8 @@ pub enum Architecture {
     Qwen3,
     /// Qwen3 mixture-of-experts models.
     Qwen3Moe,
+    /// DeepSeek V2/V3/R1: multi-head latent attention and routed plus shared experts.
+    Deepseek2,
 }
 
 impl Architecture {
@@ -25,15 +27,17 @@ impl Architecture {
             Architecture::Gemma3 => "gemma3",
             Architecture::Qwen3 => "qwen3",
             Architecture::Qwen3Moe => "qwen3moe",
+            Architecture::Deepseek2 => "deepseek2",
         }
     }
 
     /// Every architecture ferrite implements.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::Llama,
         Architecture::Gemma3,
         Architecture::Qwen3,
         Architecture::Qwen3Moe,
+        Architecture::Deepseek2,
     ];
 
     fn parse(s: &str) -> Result<Architecture> {
@@ -73,6 +77,24 @@ pub struct MoeConfig {
     pub groups: usize,
     /// Groups each token keeps.
     pub groups_used: usize,
+}
+
+/// Multi-head latent attention (DeepSeek V2/V3): queries from a low-rank projection (or a plain
+/// one), keys and values from one shared latent per token, attended in the latent space with
+/// the per-head key projection absorbed into the query (llama.cpp's MLA path). The KV cache
+/// holds `kv_lora + rope` values per token and layer, as one "KV head".
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlaConfig {
+    /// Rank of the query projection (`attn_q_a` → `attn_q_b`); 0: a plain `attn_q`.
+    pub q_lora: usize,
+    /// Width of the latent (`kv_lora_rank`), also each head's attention output width.
+    pub kv_lora: usize,
+    /// Per-head query/key part without position (`key_length_mla − rope`).
+    pub nope: usize,
+    /// Per-head part with RoPE (`rope.dimension_count`), shared by all heads on the key side.
+    pub rope: usize,
+    /// Per-head value width after `attn_v_b` (`value_length_mla`).
+    pub v_head: usize,
 }
 
 /// Shape and numerics of one model.
@@ -118,6 +140,12 @@ pub struct ModelConfig {
     pub attn_logit_softcap: Option<f32>,
     /// Mixture-of-experts settings (MoE architectures only).
     pub moe: Option<MoeConfig>,
+    /// Latent attention settings (DeepSeek only).
+    pub mla: Option<MlaConfig>,
+    /// Leading layers with a dense feed-forward before the MoE layers (DeepSeek).
+    pub dense_layers: usize,
+    /// Shared experts run on every token beside the routed ones (DeepSeek).
+    pub shared_experts: usize,
 }
 
 fn key(arch: &str, k: &str) -> String {
@@ -174,9 +202,20 @@ impl MoeConfig {
                 "{a}.expert_feed_forward_length must be positive"
             )));
         }
+        let deepseek = a == "deepseek2";
         // Qwen3-MoE routes with a softmax whatever the file says (llama.cpp's qwen3moe.cpp
-        // hard-codes it; its test files write `expert_gating_func` 0).
-        let gating = ExpertGating::Softmax;
+        // hard-codes it; its test files write `expert_gating_func` 0). DeepSeek reads the key,
+        // a missing or 0 value meaning softmax (V2 files; V3 files say sigmoid).
+        let gating = match opt_usize(f, &key(a, "expert_gating_func"))? {
+            Some(2) if deepseek => ExpertGating::Sigmoid,
+            None | Some(0 | 1) => ExpertGating::Softmax,
+            Some(_) if !deepseek => ExpertGating::Softmax,
+            Some(g) => {
+                return Err(Error::Config(format!(
+                    "{a}.expert_gating_func {g} is not supported (1 softmax, 2 sigmoid)"
+                )))
+            }
+        };
         // Group-limited routing only with more than one group (llama.cpp's test); files
         // without groups may write 0 for both counts.
         let groups = opt_usize(f, &key(a, "expert_group_count"))?
@@ -210,9 +249,16 @@ impl MoeConfig {
             expert_ffn_dim,
             gating,
             // Qwen3-MoE always renormalizes and never scales (llama.cpp's qwen3moe.cpp passes
-            // `true` and reads no scale key).
-            norm_weights: true,
-            weights_scale: 0.0,
+            // `true` and reads no scale key); DeepSeek reads both.
+            norm_weights: !deepseek
+                || f
+                    .get(&key(a, "expert_weights_norm"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+            weights_scale: match deepseek {
+                true => opt_f32(f, &key(a, "expert_weights_scale"))?.unwrap_or(0.0),
+                false => 0.0,
+            },
             groups,
             groups_used,
         })
@@ -228,7 +274,7 @@ impl ModelConfig {
         let n_layers = usize_key(f, &key(a, "block_count"))?;
         let dim = usize_key(f, &key(a, "embedding_length"))?;
         let moe = match arch {
-            Architecture::Qwen3Moe => Some(MoeConfig::from_gguf(f, a)?),
+            Architecture::Qwen3Moe | Architecture::Deepseek2 => Some(MoeConfig::from_gguf(f, a)?),
             _ => None,
         };
         // A MoE file may omit the dense size (llama.cpp then derives nothing from it).
@@ -254,7 +300,8 @@ impl ModelConfig {
             }
         };
         if let Some(vd) = opt_usize(f, &key(a, "attention.value_length"))? {
-            if vd != head_dim {
+            // DeepSeek's cached values are the first `kv_lora` of each key row (checked below).
+            if vd != head_dim && arch != Architecture::Deepseek2 {
                 return Err(Error::Config(format!(
                     "value_length {vd} differs from key_length {head_dim}; not supported"
                 )));
@@ -319,7 +366,13 @@ impl ModelConfig {
             final_logit_softcap: None,
             attn_logit_softcap: None,
             moe,
+            mla: None,
+            dense_layers: 0,
+            shared_experts: 0,
         };
+        if arch == Architecture::Deepseek2 {
+            cfg.deepseek2_specifics(f)?;
+        }
         if arch == Architecture::Gemma3 {
             cfg.gemma3_specifics(f)?;
         }
@@ -331,6 +384,76 @@ impl ModelConfig {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// DeepSeek V2/V3 (llama.cpp `llama_model_deepseek2::load_arch_hparams`): latent attention
+    /// shapes, checked against each other; leading dense layers; shared experts; the router's
+    /// gating, renormalization and scale as the file says (softmax when it says nothing).
+    fn deepseek2_specifics(&mut self, f: &GgufFile) -> Result<()> {
+        let a = "deepseek2";
+        let (Some(k_mla), Some(v_mla)) = (
+            opt_usize(f, &key(a, "attention.key_length_mla"))?,
+            opt_usize(f, &key(a, "attention.value_length_mla"))?,
+        ) else {
+            return Err(Error::Config(
+                "deepseek2 files without attention.key_length_mla / value_length_mla (the \
+                 legacy attn_kv_b layout) are not supported yet; reconvert with a current \
+                 llama.cpp"
+                    .into(),
+            ));
+        };
+        let kv_lora = usize_key(f, &key(a, "attention.kv_lora_rank"))?;
+        let q_lora = opt_usize(f, &key(a, "attention.q_lora_rank"))?.unwrap_or(0);
+        let rope = self.rope_dims;
+        if k_mla <= rope {
+            return Err(Error::Config(format!(
+                "{a}.attention.key_length_mla {k_mla} must exceed rope.dimension_count {rope}"
+            )));
+        }
+        if self.head_dim != kv_lora + rope {
+            return Err(Error::Config(format!(
+                "{a}.attention.key_length {} must equal kv_lora_rank {kv_lora} + \
+                 rope.dimension_count {rope} (the cached latent row)",
+                self.head_dim
+            )));
+        }
+        if let Some(vd) = opt_usize(f, &key(a, "attention.value_length"))? {
+            if vd != kv_lora {
+                return Err(Error::Config(format!(
+                    "{a}.attention.value_length {vd} must equal kv_lora_rank {kv_lora}"
+                )));
+            }
+        }
+        if self.n_kv_heads != 1 {
+            return Err(Error::Config(format!(
+                "{a}.attention.head_count_kv {} must be 1 (latent attention shares one KV row)",
+                self.n_kv_heads
+            )));
+        }
+        self.rope_dims = rope;
+        self.mla = Some(MlaConfig {
+            q_lora,
+            kv_lora,
+            nope: k_mla - rope,
+            rope,
+            v_head: v_mla,
+        });
+        // kq_scale = mscale² / √key_length_mla, mscale = 1 without YaRN (rejected above).
+        self.attention_scale = 1.0 / (k_mla as f32).sqrt();
+        self.dense_layers = opt_usize(f, &key(a, "leading_dense_block_count"))?.unwrap_or(0);
+        if self.dense_layers > self.n_layers {
+            return Err(Error::Config(format!(
+                "{a}.leading_dense_block_count {} exceeds block_count {}",
+                self.dense_layers, self.n_layers
+            )));
+        }
+        self.shared_experts = usize_key(f, &key(a, "expert_shared_count"))?;
+        if opt_usize(f, &key(a, "nextn_predict_layers"))?.unwrap_or(0) > 0 {
+            return Err(Error::Config(format!(
+                "{a}.nextn_predict_layers: files with MTP layers are not supported yet"
+            )));
+        }
+        Ok(())
     }
 
     /// Gemma 3 (llama.cpp `llama_model_gemma3::load_arch_hparams`): 5 of every 6 layers use a

@@ -24,6 +24,7 @@
 
 mod config;
 pub mod cpu;
+mod deepseek2;
 mod gemma3;
 mod kv;
 mod llama;
@@ -37,7 +38,8 @@ pub mod weights;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{Architecture, ExpertGating, ModelConfig, MoeConfig};
+pub use config::{Architecture, ExpertGating, MlaConfig, ModelConfig, MoeConfig};
+pub use deepseek2::Deepseek2;
 pub use cpu::Cpu;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
@@ -249,6 +251,7 @@ fn build(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Box<dyn Mod
         Architecture::Llama => Box::new(Llama::load(file, cfg, cpu)?),
         Architecture::Gemma3 => Box::new(Gemma3::load(file, cfg, cpu)?),
         Architecture::Qwen3 | Architecture::Qwen3Moe => Box::new(Qwen3::load(file, cfg, cpu)?),
+        Architecture::Deepseek2 => Box::new(Deepseek2::load(file, cfg, cpu)?),
     })
 }
 

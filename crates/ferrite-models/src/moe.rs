@@ -11,7 +11,7 @@ use ferrite_kernels::Kernels;
 
 use crate::config::{ExpertGating, MoeConfig};
 use crate::cpu::Cpu;
-use crate::weights::Linear;
+use crate::weights::{load_vector, Linear};
 use crate::Result;
 
 /// A SwiGLU feed-forward, `down(silu(gate·x) ⊙ up·x)`: a dense layer's or one expert's.
@@ -45,7 +45,20 @@ impl SwiGlu {
 pub(crate) struct MoeFfn {
     cfg: MoeConfig,
     router: Linear,
+    /// Added to the router's probabilities to choose experts, not to weight them
+    /// (`exp_probs_b`, DeepSeek V3's load-balancing bias).
+    selection_bias: Option<Vec<f32>>,
     experts: Vec<SwiGlu>,
+}
+
+/// What an architecture's graph reads of a layer's expert tensors (llama.cpp differs here
+/// between architectures, and its test files carry every optional tensor).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExpertTensors {
+    /// Per-expert second-level scales `ffn_*_exps.scale` are applied.
+    pub scales: bool,
+    /// The selection bias `exp_probs_b.bias` is used when present.
+    pub selection_bias: bool,
 }
 
 /// Buffers of the MoE block, reused across layers and calls.
@@ -68,19 +81,38 @@ pub(crate) struct MoeScratch {
 }
 
 impl MoeFfn {
-    /// Load layer `il`'s router `ffn_gate_inp` and experts `ffn_{gate,up,down}_exps`.
+    /// Load layer `il`'s router `ffn_gate_inp` and experts: `ffn_{gate,up,down}_exps`, or the
+    /// fused `ffn_gate_up_exps` (each expert's gate rows, then its up rows) with `ffn_down_exps`.
     pub fn load(
         file: &Arc<GgufFile>,
         il: usize,
         dim: usize,
         m: &MoeConfig,
         kernels: &Kernels,
+        read: ExpertTensors,
     ) -> Result<MoeFfn> {
         let n = |s: &str| format!("blk.{il}.{s}.weight");
         let (e, ff) = (m.n_experts, m.expert_ffn_dim);
-        let gate = Linear::load_experts(file, &n("ffn_gate_exps"), e, ff, dim)?;
-        let up = Linear::load_experts(file, &n("ffn_up_exps"), e, ff, dim)?;
-        let down = Linear::load_experts(file, &n("ffn_down_exps"), e, dim, ff)?;
+        let experts = |name: &str, rows: usize, cols: usize| -> Result<Vec<Linear>> {
+            let l = Linear::load_experts(file, &n(name), e, rows, cols)?;
+            Ok(match read.scales {
+                true => l,
+                false => l.into_iter().map(Linear::without_scale).collect(),
+            })
+        };
+        let (gate, up) = match file.tensor(&n("ffn_gate_up_exps")) {
+            Some(_) => experts("ffn_gate_up_exps", 2 * ff, dim)?
+                .into_iter()
+                .map(|gu| Ok((gu.row_range(0, ff)?, gu.row_range(ff, ff)?)))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .unzip(),
+            None => (
+                experts("ffn_gate_exps", ff, dim)?,
+                experts("ffn_up_exps", ff, dim)?,
+            ),
+        };
+        let down = experts("ffn_down_exps", dim, ff)?;
         let experts = gate
             .into_iter()
             .zip(up)
@@ -93,9 +125,15 @@ impl MoeFfn {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let bias_name = format!("blk.{il}.exp_probs_b.bias");
+        let selection_bias = match read.selection_bias && file.tensor(&bias_name).is_some() {
+            true => Some(load_vector(file, &bias_name, e)?),
+            false => None,
+        };
         Ok(MoeFfn {
             cfg: m.clone(),
             router: Linear::load(file, &n("ffn_gate_inp"), e, dim)?,
+            selection_bias,
             experts,
         })
     }
@@ -114,7 +152,7 @@ impl MoeFfn {
         let (m, d) = (&self.cfg, self.router.cols);
         cpu.linear_grouped(&self.router, h, t, groups, &mut s.probs, &mut s.act)?;
         cpu.trace("ffn_moe_logits", 0, &s.probs);
-        route(m, &mut s.probs, &mut s.chosen);
+        route(m, self.selection_bias.as_deref(), &mut s.probs, &mut s.chosen);
 
         // Each expert's rows, prompt rows first (see `expert_batch`).
         let prompt_row = |r: usize| groups.map_or(t > 1, |g| g[r].1 > 1);
@@ -204,9 +242,14 @@ fn expert_batch(
 
 /// Turn router scores (`T × n_experts`, in place into probabilities) into each token's
 /// `n_used` experts and weights, best first, as llama.cpp's `build_moe_ffn` does: softmax or
-/// sigmoid; with expert groups, only the `groups_used` groups whose two best experts score
+/// sigmoid; the selection bias, if any, added for choosing only; with expert groups, only the `groups_used` groups whose two best experts score
 /// highest compete; top-k; the chosen probabilities, renormalized and scaled as configured.
-pub(crate) fn route(m: &MoeConfig, probs: &mut [f32], chosen: &mut Vec<(usize, f32)>) {
+pub(crate) fn route(
+    m: &MoeConfig,
+    selection_bias: Option<&[f32]>,
+    probs: &mut [f32],
+    chosen: &mut Vec<(usize, f32)>,
+) {
     let n = m.n_experts;
     chosen.clear();
     let mut selection = vec![0f32; n];
@@ -217,6 +260,9 @@ pub(crate) fn route(m: &MoeConfig, probs: &mut [f32], chosen: &mut Vec<(usize, f
             ExpertGating::Sigmoid => p.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
         }
         selection.copy_from_slice(p);
+        if let Some(b) = selection_bias {
+            selection.iter_mut().zip(b).for_each(|(s, b)| *s += b);
+        }
         if m.groups > 1 {
             mask_groups(m, &mut selection);
         }
@@ -311,7 +357,7 @@ mod tests {
         let logit = |p: f32| (p / (1.0 - p)).ln();
         let mut probs: Vec<f32> = [0.9, 0.1, 0.8, 0.7, 0.85, 0.001].map(logit).to_vec();
         let mut chosen = Vec::new();
-        route(&cfg(6, 2, 3, 1), &mut probs, &mut chosen);
+        route(&cfg(6, 2, 3, 1), None, &mut probs, &mut chosen);
         let ids: Vec<usize> = chosen.iter().map(|c| c.0).collect();
         assert_eq!(ids, [2, 3]);
         // Renormalized, then scaled: 0.8/1.5·2.5 and 0.7/1.5·2.5.

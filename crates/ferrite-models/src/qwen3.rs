@@ -11,7 +11,13 @@ use ferrite_kernels::ops::RopeStyle;
 use crate::config::{Architecture, ModelConfig};
 use crate::cpu::{attention, output_logits, rope, rope_table, store_kv, AttentionParams, Cpu};
 use crate::kv::KvStore;
-use crate::moe::{MoeFfn, MoeScratch, SwiGlu};
+use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
+
+/// llama.cpp's qwen3moe graph applies per-expert scales and has no selection bias.
+const QWEN3_EXPERTS: ExpertTensors = ExpertTensors {
+    scales: true,
+    selection_bias: false,
+};
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
 use crate::{Error, ForwardBatch, Model, Result};
@@ -63,7 +69,7 @@ impl Qwen3 {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
                 let ffn = match (cfg.arch, &cfg.moe) {
                     (Architecture::Qwen3Moe, Some(m)) => {
-                        Ffn::Moe(Box::new(MoeFfn::load(file, i, d, m, k)?))
+                        Ffn::Moe(Box::new(MoeFfn::load(file, i, d, m, k, QWEN3_EXPERTS)?))
                     }
                     (Architecture::Qwen3, None) => Ffn::Dense(Box::new(SwiGlu {
                         gate: Linear::load(file, &n("ffn_gate"), cfg.ffn_dim, d)?.repacked(k)?,

@@ -95,7 +95,10 @@ impl Linear {
             .tensor(name)
             .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         let want = [cols as u64, rows as u64, n_experts as u64];
-        if info.dims != want {
+        // GGUF drops trailing dimensions of 1 (one expert, one head).
+        let mut dims = info.dims.clone();
+        dims.resize(3, 1);
+        if info.dims.len() > 3 || dims != want {
             return Err(Error::TensorShape {
                 tensor: name.to_string(),
                 expected: format!("{want:?}"),
@@ -137,6 +140,36 @@ impl Linear {
                 panels: None,
             })
             .collect())
+    }
+
+    /// The same matrix without its second-level scale: for tensors whose architecture's graph
+    /// in llama.cpp ignores a `.scale` beside them (DeepSeek applies only `attn_output`'s).
+    pub fn without_scale(mut self) -> Linear {
+        self.scale = None;
+        self
+    }
+
+    /// Rows `first..first + n` as a matrix of their own (a view of the same bytes): the gate
+    /// and up halves of a fused `gate_up` tensor.
+    pub fn row_range(&self, first: usize, n: usize) -> Result<Linear> {
+        if first + n > self.rows || self.panels.is_some() || self.bias.is_some() {
+            return Err(Error::TensorShape {
+                tensor: self.info.name.clone(),
+                expected: format!("rows {first}..{} of an unpacked matrix", first + n),
+                found: format!("{} rows", self.rows),
+            });
+        }
+        let row_bytes = self.ty.row_bytes(self.cols).map_err(Error::Kernel)? as u64;
+        let mut info = self.info.clone();
+        info.name = format!("{}[{first}..{}]", self.info.name, first + n);
+        info.dims = vec![self.cols as u64, n as u64];
+        info.offset += first as u64 * row_bytes;
+        info.size_bytes = n as u64 * row_bytes;
+        Ok(Linear {
+            info,
+            rows: n,
+            ..self.clone()
+        })
     }
 
     /// The matrix with a copy repacked into stream panels (`ferrite_kernels::stream_panels`)
