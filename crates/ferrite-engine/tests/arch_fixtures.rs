@@ -138,6 +138,10 @@ fn compare(f: &ArchFixture, isa: Option<Isa>) -> Vec<String> {
             outliers_allowed(f.name)
         ));
     }
+    eprintln!(
+        "{} ({isa:?}): max |Δlogit| {:.2e} at position {}, {outliers} positions over {MAX_ABS_DIFF}",
+        f.name, worst.0, worst.1
+    );
     if out.greedy != r.greedy {
         errors.push(format!("greedy {:?}, llama.cpp {:?}", out.greedy, r.greedy));
     }

@@ -251,8 +251,7 @@ impl MoeConfig {
             // Qwen3-MoE always renormalizes and never scales (llama.cpp's qwen3moe.cpp passes
             // `true` and reads no scale key); DeepSeek reads both.
             norm_weights: !deepseek
-                || f
-                    .get(&key(a, "expert_weights_norm"))
+                || f.get(&key(a, "expert_weights_norm"))
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false),
             weights_scale: match deepseek {

@@ -194,7 +194,10 @@ fn gather_columns(src: &[f32], width: usize, cols: std::ops::Range<usize>, dst: 
 
 /// Write the rows of `src` (rows of `cols.len()`) into columns `cols` of `dst`'s rows.
 fn scatter_columns(src: &[f32], dst: &mut [f32], width: usize, cols: std::ops::Range<usize>) {
-    for (s, d) in src.chunks_exact(cols.len()).zip(dst.chunks_exact_mut(width)) {
+    for (s, d) in src
+        .chunks_exact(cols.len())
+        .zip(dst.chunks_exact_mut(width))
+    {
         d[cols.clone()].copy_from_slice(s);
     }
 }
@@ -252,7 +255,12 @@ impl Model for Deepseek2 {
             cpu.rows_mut(&mut m.latent, row, |ti, r| {
                 let (latent, pe) = r.split_at_mut(a.kv_lora);
                 rms_norm_rows_inplace(latent, norm, eps);
-                rope_apply(pe, &rope_rows[ti * a.rope..(ti + 1) * a.rope], a.rope, RopeStyle::Normal);
+                rope_apply(
+                    pe,
+                    &rope_rows[ti * a.rope..(ti + 1) * a.rope],
+                    a.rope,
+                    RopeStyle::Normal,
+                );
             });
             cpu.trace("kv_cmpr_pe", il, &m.latent);
             // Values are the rows' latent part: stored whole, read as the first kv_lora columns.
@@ -285,7 +293,12 @@ impl Model for Deepseek2 {
             // Back from latent space per head, then the output projection.
             m.values.resize(t * h * a.v_head, 0.0);
             for (hi, v_b) in l.v_b.iter().enumerate() {
-                gather_columns(&s.att, h * row, hi * row..hi * row + a.kv_lora, &mut m.head_in);
+                gather_columns(
+                    &s.att,
+                    h * row,
+                    hi * row..hi * row + a.kv_lora,
+                    &mut m.head_in,
+                );
                 cpu.linear_grouped(v_b, &m.head_in, t, groups, &mut m.head_out, &mut s.act)?;
                 let to = hi * a.v_head;
                 scatter_columns(&m.head_out, &mut m.values, h * a.v_head, to..to + a.v_head);
@@ -325,7 +338,15 @@ impl Model for Deepseek2 {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        output_logits(cpu, s, batch, &self.output_norm, c.norm_eps, &self.output, logits)?;
+        output_logits(
+            cpu,
+            s,
+            batch,
+            &self.output_norm,
+            c.norm_eps,
+            &self.output,
+            logits,
+        )?;
         cpu.trace("result_output", 0, logits);
         Ok(())
     }

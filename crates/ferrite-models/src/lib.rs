@@ -39,8 +39,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Architecture, ExpertGating, MlaConfig, ModelConfig, MoeConfig};
-pub use deepseek2::Deepseek2;
 pub use cpu::Cpu;
+pub use deepseek2::Deepseek2;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;

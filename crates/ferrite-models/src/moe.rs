@@ -152,7 +152,12 @@ impl MoeFfn {
         let (m, d) = (&self.cfg, self.router.cols);
         cpu.linear_grouped(&self.router, h, t, groups, &mut s.probs, &mut s.act)?;
         cpu.trace("ffn_moe_logits", 0, &s.probs);
-        route(m, self.selection_bias.as_deref(), &mut s.probs, &mut s.chosen);
+        route(
+            m,
+            self.selection_bias.as_deref(),
+            &mut s.probs,
+            &mut s.chosen,
+        );
 
         // Each expert's rows, prompt rows first (see `expert_batch`).
         let prompt_row = |r: usize| groups.map_or(t > 1, |g| g[r].1 > 1);

@@ -45,6 +45,25 @@ pub fn arch_fixtures() -> Vec<ArchFixture> {
         m.kv_heads = 1;
         m
     };
+    let deepseek2 = |quant: QuantType| {
+        let mut m = TinyModel::new(TinyArch::Deepseek2).quant(quant).seed(41);
+        m.vocab = 260;
+        m.layers = 3; // one dense, two MoE
+        m
+    };
+    // V2-Lite-like: a plain query projection, softmax routing without groups, bias or
+    // renormalization.
+    let deepseek2_lite = |quant: QuantType| {
+        let mut m = deepseek2(quant);
+        let s = &mut m.deepseek;
+        s.q_lora = 0;
+        s.groups = (1, 1);
+        s.sigmoid = false;
+        s.selection_bias = false;
+        s.norm = false;
+        s.scale = 1.0;
+        m
+    };
     [
         ("qwen3-f32", qwen3(QuantType::F32)),
         ("qwen3-q8_0", qwen3(QuantType::Q8_0)),
@@ -57,6 +76,8 @@ pub fn arch_fixtures() -> Vec<ArchFixture> {
             m.head_dim = 128;
             m
         }),
+        ("deepseek2-f32", deepseek2(QuantType::F32)),
+        ("deepseek2-lite-q8_0", deepseek2_lite(QuantType::Q8_0)),
     ]
     .into_iter()
     .enumerate()

@@ -31,10 +31,43 @@ pub enum TinyArch {
     Qwen3,
     /// `qwen3moe` (Qwen3 attention, routed experts).
     Qwen3Moe,
+    /// `deepseek2` (latent attention, routed and shared experts; shape in [`DeepseekShape`]).
+    Deepseek2,
+}
+
+/// DeepSeek-specific shape of a tiny model (used when the arch is [`TinyArch::Deepseek2`]).
+#[derive(Debug, Clone)]
+pub struct DeepseekShape {
+    /// Query low-rank width (0: a plain `attn_q`).
+    pub q_lora: usize,
+    /// Latent width.
+    pub kv_lora: usize,
+    /// Per-head query/key part without RoPE.
+    pub nope: usize,
+    /// Per-head RoPE part (and the shared key's).
+    pub rope: usize,
+    /// Per-head value width.
+    pub v_head: usize,
+    /// Leading dense layers.
+    pub dense_layers: usize,
+    /// Shared experts.
+    pub shared: usize,
+    /// Expert groups and groups kept (1, 1: no group limit).
+    pub groups: (usize, usize),
+    /// Sigmoid gating (else softmax).
+    pub sigmoid: bool,
+    /// Write a selection bias `exp_probs_b`.
+    pub selection_bias: bool,
+    /// Renormalize the chosen weights.
+    pub norm: bool,
+    /// Routed weights' scale.
+    pub scale: f32,
 }
 
 impl TinyArch {
     /// Every architecture, for tests that cover them all.
+    /// (DeepSeek is left out: the f32 reference does not implement it; the llama.cpp fixtures
+    /// and the engine's tests cover it.)
     pub const ALL: [TinyArch; 4] = [
         TinyArch::Llama,
         TinyArch::Gemma3,
@@ -49,6 +82,7 @@ impl TinyArch {
             TinyArch::Gemma3 => "gemma3",
             TinyArch::Qwen3 => "qwen3",
             TinyArch::Qwen3Moe => "qwen3moe",
+            TinyArch::Deepseek2 => "deepseek2",
         }
     }
 }
@@ -92,6 +126,8 @@ pub struct TinyModel {
     pub experts_used: usize,
     /// Inner size of one expert (a multiple of 256).
     pub expert_ffn: usize,
+    /// DeepSeek shape.
+    pub deepseek: DeepseekShape,
 }
 
 impl TinyModel {
@@ -116,6 +152,21 @@ impl TinyModel {
             experts: 8,
             experts_used: 2,
             expert_ffn: 256,
+            // Widths that K-quant rows take (multiples of 256 where they are a row's length).
+            deepseek: DeepseekShape {
+                q_lora: 256,
+                kv_lora: 256,
+                nope: 256,
+                rope: 32,
+                v_head: 64,
+                dense_layers: 1,
+                shared: 1,
+                groups: (4, 2),
+                sigmoid: true,
+                selection_bias: true,
+                norm: true,
+                scale: 2.5,
+            },
         }
     }
 
@@ -196,13 +247,55 @@ impl TinyModel {
             md(&mut w, "gemma3.attention.sliding_window_pattern", u(2));
             md(&mut w, "gemma3.rope.freq_base_swa", Value::F32(100.0));
         }
-        if self.arch == TinyArch::Qwen3Moe {
-            md(&mut w, "qwen3moe.expert_count", u(self.experts));
-            md(&mut w, "qwen3moe.expert_used_count", u(self.experts_used));
+        if matches!(self.arch, TinyArch::Qwen3Moe | TinyArch::Deepseek2) {
+            md(&mut w, &format!("{a}.expert_count"), u(self.experts));
             md(
                 &mut w,
-                "qwen3moe.expert_feed_forward_length",
+                &format!("{a}.expert_used_count"),
+                u(self.experts_used),
+            );
+            md(
+                &mut w,
+                &format!("{a}.expert_feed_forward_length"),
                 u(self.expert_ffn),
+            );
+        }
+        if self.arch == TinyArch::Deepseek2 {
+            let s = &self.deepseek;
+            md(&mut w, "deepseek2.attention.head_count_kv", u(1));
+            md(
+                &mut w,
+                "deepseek2.attention.key_length",
+                u(s.kv_lora + s.rope),
+            );
+            md(&mut w, "deepseek2.attention.value_length", u(s.kv_lora));
+            md(
+                &mut w,
+                "deepseek2.attention.key_length_mla",
+                u(s.nope + s.rope),
+            );
+            md(&mut w, "deepseek2.attention.value_length_mla", u(s.v_head));
+            md(&mut w, "deepseek2.attention.q_lora_rank", u(s.q_lora));
+            md(&mut w, "deepseek2.attention.kv_lora_rank", u(s.kv_lora));
+            md(&mut w, "deepseek2.rope.dimension_count", u(s.rope));
+            md(
+                &mut w,
+                "deepseek2.leading_dense_block_count",
+                u(s.dense_layers),
+            );
+            md(&mut w, "deepseek2.expert_shared_count", u(s.shared));
+            md(&mut w, "deepseek2.expert_group_count", u(s.groups.0));
+            md(&mut w, "deepseek2.expert_group_used_count", u(s.groups.1));
+            md(
+                &mut w,
+                "deepseek2.expert_gating_func",
+                u(if s.sigmoid { 2 } else { 1 }),
+            );
+            md(&mut w, "deepseek2.expert_weights_norm", Value::Bool(s.norm));
+            md(
+                &mut w,
+                "deepseek2.expert_weights_scale",
+                Value::F32(s.scale),
             );
         }
         self.add_vocab(&mut w);
@@ -280,6 +373,52 @@ impl TinyModel {
         for i in 0..self.layers {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             norm(w, &n("attn_norm"), d);
+            if self.arch == TinyArch::Deepseek2 {
+                let s = &self.deepseek;
+                let (h, t, e, eff) = (self.heads, self.quant, self.experts, self.expert_ffn);
+                let head_k = s.nope + s.rope;
+                if s.q_lora > 0 {
+                    matrix(w, &n("attn_q_a"), s.q_lora, d, t);
+                    norm(w, &n("attn_q_a_norm"), s.q_lora);
+                    matrix(w, &n("attn_q_b"), h * head_k, s.q_lora, t);
+                } else {
+                    matrix(w, &n("attn_q"), h * head_k, d, t);
+                }
+                matrix(w, &n("attn_kv_a_mqa"), s.kv_lora + s.rope, d, t);
+                norm(w, &n("attn_kv_a_norm"), s.kv_lora);
+                experts(w, &n("attn_k_b"), h, s.kv_lora, s.nope, t);
+                experts(w, &n("attn_v_b"), h, s.v_head, s.kv_lora, t);
+                matrix(w, &n("attn_output"), d, h * s.v_head, t);
+                norm(w, &n("ffn_norm"), d);
+                if i < s.dense_layers {
+                    matrix(w, &n("ffn_gate"), ff, d, t);
+                    matrix(w, &n("ffn_up"), ff, d, t);
+                    matrix(w, &n("ffn_down"), d, ff, t);
+                    continue;
+                }
+                matrix(w, &n("ffn_gate_inp"), e, d, QuantType::F32);
+                if s.selection_bias {
+                    // Around 0 with a spread like the router's probabilities'.
+                    let b: Vec<u8> = (0..e)
+                        .flat_map(|j| (0.1 * ((j * 7 % 5) as f32 - 2.0)).to_le_bytes())
+                        .collect();
+                    w.add_tensor(
+                        &format!("blk.{i}.exp_probs_b.bias"),
+                        &[e as u64],
+                        GgmlType::F32,
+                        &b,
+                    )
+                    .expect("tensor is well-formed");
+                }
+                experts(w, &n("ffn_gate_exps"), e, eff, d, t);
+                experts(w, &n("ffn_up_exps"), e, eff, d, t);
+                experts(w, &n("ffn_down_exps"), e, d, eff, t);
+                let sff = eff * s.shared;
+                matrix(w, &n("ffn_gate_shexp"), sff, d, t);
+                matrix(w, &n("ffn_up_shexp"), sff, d, t);
+                matrix(w, &n("ffn_down_shexp"), d, sff, t);
+                continue;
+            }
             matrix(w, &n("attn_q"), q, d, self.quant);
             matrix(w, &n("attn_k"), kv, d, self.quant);
             matrix(w, &n("attn_v"), kv, d, self.quant);

@@ -100,6 +100,7 @@ impl EngineCore {
                 Some(DraftJob {
                     id,
                     tokens: &r.tokens,
+                    prompt_len: r.num_prompt_tokens,
                     limit,
                     capacity: (r.num_prompt_tokens + st.max_tokens + 1).min(max_len),
                 })

@@ -31,6 +31,10 @@ pub struct DraftJob<'a> {
     pub id: RequestId,
     /// Every token of the request so far.
     pub tokens: &'a [u32],
+    /// How many of `tokens` are the prompt: the draft computes each position with the kernel
+    /// arithmetic the target gives it (`crate::core::kernel_group`), so a draft model that is
+    /// the target, or its first layers, proposes exactly the target's greedy tokens.
+    pub prompt_len: usize,
     /// Most drafts to propose.
     pub limit: usize,
     /// Prompt plus output plus drafts will never exceed this.
@@ -130,9 +134,14 @@ impl DraftModel {
     fn forward(
         &mut self,
         order: &[RequestId],
+        prompt_lens: &[usize],
         rows: &[(usize, u32, usize)],
     ) -> Result<Vec<Option<u32>>> {
         let tokens: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        let groups: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|&(slot, _, p)| crate::core::kernel_group(p, prompt_lens[slot]))
+            .collect();
         let positions: Vec<usize> = rows.iter().map(|r| r.2).collect();
         let slots: Vec<usize> = rows.iter().map(|r| r.0).collect();
         // The logits row of each request is its last row in this batch.
@@ -160,7 +169,7 @@ impl DraftModel {
             positions: &positions,
             slots: &slots,
             logits_rows: &logits_rows,
-            kernel_groups: None,
+            kernel_groups: Some(&groups),
         };
         let started = std::time::Instant::now();
         self.model
@@ -214,6 +223,7 @@ impl DraftModel {
             s.seen = s.seen.min(j.tokens.len() - 1);
         }
         let order: Vec<RequestId> = active.iter().map(|&i| jobs[i].id).collect();
+        let prompt_lens: Vec<usize> = active.iter().map(|&i| jobs[i].prompt_len).collect();
         // Catch up in chunks; a request's first draft comes from the round holding its last token.
         loop {
             let mut rows = Vec::new();
@@ -234,7 +244,7 @@ impl DraftModel {
             if rows.is_empty() {
                 break;
             }
-            let next = self.forward(&order, &rows)?;
+            let next = self.forward(&order, &prompt_lens, &rows)?;
             for slot in finishing {
                 if let Some(t) = next[slot] {
                     drafts[active[slot]].push(t);
@@ -256,7 +266,7 @@ impl DraftModel {
             if rows.is_empty() {
                 break;
             }
-            let next = self.forward(&order, &rows)?;
+            let next = self.forward(&order, &prompt_lens, &rows)?;
             for (slot, &i) in active.iter().enumerate() {
                 if drafts[i].len() == step && jobs[i].limit > step {
                     if let Some(t) = next[slot] {
