@@ -159,14 +159,8 @@ pub fn token_logits(model: &mut dyn Model, tokens: &[u32], generate: usize) -> R
     }
     let c = model.config().clone();
     let n = tokens.len();
-    let mut kv = ContiguousKvCache::with_format(
-        model.cpu().kv_format,
-        c.n_layers,
-        c.n_kv_heads,
-        c.head_dim,
-        n + generate,
-        1,
-    )?;
+    let mut kv =
+        ContiguousKvCache::for_shape(c.kv_shape(), model.cpu().kv_format, n + generate, 1)?;
     let positions: Vec<usize> = (0..n).collect();
     let rows: Vec<usize> = (0..n).collect();
     let mut out = Vec::new();
@@ -272,14 +266,7 @@ impl<'t> ChunkRunner<'t> {
             bos,
             n_chunks,
             vocab: c.vocab_size,
-            kv: ContiguousKvCache::with_format(
-                model.cpu().kv_format,
-                c.n_layers,
-                c.n_kv_heads,
-                c.head_dim,
-                ctx,
-                1,
-            )?,
+            kv: ContiguousKvCache::for_shape(c.kv_shape(), model.cpu().kv_format, ctx, 1)?,
             positions: (0..ctx).collect(),
             slots: vec![0; ctx],
             rows: (ctx / 2..ctx - 1).collect(),

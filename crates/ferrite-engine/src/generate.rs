@@ -104,14 +104,7 @@ impl Generator {
     pub fn new(model: Box<dyn Model>, tokenizer: Tokenizer, n_ctx: usize) -> Result<Generator> {
         let c = model.config().clone();
         let n_ctx = n_ctx.clamp(1, c.context_length);
-        let kv = ContiguousKvCache::with_format(
-            model.cpu().kv_format,
-            c.n_layers,
-            c.n_kv_heads,
-            c.head_dim,
-            n_ctx,
-            1,
-        )?;
+        let kv = ContiguousKvCache::for_shape(c.kv_shape(), model.cpu().kv_format, n_ctx, 1)?;
         Ok(Generator {
             model,
             tokenizer,

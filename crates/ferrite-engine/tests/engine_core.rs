@@ -340,12 +340,8 @@ fn max_model_len_defaults_to_what_the_kv_cache_holds() {
     let context = build(&cfg(64, 64 << 20)).unwrap().max_model_len();
     let c = ferrite_models::ModelConfig::from_gguf(&f).unwrap();
     // f16 rows: two bytes per element.
-    let block = ferrite_engine::kv_cache::PagedKvStore::block_bytes(
-        c.n_layers,
-        c.n_kv_heads,
-        2 * c.head_dim,
-        16,
-    );
+    let block =
+        ferrite_engine::kv_cache::PagedKvStore::block_bytes(c.kv_shape(), 2 * c.head_dim, 16);
     // Five blocks: one is kept back, four hold 64 tokens.
     let small = cfg(64, 5 * block);
     assert!(

@@ -541,4 +541,15 @@ impl ModelConfig {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
     }
+
+    /// What a KV cache for this model holds: one latent row per position and layer for
+    /// latent attention (values are its leading columns), else keys and values per KV head.
+    pub fn kv_shape(&self) -> crate::KvShape {
+        crate::KvShape {
+            n_layers: self.n_layers,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            values_are_keys: self.mla.is_some(),
+        }
+    }
 }

@@ -15,6 +15,30 @@ use crate::{Error, Result};
 /// Identifies a sequence inside a cache (a slot index; the engine maps requests to slots).
 pub type SeqSlot = usize;
 
+/// What a model's KV cache holds per layer and position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvShape {
+    /// Layers.
+    pub n_layers: usize,
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Elements of one key row.
+    pub head_dim: usize,
+    /// Values are not stored apart: a row's values are its key row's leading columns
+    /// (DeepSeek's latent attention caches `[c | k_pe]` once and attends with `c` as values),
+    /// so a cache holds keys only and [`KvStore::read`] hands the key rows out as values.
+    pub values_are_keys: bool,
+}
+
+impl KvShape {
+    /// Bytes per position (all layers and heads, keys and any values) with rows of
+    /// `row_bytes` ([`KvFormat::row_bytes`] of the head size).
+    pub fn bytes_per_position(&self, row_bytes: usize) -> usize {
+        let copies = if self.values_are_keys { 1 } else { 2 };
+        copies * self.n_layers * self.n_kv_heads * row_bytes
+    }
+}
+
 /// Receives runs of stored rows: `(keys, values, n)`, see [`KvStore::read`].
 pub type KvVisitor<'a> = dyn FnMut(&[u8], &[u8], usize) + 'a;
 
@@ -60,7 +84,9 @@ pub struct ContiguousKvCache {
     capacity: usize,
     n_slots: usize,
     k: Vec<u8>,
+    /// Empty when values are the keys' leading columns ([`KvShape::values_are_keys`]).
     v: Vec<u8>,
+    values_are_keys: bool,
 }
 
 impl ContiguousKvCache {
@@ -108,7 +134,32 @@ impl ContiguousKvCache {
             n_slots,
             k: vec![0; bytes],
             v: vec![0; bytes],
+            values_are_keys: false,
         })
+    }
+
+    /// A cache of `shape` (as [`ModelConfig::kv_shape`] gives it) storing rows as `format`.
+    ///
+    /// [`ModelConfig::kv_shape`]: crate::ModelConfig::kv_shape
+    pub fn for_shape(
+        shape: KvShape,
+        format: KvFormat,
+        capacity: usize,
+        n_slots: usize,
+    ) -> Result<ContiguousKvCache> {
+        let mut c = Self::with_format(
+            format,
+            shape.n_layers,
+            shape.n_kv_heads,
+            shape.head_dim,
+            capacity,
+            n_slots,
+        )?;
+        if shape.values_are_keys {
+            c.v = Vec::new();
+            c.values_are_keys = true;
+        }
+        Ok(c)
     }
 
     /// Bytes used by keys and values together.
@@ -143,13 +194,15 @@ impl KvStore for ContiguousKvCache {
                 self.n_slots, self.n_layers
             )));
         }
-        let (d, rb) = (self.head_dim, self.row_bytes);
+        let (d, rb, f) = (self.head_dim, self.row_bytes, self.format);
         for h in 0..self.n_kv_heads {
             let o = self.row_offset(layer, seq, h, pos);
-            let f = self.format;
             f.store_row(&mut self.k[o..o + rb], &k[h * d..(h + 1) * d])
-                .and_then(|()| f.store_row(&mut self.v[o..o + rb], &v[h * d..(h + 1) * d]))
                 .map_err(Error::Kernel)?;
+            if !self.values_are_keys {
+                f.store_row(&mut self.v[o..o + rb], &v[h * d..(h + 1) * d])
+                    .map_err(Error::Kernel)?;
+            }
         }
         Ok(())
     }
@@ -172,10 +225,44 @@ impl KvStore for ContiguousKvCache {
         }
         let a = self.row_offset(layer, seq, head, range.start);
         let b = self.row_offset(layer, seq, head, range.end - 1) + self.row_bytes;
-        f(&self.k[a..b], &self.v[a..b], range.len());
+        let values = if self.values_are_keys {
+            &self.k
+        } else {
+            &self.v
+        };
+        f(&self.k[a..b], &values[a..b], range.len());
     }
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_whose_values_are_keys_stores_each_row_once_and_reads_it_as_both() {
+        let shape = |values_are_keys| KvShape {
+            n_layers: 2,
+            n_kv_heads: 1,
+            head_dim: 64,
+            values_are_keys,
+        };
+        let both = ContiguousKvCache::for_shape(shape(false), KvFormat::F16, 8, 1).unwrap();
+        let mut once = ContiguousKvCache::for_shape(shape(true), KvFormat::F16, 8, 1).unwrap();
+        assert_eq!(2 * once.size_bytes(), both.size_bytes());
+        assert_eq!(shape(true).bytes_per_position(128), 2 * 128);
+        let row: Vec<f32> = (0..64).map(|i| i as f32).collect();
+        // The values passed are ignored: they are the key row.
+        once.write(1, 0, 3, &row, &[]).unwrap();
+        let mut seen = 0;
+        once.read(1, 0, 0, 3..4, &mut |k, v, n| {
+            assert_eq!((k, n), (v, 1));
+            assert_eq!(k.len(), 128);
+            seen += 1;
+        });
+        assert_eq!(seen, 1);
     }
 }

@@ -44,7 +44,7 @@ pub use deepseek2::Deepseek2;
 pub use ferrite_kernels::ops::AttnAccum;
 pub use ferrite_kernels::{Isa, Kernels};
 pub use gemma3::Gemma3;
-pub use kv::{ContiguousKvCache, KvFormat, KvStore, KvVisitor, SeqSlot};
+pub use kv::{ContiguousKvCache, KvFormat, KvShape, KvStore, KvVisitor, SeqSlot};
 pub use llama::Llama;
 pub use qwen3::Qwen3;
 

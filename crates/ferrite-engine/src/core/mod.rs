@@ -143,8 +143,7 @@ impl EngineCore {
         let row_bytes = kv_format
             .row_bytes(c.head_dim)
             .map_err(|e| Error::Config(format!("{kv_format} KV cache: {e}")))?;
-        let block_bytes =
-            PagedKvStore::block_bytes(c.n_layers, c.n_kv_heads, row_bytes, cfg.block_size);
+        let block_bytes = PagedKvStore::block_bytes(c.kv_shape(), row_bytes, cfg.block_size);
         let num_blocks = cfg.kv_cache_bytes / block_bytes;
         let usable_tokens = num_blocks.saturating_sub(1) * cfg.block_size;
         // Unset, the longest sequence is the model's context, capped to what the KV cache
@@ -186,13 +185,7 @@ impl EngineCore {
             max_concurrency_at_max_len = usable_tokens as f64 / max_len as f64,
             "KV cache allocated"
         );
-        let kv = PagedKvStore::new(
-            kv_format,
-            (c.n_layers, c.n_kv_heads, c.head_dim),
-            cfg.block_size,
-            num_blocks,
-            max_len,
-        )?;
+        let kv = PagedKvStore::new(kv_format, c.kv_shape(), cfg.block_size, num_blocks, max_len)?;
         // 1% of blocks stay free when admitting, so running requests can grow.
         let watermark = num_blocks / 100;
         let sched = Scheduler::new(

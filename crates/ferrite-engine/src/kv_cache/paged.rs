@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use ferrite_models::{KvFormat, KvStore, KvVisitor, SeqSlot};
+use ferrite_models::{KvFormat, KvShape, KvStore, KvVisitor, SeqSlot};
 
 use super::block_pool::BlockId;
 
@@ -22,41 +22,44 @@ pub struct PagedKvStore {
     num_blocks: usize,
     max_len: usize,
     k: Vec<u8>,
+    /// Empty when values are the keys' leading columns ([`KvShape::values_are_keys`]).
     v: Vec<u8>,
+    values_are_keys: bool,
     tables: Vec<Vec<BlockId>>,
 }
 
 impl PagedKvStore {
-    /// Bytes one block takes (keys and values), with rows of `row_bytes`
+    /// Bytes one block takes (keys and any values), with rows of `row_bytes`
     /// ([`KvFormat::row_bytes`] of the head size).
-    pub fn block_bytes(n_layers: usize, n_kv_heads: usize, row_bytes: usize, bs: usize) -> usize {
-        2 * n_layers * n_kv_heads * bs * row_bytes
+    pub fn block_bytes(shape: KvShape, row_bytes: usize, bs: usize) -> usize {
+        shape.bytes_per_position(row_bytes) * bs
     }
 
     /// Storage for `num_blocks` blocks of rows in `format`; sequences are limited to `max_len`
     /// positions. Errors if the head size does not fit the format.
     pub fn new(
         format: KvFormat,
-        (n_layers, n_kv_heads, head_dim): (usize, usize, usize),
+        shape: KvShape,
         block_size: usize,
         num_blocks: usize,
         max_len: usize,
     ) -> ferrite_models::Result<PagedKvStore> {
         let row_bytes = format
-            .row_bytes(head_dim)
+            .row_bytes(shape.head_dim)
             .map_err(ferrite_models::Error::Kernel)?;
-        let half = Self::block_bytes(n_layers, n_kv_heads, row_bytes, block_size) / 2 * num_blocks;
+        let keys = shape.n_layers * shape.n_kv_heads * row_bytes * block_size * num_blocks;
         Ok(PagedKvStore {
-            n_layers,
-            n_kv_heads,
-            head_dim,
+            n_layers: shape.n_layers,
+            n_kv_heads: shape.n_kv_heads,
+            head_dim: shape.head_dim,
             format,
             row_bytes,
             block_size,
             num_blocks,
             max_len,
-            k: vec![0; half],
-            v: vec![0; half],
+            k: vec![0; keys],
+            v: vec![0; if shape.values_are_keys { 0 } else { keys }],
+            values_are_keys: shape.values_are_keys,
             tables: Vec::new(),
         })
     }
@@ -115,8 +118,11 @@ impl KvStore for PagedKvStore {
         for h in 0..self.n_kv_heads {
             let o = self.offset(block, layer, h, pos % self.block_size);
             f.store_row(&mut self.k[o..o + rb], &k[h * d..(h + 1) * d])
-                .and_then(|()| f.store_row(&mut self.v[o..o + rb], &v[h * d..(h + 1) * d]))
                 .map_err(ferrite_models::Error::Kernel)?;
+            if !self.values_are_keys {
+                f.store_row(&mut self.v[o..o + rb], &v[h * d..(h + 1) * d])
+                    .map_err(ferrite_models::Error::Kernel)?;
+            }
         }
         Ok(())
     }
@@ -142,7 +148,12 @@ impl KvStore for PagedKvStore {
             let end = ((pos / bs + 1) * bs).min(range.end);
             let a = self.offset(block, layer, head, pos % bs);
             let b = a + (end - pos) * self.row_bytes;
-            f(&self.k[a..b], &self.v[a..b], end - pos);
+            let values = if self.values_are_keys {
+                &self.k
+            } else {
+                &self.v
+            };
+            f(&self.k[a..b], &values[a..b], end - pos);
             pos = end;
         }
     }

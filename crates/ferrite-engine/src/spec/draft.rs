@@ -207,11 +207,9 @@ impl DraftModel {
             let s = match self.seqs.entry(j.id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    let kv = ContiguousKvCache::with_format(
+                    let kv = ContiguousKvCache::for_shape(
+                        c.kv_shape(),
                         self.model.cpu().kv_format,
-                        c.n_layers,
-                        c.n_kv_heads,
-                        c.head_dim,
                         j.capacity,
                         1,
                     )

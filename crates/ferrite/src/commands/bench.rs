@@ -333,14 +333,7 @@ fn model(a: ModelBenchArgs) -> Result<()> {
             c.context_length
         );
     }
-    let mut kv = ContiguousKvCache::with_format(
-        m.cpu().kv_format,
-        c.n_layers,
-        c.n_kv_heads,
-        c.head_dim,
-        ctx,
-        1,
-    )?;
+    let mut kv = ContiguousKvCache::for_shape(c.kv_shape(), m.cpu().kv_format, ctx, 1)?;
     let mut logits = Vec::new();
     if d > 0 {
         // The context the tests run after; positions ≥ d are rewritten by every test.
