@@ -110,6 +110,63 @@ pub fn rope_angles(pos: f32, base: f32, n_dims: usize, cos_sin: &mut [f32]) {
     }
 }
 
+/// YaRN RoPE scaling (llama.cpp's `rope_yarn`): angles interpolated by `freq_scale` for the
+/// low-frequency dimensions and kept for the high-frequency ones, blended over the ramp
+/// `corr_dims`, and cos/sin multiplied by `mscale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Yarn {
+    /// 1 / the context extension factor.
+    pub freq_scale: f32,
+    /// Weight of the extrapolated angle on the ramp (1 for YaRN).
+    pub ext_factor: f32,
+    /// Magnitude scale of cos and sin before the interpolation correction.
+    pub attn_factor: f32,
+    /// First and last dimension pair index of the ramp (`ggml_rope_yarn_corr_dims`).
+    pub corr_dims: [f32; 2],
+}
+
+impl Yarn {
+    /// ggml's `ggml_rope_yarn_corr_dims` for `n_dims` rotated dimensions, a training context
+    /// of `n_ctx_orig`, and the ramp's rotation counts `beta_fast`, `beta_slow`.
+    pub fn corr_dims(
+        n_dims: usize,
+        n_ctx_orig: usize,
+        base: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+    ) -> [f32; 2] {
+        let dim = |n_rot: f32| {
+            n_dims as f32 * (n_ctx_orig as f32 / (n_rot * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        [
+            dim(beta_fast).floor().max(0.0),
+            dim(beta_slow).ceil().min(n_dims as f32 - 1.0),
+        ]
+    }
+}
+
+/// [`rope_angles`] with YaRN scaling: ggml's rope cache with `rope_yarn` for every pair.
+pub fn rope_angles_yarn(pos: f32, base: f32, n_dims: usize, y: &Yarn, cos_sin: &mut [f32]) {
+    let theta_scale = base.powf(-2.0 / n_dims as f32);
+    let mut theta_extrap = pos;
+    for (i, pair) in cos_sin[..n_dims].chunks_exact_mut(2).enumerate() {
+        let theta_interp = y.freq_scale * theta_extrap;
+        let mut theta = theta_interp;
+        let mut mscale = y.attn_factor;
+        if y.ext_factor != 0.0 {
+            // ggml's `rope_yarn_ramp` on the pair index (i0 / 2).
+            let ramp = (i as f32 - y.corr_dims[0]) / (y.corr_dims[1] - y.corr_dims[0]).max(0.001);
+            let mix = (1.0 - ramp.clamp(0.0, 1.0)) * y.ext_factor;
+            theta = theta_interp * (1.0 - mix) + theta_extrap * mix;
+            mscale *= 1.0 + 0.1 * (1.0 / y.freq_scale).ln();
+        }
+        pair[0] = theta.cos() * mscale;
+        pair[1] = theta.sin() * mscale;
+        theta_extrap *= theta_scale;
+    }
+}
+
 /// RoPE pairing convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeStyle {

@@ -1,6 +1,7 @@
 //! Model hyper-parameters read from GGUF metadata and validated before any weight is touched.
 
 use ferrite_gguf::{GgufFile, Value};
+pub use ferrite_kernels::ops::Yarn;
 
 use crate::{Error, Result};
 
@@ -138,6 +139,8 @@ pub struct ModelConfig {
     pub final_logit_softcap: Option<f32>,
     /// Attention logit soft-capping, when the file sets it.
     pub attn_logit_softcap: Option<f32>,
+    /// YaRN RoPE scaling, when the file asks for it (DeepSeek only so far).
+    pub rope_yarn: Option<Yarn>,
     /// Mixture-of-experts settings (MoE architectures only).
     pub moe: Option<MoeConfig>,
     /// Latent attention settings (DeepSeek only).
@@ -313,10 +316,12 @@ impl ModelConfig {
             )));
         }
         if let Some(v) = f.get(&key(a, "rope.scaling.type")).and_then(|v| v.as_str()) {
-            // llama.cpp reads a linear factor of 0 (or none at all) as no scaling.
+            // llama.cpp reads a linear factor of 0 (or none at all) as no scaling; YaRN is
+            // read where the architecture implements it (`deepseek2_specifics`).
             let factor = opt_f32(f, &key(a, "rope.scaling.factor"))?.unwrap_or(0.0);
             let unscaled = v == "none" || (v == "linear" && (factor == 0.0 || factor == 1.0));
-            if !unscaled {
+            let yarn_here = v == "yarn" && arch == Architecture::Deepseek2;
+            if !unscaled && !yarn_here {
                 return Err(Error::Config(format!(
                     "RoPE scaling {v:?} (factor {factor}) is not supported yet"
                 )));
@@ -364,6 +369,7 @@ impl ModelConfig {
             attention_scale: 1.0 / (head_dim as f32).sqrt(),
             final_logit_softcap: None,
             attn_logit_softcap: None,
+            rope_yarn: None,
             moe,
             mla: None,
             dense_layers: 0,
@@ -437,8 +443,9 @@ impl ModelConfig {
             rope,
             v_head: v_mla,
         });
-        // kq_scale = mscale² / √key_length_mla, mscale = 1 without YaRN (rejected above).
-        self.attention_scale = 1.0 / (k_mla as f32).sqrt();
+        // kq_scale = mscale² / √key_length_mla (mscale = 1 without YaRN).
+        let mscale = self.deepseek2_yarn(f)?;
+        self.attention_scale = mscale * mscale / (k_mla as f32).sqrt();
         self.dense_layers = opt_usize(f, &key(a, "leading_dense_block_count"))?.unwrap_or(0);
         if self.dense_layers > self.n_layers {
             return Err(Error::Config(format!(
@@ -453,6 +460,53 @@ impl ModelConfig {
             )));
         }
         Ok(())
+    }
+
+    /// YaRN as llama.cpp sets it up for DeepSeek (`llama_context` and `deepseek2.cpp`): the
+    /// RoPE scaling into `rope_yarn`, and the attention-score mscale returned. Only the
+    /// factor, the original context and the log multiplier come from the file; llama.cpp
+    /// keeps its defaults for the ramp (β 32 and 1) and the extrapolation weight (1).
+    fn deepseek2_yarn(&mut self, f: &GgufFile) -> Result<f32> {
+        let a = "deepseek2";
+        let rope_attn_factor = opt_f32(f, &key(a, "rope.scaling.attn_factor"))?.unwrap_or(1.0);
+        let kind = f.get(&key(a, "rope.scaling.type")).and_then(|v| v.as_str());
+        if kind != Some("yarn") {
+            return Ok(1.0);
+        }
+        let factor = opt_f32(f, &key(a, "rope.scaling.factor"))?.unwrap_or(0.0);
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(Error::Config(format!(
+                "{a}.rope.scaling.factor {factor} must be positive for YaRN"
+            )));
+        }
+        let freq_scale = 1.0 / factor;
+        let n_ctx_orig = opt_usize(f, &key(a, "rope.scaling.original_context_length"))?
+            .unwrap_or(self.context_length);
+        // The converter stores 0.1 · mscale_all_dim; llama.cpp divides it back out.
+        let log_mul = opt_f32(f, &key(a, "rope.scaling.yarn_log_multiplier"))?.unwrap_or(0.0) / 0.1;
+        let get_mscale = |scale: f32, m: f32| {
+            if scale <= 1.0 {
+                1.0
+            } else {
+                0.1 * m * scale.ln() + 1.0
+            }
+        };
+        let mut attn_factor = if log_mul != 0.0 {
+            let mscale = if log_mul != 1.0 { log_mul } else { 1.0 };
+            get_mscale(factor, mscale) / get_mscale(factor, log_mul)
+        } else {
+            get_mscale(factor, 1.0)
+        };
+        attn_factor /= 1.0 + 0.1 * factor.ln();
+        attn_factor *= rope_attn_factor;
+        self.rope_yarn = Some(Yarn {
+            freq_scale,
+            ext_factor: 1.0,
+            attn_factor,
+            corr_dims: Yarn::corr_dims(self.rope_dims, n_ctx_orig, self.rope_base, 32.0, 1.0),
+        });
+        let attn_factor_org = attn_factor * (1.0 + 0.1 * (1.0 / freq_scale).ln());
+        Ok(attn_factor_org * (1.0 + 0.1 * log_mul * (1.0 / freq_scale).ln()))
     }
 
     /// Gemma 3 (llama.cpp `llama_model_gemma3::load_arch_hparams`): 5 of every 6 layers use a

@@ -221,6 +221,24 @@ pub fn rope_table(cpu: &Cpu, positions: &[usize], base: f32, rope_dims: usize, o
     });
 }
 
+/// [`rope_table`] with YaRN scaling when `yarn` is set.
+pub fn rope_table_scaled(
+    cpu: &Cpu,
+    positions: &[usize],
+    base: f32,
+    rope_dims: usize,
+    yarn: Option<&ops::Yarn>,
+    out: &mut Vec<f32>,
+) {
+    let Some(y) = yarn else {
+        return rope_table(cpu, positions, base, rope_dims, out);
+    };
+    out.resize(positions.len() * rope_dims, 0.0);
+    cpu.rows_mut(out, rope_dims, |t, row| {
+        ops::rope_angles_yarn(positions[t] as f32, base, rope_dims, y, row)
+    });
+}
+
 /// Rotate every head of every token of `x` (`T × n_heads·head_dim`) by row t of `table`
 /// ([`rope_table`]), tokens spread over the pool (see [`Cpu::rows_mut`]).
 pub fn rope(

@@ -19,7 +19,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{rms_norm_rows_inplace, rope_apply, RopeStyle};
 
 use crate::config::{MlaConfig, ModelConfig};
-use crate::cpu::{attention, output_logits, rope_table, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, output_logits, rope_table_scaled, store_kv, AttentionParams, Cpu};
 use crate::kv::KvStore;
 use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
 use crate::scratch::Scratch;
@@ -226,7 +226,14 @@ impl Model for Deepseek2 {
         let row = a.kv_lora + a.rope; // a cached latent row, and a head's absorbed query
         let groups = batch.kernel_groups;
         cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?;
-        rope_table(cpu, batch.positions, c.rope_base, a.rope, &mut s.rope);
+        rope_table_scaled(
+            cpu,
+            batch.positions,
+            c.rope_base,
+            a.rope,
+            c.rope_yarn.as_ref(),
+            &mut s.rope,
+        );
         for (il, l) in self.layers.iter().enumerate() {
             s.h.resize(t * d, 0.0);
             cpu.rms_norm_rows(&s.x, &l.attn_norm, eps, &mut s.h);

@@ -78,6 +78,12 @@ pub fn arch_fixtures() -> Vec<ArchFixture> {
         }),
         ("deepseek2-f32", deepseek2(QuantType::F32)),
         ("deepseek2-lite-q8_0", deepseek2_lite(QuantType::Q8_0)),
+        ("deepseek2-yarn-f32", {
+            // V3's scaling (factor 40 over 4K) shrunk: positions past 16 are extrapolated.
+            let mut m = deepseek2(QuantType::F32);
+            m.deepseek.yarn = Some((4.0, 16, 0.0707));
+            m
+        }),
     ]
     .into_iter()
     .enumerate()

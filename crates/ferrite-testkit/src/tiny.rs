@@ -62,6 +62,8 @@ pub struct DeepseekShape {
     pub norm: bool,
     /// Routed weights' scale.
     pub scale: f32,
+    /// YaRN RoPE scaling: (factor, original context, `yarn_log_multiplier` as stored).
+    pub yarn: Option<(f32, usize, f32)>,
 }
 
 impl TinyArch {
@@ -166,6 +168,7 @@ impl TinyModel {
                 selection_bias: true,
                 norm: true,
                 scale: 2.5,
+                yarn: None,
             },
         }
     }
@@ -297,6 +300,13 @@ impl TinyModel {
                 "deepseek2.expert_weights_scale",
                 Value::F32(s.scale),
             );
+            if let Some((factor, orig, log_mul)) = s.yarn {
+                let rs = |k: &str| format!("deepseek2.rope.scaling.{k}");
+                md(&mut w, &rs("type"), Value::String("yarn".into()));
+                md(&mut w, &rs("factor"), Value::F32(factor));
+                md(&mut w, &rs("original_context_length"), u(orig));
+                md(&mut w, &rs("yarn_log_multiplier"), Value::F32(log_mul));
+            }
         }
         self.add_vocab(&mut w);
         self.add_weights(&mut w);
@@ -337,6 +347,13 @@ impl TinyModel {
         let rng = std::cell::RefCell::new(XorShift::new(self.seed));
         let tensor = |w: &mut GgufWriter, name: &str, dims: &[usize], t: QuantType| {
             let (cols, rows) = (dims[0], dims[1..].iter().product::<usize>());
+            // Rows that are not whole blocks of `t` fall back to Q8_0 (or F32), as
+            // llama.cpp's quantizer falls back for such tensors.
+            let t = match cols % t.block_size() {
+                0 => t,
+                _ if cols % 32 == 0 => QuantType::Q8_0,
+                _ => QuantType::F32,
+            };
             let scale = 1.0 / (cols as f32).sqrt();
             let mut rng = rng.borrow_mut();
             let data: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * scale).collect();
