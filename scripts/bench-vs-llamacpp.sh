@@ -5,6 +5,7 @@
 #
 #   scripts/bench-vs-llamacpp.sh            # threads 1 and 2, 5 repetitions
 #   THREADS="2" REPS=10 scripts/bench-vs-llamacpp.sh
+#   MODELS="smollm2 /path/to/model.gguf" scripts/bench-vs-llamacpp.sh   # names or GGUF paths
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 anchor=${FERRITE_ANCHOR_SCRIPT:-$root/../shared/anchors/llama-cpp.sh}
@@ -21,7 +22,7 @@ echo
 echo "| model | threads | llama.cpp pp512 | ferrite pp512 | ratio | llama.cpp tg128 | ferrite tg128 | ratio |"
 echo "|---|---|---|---|---|---|---|---|"
 for m in $models; do
-  path=$("$ferrite" pull "$m")
+  if [[ -f $m ]]; then path=$m; m=$(basename "$m" .gguf); else path=$("$ferrite" pull "$m"); fi
   for t in $threads; do
     lj=$("$bin/llama-bench" -m "$path" -t "$t" -p 512 -n 128 -r "$reps" -o json 2>/dev/null)
     fj=$("$ferrite" bench model -m "$path" -t "$t" -p 512 -n 128 -r "$reps" --json)
