@@ -89,6 +89,120 @@ fn strftime_now(fmt: String) -> String {
     chrono::Local::now().format(&fmt).to_string()
 }
 
+/// Python's `json.dumps` separators: `", "` and `": "` on one line, `","` and `": "` with an
+/// indent (what Hugging Face's and llama.cpp's `tojson` print; serde's compact form differs).
+struct PythonJson {
+    indent: Option<Vec<u8>>,
+    depth: usize,
+}
+
+impl PythonJson {
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        if let Some(unit) = &self.indent {
+            w.write_all(b"\n")?;
+            for _ in 0..self.depth {
+                w.write_all(unit)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn separator<W: ?Sized + std::io::Write>(&self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            w.write_all(if self.indent.is_some() { b"," } else { b", " })?;
+        }
+        self.newline(w)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth -= 1;
+        self.newline(w)?;
+        w.write_all(bracket)
+    }
+}
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.separator(w, first)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.separator(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// `tojson` as Hugging Face's templates expect it (Python's `json.dumps` layout, non-ASCII kept,
+/// keys in their order; `indent=N` pretty-prints). Empty containers print as `[]` and `{}`.
+fn tojson(
+    value: Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = Vec::new();
+    let fmt = PythonJson {
+        indent: indent.map(|n| vec![b' '; n]),
+        depth: 0,
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(&json, &mut ser)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    // Empty containers: the formatter's newline before the closing bracket leaves "[\n]".
+    Ok(Value::from_safe_string(empty_containers(&text)))
+}
+
+/// `[\n   ]` → `[]` and `{\n   }` → `{}` (Python prints empty containers bare).
+fn empty_containers(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        out.push(c);
+        if c == '[' || c == '{' {
+            let close = if c == '[' { ']' } else { '}' };
+            let rest = &s[i + 1..];
+            let trimmed = rest.trim_start_matches(['\n', ' ']);
+            if trimmed.starts_with(close) && rest.len() != trimmed.len() {
+                for _ in 0..rest.len() - trimmed.len() {
+                    chars.next();
+                }
+            }
+        }
+    }
+    out
+}
+
 impl ChatTemplate {
     /// Compile `source`; `bos`/`eos` are the texts templates see as `bos_token`/`eos_token`.
     pub fn new(source: &str, kind: TemplateSource, bos: &str, eos: &str) -> Result<ChatTemplate> {
@@ -96,6 +210,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         // HF renders with trim_blocks and lstrip_blocks on.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -138,10 +253,16 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::Template(e.to_string()))?;
+        // Without tools, `tools` stays undefined (templates test `tools is defined`, and
+        // minijinja, unlike Jinja2, calls `none` iterable).
+        let tools = tools.map_or(Value::UNDEFINED, Value::from_serialize);
         tmpl.render(minijinja::context! {
             messages => messages,
             tools => tools,
             add_generation_prompt => add_generation_prompt,
+            // Reasoning on, as llama.cpp's server renders by default (Qwen3's template reads
+            // only `enable_thinking is false`; others test `not enable_thinking`).
+            enable_thinking => true,
             bos_token => self.bos,
             eos_token => self.eos,
         })
@@ -179,14 +300,33 @@ mod tests {
                 "python methods and tojson",
                 "{% for m in messages %}{{ m['content'].strip().upper() }}|{{ m | tojson }}{% endfor %}",
                 vec![ChatMessage::new("user", "  a  ")],
-                // Keys in message order, as HF's `tojson` (json.dumps, sort_keys=False) gives.
-                "A|{\"role\":\"user\",\"content\":\"  a  \"}",
+                // Keys in message order and Python's separators, as HF's `tojson`
+                // (json.dumps, sort_keys=False) gives.
+                "A|{\"role\": \"user\", \"content\": \"  a  \"}",
             ),
         ];
         for (name, src, msgs, want) in cases {
             let t = ChatTemplate::new(src, TemplateSource::Gguf, "<bos>", "<eos>").unwrap();
             assert_eq!(t.render(&msgs, true).unwrap(), want, "{name}");
         }
+    }
+
+    #[test]
+    fn tojson_prints_like_python_json_dumps() {
+        let t = ChatTemplate::new(
+            "{{ x | tojson }}|{{ x | tojson(indent=2) }}",
+            TemplateSource::Gguf,
+            "",
+            "",
+        )
+        .unwrap();
+        let env = t.env.get_template("chat").unwrap();
+        let x = serde_json::json!({"b": [1, "é"], "a": {}, "c": []});
+        let got = env.render(minijinja::context! { x => x }).unwrap();
+        assert_eq!(
+            got,
+            "{\"b\": [1, \"é\"], \"a\": {}, \"c\": []}|{\n  \"b\": [\n    1,\n    \"é\"\n  ],\n  \"a\": {},\n  \"c\": []\n}"
+        );
     }
 
     #[test]
