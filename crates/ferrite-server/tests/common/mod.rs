@@ -35,6 +35,8 @@ pub struct Opts {
     pub tool_format: ToolFormat,
     /// Serve the chat page at `/`.
     pub webui: bool,
+    /// Architecture of the tiny model.
+    pub arch: TinyArch,
 }
 
 impl Default for Opts {
@@ -52,6 +54,7 @@ impl Default for Opts {
             grammar_compile_timeout: Duration::from_secs(10),
             tool_format: ToolFormat::Hermes,
             webui: true,
+            arch: TinyArch::Llama,
         }
     }
 }
@@ -61,7 +64,7 @@ pub async fn start(opts: Opts) -> TestServer {
     // byte).
     let bytes = TinyModel {
         context: 2048,
-        ..TinyModel::new(TinyArch::Llama)
+        ..TinyModel::new(opts.arch)
     }
     .quant(QuantType::Q8_0)
     .to_bytes();
@@ -94,7 +97,7 @@ pub async fn start(opts: Opts) -> TestServer {
         fingerprint: "fp_test".into(),
         grammars,
         tool_format: opts.tool_format,
-        info: serde_json::json!({"architecture": "llama", "quantization": "Q8_0"}),
+        info: serde_json::json!({"architecture": opts.arch.name(), "quantization": "Q8_0"}),
     });
     ferrite_server::warm_up(&state).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
