@@ -437,34 +437,79 @@ pub fn store_kv(
     Ok(())
 }
 
-/// The final norm and output head: logits (`logits_rows.len() × vocab`) of the batch rows
-/// that want them, from the last layer's `s.x`. Only those rows go through the head.
-pub(crate) fn output_logits(
-    cpu: &Cpu,
-    s: &mut Scratch,
-    batch: &ForwardBatch<'_>,
-    norm: &[f32],
-    eps: f32,
-    output: &Linear,
-    logits: &mut Vec<f32>,
-) -> Result<()> {
-    let d = norm.len();
-    gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
-    let n = batch.logits_rows.len();
-    s.h.resize(n * d, 0.0);
-    for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
-        ops::rms_norm(xr, norm, eps, hr);
+/// What every architecture has at both ends: the embedding table, the final norm and the output
+/// head (tied to the embedding when the file has no `output.weight`).
+pub(crate) struct Head {
+    pub embed: Linear,
+    norm: Vec<f32>,
+    output: Linear,
+}
+
+impl Head {
+    /// Load the three. `output_scale`: whether the head's second-level `.scale` applies (as in
+    /// the architecture's llama.cpp graph).
+    pub fn load(
+        file: &std::sync::Arc<ferrite_gguf::GgufFile>,
+        cfg: &crate::ModelConfig,
+        kernels: &Kernels,
+        output_scale: bool,
+    ) -> Result<Head> {
+        let (d, v) = (cfg.dim, cfg.vocab_size);
+        let embed = Linear::load(file, "token_embd.weight", v, d)?;
+        let output = match file.tensor("output.weight") {
+            Some(_) => {
+                let head = Linear::load(file, "output.weight", v, d)?;
+                if output_scale {
+                    head
+                } else {
+                    head.without_scale()
+                }
+                .repacked(kernels)?
+            }
+            None => embed.clone().repacked(kernels)?,
+        };
+        Ok(Head {
+            norm: crate::weights::load_vector(file, "output_norm.weight", d)?,
+            embed,
+            output,
+        })
     }
-    // With per-sequence groups, every logits row is its own group (as each sequence alone).
-    let head_groups = batch.kernel_groups.map(|_| vec![(0, 1); n]);
-    cpu.linear_grouped(
-        output,
-        &s.h[..n * d],
-        n,
-        head_groups.as_deref(),
-        logits,
-        &mut s.act,
-    ) // (N, vocab)
+
+    /// Logits (`logits_rows.len() × vocab`) of the batch rows that want them, from the last
+    /// layer's `s.x`: only those rows go through the norm and the head (then the final
+    /// soft-capping, where the model has it).
+    pub fn logits(
+        &self,
+        cpu: &Cpu,
+        s: &mut Scratch,
+        batch: &ForwardBatch<'_>,
+        cfg: &crate::ModelConfig,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let eps = cfg.norm_eps;
+        let d = self.norm.len();
+        gather_rows(&s.x, d, batch.logits_rows, &mut s.sel);
+        let n = batch.logits_rows.len();
+        s.h.resize(n * d, 0.0);
+        for (xr, hr) in s.sel.chunks_exact(d).zip(s.h.chunks_exact_mut(d)) {
+            ops::rms_norm(xr, &self.norm, eps, hr);
+        }
+        // With per-sequence groups, every logits row is its own group (as each sequence alone).
+        let head_groups = batch.kernel_groups.map(|_| vec![(0, 1); n]);
+        cpu.linear_grouped(
+            &self.output,
+            &s.h[..n * d],
+            n,
+            head_groups.as_deref(),
+            logits,
+            &mut s.act,
+        )?; // (N, vocab)
+        if let Some(c) = cfg.final_logit_softcap {
+            logits.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+        }
+        cpu.trace("result_output", 0, logits);
+        Ok(())
+    }
 }
 
 /// Copy the rows of `x` (width `d`) listed in `rows` into `out`.

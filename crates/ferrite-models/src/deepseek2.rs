@@ -19,7 +19,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{rms_norm_rows_inplace, rope_apply, RopeStyle};
 
 use crate::config::{MlaConfig, ModelConfig};
-use crate::cpu::{attention, output_logits, rope_table_scaled, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, rope_table_scaled, store_kv, AttentionParams, Cpu, Head};
 use crate::kv::KvStore;
 use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
 use crate::scratch::Scratch;
@@ -83,10 +83,8 @@ pub struct Deepseek2 {
     cfg: ModelConfig,
     mla: MlaConfig,
     cpu: Cpu,
-    embed: Linear,
+    head: Head,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Linear,
     s: Scratch,
     m: MlaScratch,
     moe: MoeScratch,
@@ -164,19 +162,12 @@ impl Deepseek2 {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
-        let output = match file.tensor("output.weight") {
-            Some(_) => lin("output.weight", cfg.vocab_size, d)?,
-            None => embed.clone().repacked(k)?,
-        };
         Ok(Deepseek2 {
-            output_norm: load_vector(file, "output_norm.weight", d)?,
+            head: Head::load(file, &cfg, k, false)?,
             cfg,
             mla,
             cpu,
-            embed,
             layers,
-            output,
             s: Scratch::default(),
             m: MlaScratch::default(),
             moe: MoeScratch::default(),
@@ -225,7 +216,7 @@ impl Model for Deepseek2 {
         let head_k = a.nope + a.rope; // a query head as the file stores it
         let row = a.kv_lora + a.rope; // a cached latent row, and a head's absorbed query
         let groups = batch.kernel_groups;
-        cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?;
+        cpu.embed(&self.head.embed, batch.tokens, 1.0, &mut s.x)?;
         rope_table_scaled(
             cpu,
             batch.positions,
@@ -345,16 +336,7 @@ impl Model for Deepseek2 {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        output_logits(
-            cpu,
-            s,
-            batch,
-            &self.output_norm,
-            c.norm_eps,
-            &self.output,
-            logits,
-        )?;
-        cpu.trace("result_output", 0, logits);
+        self.head.logits(cpu, s, batch, c, logits)?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{geglu_rows, scale_inplace, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::cpu::{attention, output_logits, rope, rope_table, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, rope, rope_table, store_kv, AttentionParams, Cpu, Head};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
@@ -36,10 +36,8 @@ struct Layer {
 pub struct Gemma3 {
     cfg: ModelConfig,
     cpu: Cpu,
-    embed: Linear,
+    head: Head,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Linear,
     s: Scratch,
 }
 
@@ -60,7 +58,6 @@ impl Gemma3 {
             cfg.head_dim,
         );
         let k = &cpu.kernels;
-        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -81,17 +78,11 @@ impl Gemma3 {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let output = match file.tensor("output.weight") {
-            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?.repacked(k)?,
-            None => embed.clone().repacked(k)?,
-        };
         Ok(Gemma3 {
-            output_norm: load_vector(file, "output_norm.weight", d)?,
+            head: Head::load(file, &cfg, k, true)?,
             cfg,
             cpu,
-            embed,
             layers,
-            output,
             s: Scratch::default(),
         })
     }
@@ -117,7 +108,7 @@ impl Model for Gemma3 {
         let (cpu, s) = (&self.cpu, &mut self.s);
         let t = batch.tokens.len();
         let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_dim());
-        cpu.embed(&self.embed, batch.tokens, (d as f32).sqrt(), &mut s.x)?; // x: (T, D)
+        cpu.embed(&self.head.embed, batch.tokens, (d as f32).sqrt(), &mut s.x)?; // x: (T, D)
         cpu.trace("inp_scaled", 0, &s.x);
         rope_table(cpu, batch.positions, c.rope_base, c.rope_dims, &mut s.rope);
         rope_table(
@@ -216,17 +207,7 @@ impl Model for Gemma3 {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        output_logits(
-            cpu,
-            s,
-            batch,
-            &self.output_norm,
-            c.norm_eps,
-            &self.output,
-            logits,
-        )?;
-        crate::softcap_logits(logits, c.final_logit_softcap);
-        cpu.trace("result_output", 0, logits);
+        self.head.logits(cpu, s, batch, c, logits)?;
         Ok(())
     }
 }

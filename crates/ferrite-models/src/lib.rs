@@ -276,12 +276,3 @@ pub fn load_draft_model(
     }
     build(file, cfg, cpu.clone())
 }
-
-/// `c·tanh(x/c)` over all logits when `cap` is set.
-pub(crate) fn softcap_logits(logits: &mut [f32], cap: Option<f32>) {
-    if let Some(c) = cap {
-        for v in logits {
-            *v = c * (*v / c).tanh();
-        }
-    }
-}

@@ -8,7 +8,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{swiglu_rows, RopeStyle};
 
 use crate::config::ModelConfig;
-use crate::cpu::{attention, output_logits, rope, rope_table, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, rope, rope_table, store_kv, AttentionParams, Cpu, Head};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};
@@ -30,10 +30,8 @@ struct Layer {
 pub struct Llama {
     cfg: ModelConfig,
     cpu: Cpu,
-    embed: Linear,
+    head: Head,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Linear,
     s: Scratch,
 }
 
@@ -48,7 +46,6 @@ impl Llama {
     pub fn load(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Llama> {
         let (d, q, kv, ff) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
         let k = &cpu.kernels;
-        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -65,17 +62,11 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let output = match file.tensor("output.weight") {
-            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?.repacked(k)?,
-            None => embed.clone().repacked(k)?,
-        };
         Ok(Llama {
-            output_norm: load_vector(file, "output_norm.weight", d)?,
+            head: Head::load(file, &cfg, k, true)?,
             cfg,
             cpu,
-            embed,
             layers,
-            output,
             s: Scratch::default(),
         })
     }
@@ -101,7 +92,7 @@ impl Model for Llama {
         let (cpu, s) = (&self.cpu, &mut self.s);
         let t = batch.tokens.len();
         let (d, kvd) = (c.dim, c.kv_dim());
-        cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
+        cpu.embed(&self.head.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
         rope_table(cpu, batch.positions, c.rope_base, c.rope_dims, &mut s.rope);
         for (il, l) in self.layers.iter().enumerate() {
             // Attention block.
@@ -181,17 +172,7 @@ impl Model for Llama {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        output_logits(
-            cpu,
-            s,
-            batch,
-            &self.output_norm,
-            c.norm_eps,
-            &self.output,
-            logits,
-        )?;
-        crate::softcap_logits(logits, c.final_logit_softcap);
-        cpu.trace("result_output", 0, logits);
+        self.head.logits(cpu, s, batch, c, logits)?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::RopeStyle;
 
 use crate::config::{Architecture, ModelConfig};
-use crate::cpu::{attention, output_logits, rope, rope_table, store_kv, AttentionParams, Cpu};
+use crate::cpu::{attention, rope, rope_table, store_kv, AttentionParams, Cpu, Head};
 use crate::kv::KvStore;
 use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
 
@@ -44,10 +44,8 @@ struct Layer {
 pub struct Qwen3 {
     cfg: ModelConfig,
     cpu: Cpu,
-    embed: Linear,
+    head: Head,
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,
-    output: Linear,
     s: Scratch,
     moe: MoeScratch,
 }
@@ -63,7 +61,6 @@ impl Qwen3 {
     pub fn load(file: &Arc<GgufFile>, cfg: ModelConfig, cpu: Cpu) -> Result<Qwen3> {
         let (d, q, kv, hd) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let k = &cpu.kernels;
-        let embed = Linear::load(file, "token_embd.weight", cfg.vocab_size, d)?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -96,17 +93,11 @@ impl Qwen3 {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let output = match file.tensor("output.weight") {
-            Some(_) => Linear::load(file, "output.weight", cfg.vocab_size, d)?.repacked(k)?,
-            None => embed.clone().repacked(k)?,
-        };
         Ok(Qwen3 {
-            output_norm: load_vector(file, "output_norm.weight", d)?,
+            head: Head::load(file, &cfg, k, true)?,
             cfg,
             cpu,
-            embed,
             layers,
-            output,
             s: Scratch::default(),
             moe: MoeScratch::default(),
         })
@@ -134,7 +125,7 @@ impl Model for Qwen3 {
         let t = batch.tokens.len();
         let (d, hd, kvd) = (c.dim, c.head_dim, c.kv_dim());
         let groups = batch.kernel_groups;
-        cpu.embed(&self.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
+        cpu.embed(&self.head.embed, batch.tokens, 1.0, &mut s.x)?; // x: (T, D)
         rope_table(cpu, batch.positions, c.rope_base, c.rope_dims, &mut s.rope);
         for (il, l) in self.layers.iter().enumerate() {
             // Attention block: norm → q/k/v → per-head norm of q, k → RoPE → attend.
@@ -193,16 +184,7 @@ impl Model for Qwen3 {
             cpu.add_rows(&mut s.x, &s.o, d);
             cpu.trace("l_out", il, &s.x);
         }
-        output_logits(
-            cpu,
-            s,
-            batch,
-            &self.output_norm,
-            c.norm_eps,
-            &self.output,
-            logits,
-        )?;
-        cpu.trace("result_output", 0, logits);
+        self.head.logits(cpu, s, batch, c, logits)?;
         Ok(())
     }
 }
