@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates crates/ferrite-tokenizer/tests/fixtures/templates/*.json: llama.cpp's rendering
 # (llama-server --jinja, POST /apply-template) of a set of conversations — plain turns, earlier
-# reasoning, tools with a call and its result — under the chat templates of the Qwen3 and
+# reasoning, reasoning turned off (chat_template_kwargs), tools with a call and its result — under the chat templates of the Qwen3 and
 # DeepSeek families (from the pinned llama.cpp's models/templates). The tokenizer's
 # chat_templates test renders the same conversations with minijinja and wants the same text.
 #
@@ -33,6 +33,7 @@ call = {"id": "call_1", "type": "function",
 cases = [
     ("one turn", [{"role": "system", "content": "Be brief."},
                   {"role": "user", "content": "Hello!"}], None),
+    ("thinking off", [{"role": "user", "content": "Hello!"}], None, {"enable_thinking": False}),
     ("several turns", [{"role": "user", "content": "Hi"},
                        {"role": "assistant", "content": "Hello! How can I help?"},
                        {"role": "user", "content": "Tell me a joke."}], None),
@@ -47,10 +48,13 @@ cases = [
      [weather]),
 ]
 rendered = []
-for name, messages, tools in cases:
+for name, messages, tools, *kwargs in cases:
+    kwargs = kwargs[0] if kwargs else None
     body = {"messages": messages}
     if tools:
         body["tools"] = tools
+    if kwargs:
+        body["chat_template_kwargs"] = kwargs
     req = urllib.request.Request(f"http://localhost:{port}/apply-template", json.dumps(body).encode(),
                                  {"content-type": "application/json"})
     try:
@@ -58,7 +62,8 @@ for name, messages, tools in cases:
     except Exception as e:  # a template that cannot render a case is recorded as such
         prompt = None
         print(f"{dest}: {name}: {e}", file=sys.stderr)
-    rendered.append({"name": name, "messages": messages, "tools": tools, "prompt": prompt})
+    rendered.append({"name": name, "messages": messages, "tools": tools,
+                     "chat_template_kwargs": kwargs, "prompt": prompt})
 json.dump({"template": open(template).read(), "cases": rendered}, open(dest, "w"), indent=1,
           ensure_ascii=False)
 print(f"{dest}: {sum(c['prompt'] is not None for c in rendered)} cases", file=sys.stderr)

@@ -95,6 +95,9 @@ pub struct ValidRequest {
     pub output_format: Option<OutputFormat>,
     /// The field that set it (for error messages).
     pub output_format_param: &'static str,
+    /// Extra variables for the chat template (`chat_template_kwargs`, as vLLM and llama.cpp
+    /// take them), e.g. `{"enable_thinking": false}` for Qwen3.
+    pub chat_template_kwargs: Map<String, Value>,
 }
 
 /// The request's `speculative` extension field.
@@ -332,7 +335,46 @@ pub fn parse_request(body: &[u8], endpoint: Endpoint) -> Result<ValidRequest, Ap
         echo: endpoint == Endpoint::Completions && f.bool("echo")?.unwrap_or(false),
         cache_salt: f.string("cache_salt")?,
         speculative: speculative(&o)?,
+        chat_template_kwargs: template_kwargs(&o, endpoint)?,
     })
+}
+
+/// `chat_template_kwargs`: an object of template variables (chat requests only); the names the
+/// server sets itself cannot be overridden.
+fn template_kwargs(
+    o: &Map<String, Value>,
+    endpoint: Endpoint,
+) -> Result<Map<String, Value>, ApiError> {
+    let p = "chat_template_kwargs";
+    match (o.get(p), endpoint) {
+        (None | Some(Value::Null), _) => Ok(Map::new()),
+        (Some(_), Endpoint::Completions) => Err(ApiError::invalid(
+            p,
+            "`chat_template_kwargs` applies to chat completions only",
+        )),
+        (Some(Value::Object(m)), Endpoint::Chat) => {
+            const RESERVED: [&str; 5] = [
+                "messages",
+                "tools",
+                "add_generation_prompt",
+                "bos_token",
+                "eos_token",
+            ];
+            match m.keys().find(|k| RESERVED.contains(&k.as_str())) {
+                Some(k) => Err(ApiError::invalid(
+                    p,
+                    format!(
+                        "`chat_template_kwargs.{k}` is set by the server and cannot be overridden"
+                    ),
+                )),
+                None => Ok(m.clone()),
+            }
+        }
+        (Some(v), Endpoint::Chat) => Err(ApiError::invalid(
+            p,
+            format!("`chat_template_kwargs` must be an object, got {}", kind(v)),
+        )),
+    }
 }
 
 fn speculative(o: &Map<String, Value>) -> Result<SpecChoice, ApiError> {
@@ -675,5 +717,35 @@ mod tests {
         ] {
             assert!(spec(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn chat_template_kwargs_are_an_object_of_free_names_on_chat_requests() {
+        let parse = |body: Value, e: Endpoint| parse_request(body.to_string().as_bytes(), e);
+        let chat = |kw: Value| {
+            parse(
+                serde_json::json!({"messages": [{"role": "user", "content": "x"}],
+                                   "chat_template_kwargs": kw}),
+                Endpoint::Chat,
+            )
+        };
+        let ok = chat(serde_json::json!({"enable_thinking": false})).unwrap();
+        assert_eq!(ok.chat_template_kwargs["enable_thinking"], false);
+        for (kw, word) in [
+            (
+                serde_json::json!({"messages": []}),
+                "chat_template_kwargs.messages",
+            ),
+            (serde_json::json!([1]), "must be an object"),
+        ] {
+            let e = chat(kw).unwrap_err();
+            assert!(e.to_string().contains(word), "{e}");
+        }
+        let e = parse(
+            serde_json::json!({"prompt": "x", "chat_template_kwargs": {}}),
+            Endpoint::Completions,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("chat completions only"), "{e}");
     }
 }

@@ -249,6 +249,23 @@ impl ChatTemplate {
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_with(
+            messages,
+            tools,
+            &serde_json::Map::new(),
+            add_generation_prompt,
+        )
+    }
+
+    /// [`render_with_tools`](Self::render_with_tools) with extra template variables
+    /// (`chat_template_kwargs`), which may override the defaults such as `enable_thinking`.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template("chat")
@@ -256,17 +273,19 @@ impl ChatTemplate {
         // Without tools, `tools` stays undefined (templates test `tools is defined`, and
         // minijinja, unlike Jinja2, calls `none` iterable).
         let tools = tools.map_or(Value::UNDEFINED, Value::from_serialize);
-        tmpl.render(minijinja::context! {
+        let fixed = minijinja::context! {
             messages => messages,
             tools => tools,
             add_generation_prompt => add_generation_prompt,
-            // Reasoning on, as llama.cpp's server renders by default (Qwen3's template reads
-            // only `enable_thinking is false`; others test `not enable_thinking`).
-            enable_thinking => true,
             bos_token => self.bos,
             eos_token => self.eos,
-        })
-        .map_err(|e| Error::Template(format!("cannot render: {e}")))
+        };
+        // Reasoning on unless asked otherwise, as llama.cpp's server renders by default
+        // (Qwen3's template reads only `enable_thinking is false`; others `not enable_thinking`).
+        let defaults = minijinja::context! { enable_thinking => true };
+        let kwargs = Value::from_serialize(kwargs);
+        tmpl.render(minijinja::context! { ..fixed, ..kwargs, ..defaults })
+            .map_err(|e| Error::Template(format!("cannot render: {e}")))
     }
 }
 

@@ -315,12 +315,29 @@ impl Tokenizer {
         tools: Option<&serde_json::Value>,
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<TokenId>)> {
+        self.encode_chat_with(
+            messages,
+            tools,
+            &serde_json::Map::new(),
+            add_generation_prompt,
+        )
+    }
+
+    /// [`encode_chat_with_tools`](Self::encode_chat_with_tools) with extra template variables
+    /// (`chat_template_kwargs`).
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<TokenId>)> {
         let t = self.template.as_ref().ok_or_else(|| {
             Error::Template(
                 "this model has no chat template (tokenizer.chat_template is absent)".into(),
             )
         })?;
-        let text = t.render_with_tools(messages, tools, add_generation_prompt)?;
+        let text = t.render_with(messages, tools, kwargs, add_generation_prompt)?;
         let starts_with_bos = self
             .bos
             .and_then(|b| self.token_text(b))

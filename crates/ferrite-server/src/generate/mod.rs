@@ -274,7 +274,7 @@ fn build_prompt(
         PromptInput::Chat(msgs) => {
             let (msgs, tools) = format.conversation(msgs, &req.tools, offers_tools);
             let (text, ids) = tok
-                .encode_chat_with_tools(&msgs, tools.as_ref(), true)
+                .encode_chat_with(&msgs, tools.as_ref(), &req.chat_template_kwargs, true)
                 .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
             Ok((ids, Some(text)))
         }
