@@ -56,6 +56,18 @@ impl Cpu {
         }
     }
 
+    /// The same kernels and settings on a pool of one (its products run inline on the calling
+    /// thread): for work spread over the pool's threads a level up. No trace observer.
+    pub fn serial(&self) -> Cpu {
+        Cpu {
+            kernels: self.kernels,
+            pool: Arc::new(ThreadPool::new(1)),
+            attn_accum: self.attn_accum,
+            kv_format: self.kv_format,
+            trace: None,
+        }
+    }
+
     /// Report an intermediate tensor to the trace observer, if any.
     #[inline]
     pub fn trace(&self, name: &str, layer: usize, x: &[f32]) {
