@@ -232,11 +232,11 @@ fn plan_tensor(
         scale: None,
         note,
     };
-    // Matrices and stacked expert matrices are quantized; vectors stay as they are, and so does
-    // a MoE router (`ffn_gate_inp`), as llama.cpp's quantizer leaves it: routing picks experts
-    // by small score differences that quantized activations would reorder.
-    let experts = info.dims.len() == 3 && info.name.contains("_exps.");
-    if !(info.dims.len() == 2 || experts) || info.name.contains("ffn_gate_inp.") {
+    // Matrices and stacks of them (experts, DeepSeek's per-head `attn_k_b` / `attn_v_b`) are
+    // quantized; vectors stay as they are, and so does a MoE router (`ffn_gate_inp`), as
+    // llama.cpp's quantizer leaves it: routing picks experts by small score differences that
+    // quantized activations would reorder.
+    if !matches!(info.dims.len(), 2 | 3) || info.name.contains("ffn_gate_inp.") {
         return Ok(keep(info.ggml_type, None));
     }
     let from = quant_type(info)?;
