@@ -209,11 +209,10 @@ impl MoeConfig {
         // Qwen3-MoE routes with a softmax whatever the file says (llama.cpp's qwen3moe.cpp
         // hard-codes it; its test files write `expert_gating_func` 0). DeepSeek reads the key,
         // a missing or 0 value meaning softmax (V2 files; V3 files say sigmoid).
-        let gating = match opt_usize(f, &key(a, "expert_gating_func"))? {
-            Some(2) if deepseek => ExpertGating::Sigmoid,
-            None | Some(0 | 1) => ExpertGating::Softmax,
-            Some(_) if !deepseek => ExpertGating::Softmax,
-            Some(g) => {
+        let gating = match (deepseek, opt_usize(f, &key(a, "expert_gating_func"))?) {
+            (true, Some(2)) => ExpertGating::Sigmoid,
+            (true, None | Some(0 | 1)) | (false, _) => ExpertGating::Softmax,
+            (true, Some(g)) => {
                 return Err(Error::Config(format!(
                     "{a}.expert_gating_func {g} is not supported (1 softmax, 2 sigmoid)"
                 )))
