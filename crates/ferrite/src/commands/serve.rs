@@ -172,6 +172,9 @@ fn load_engine(a: &ServeArgs) -> Result<Loaded> {
         long_prefill_token_threshold: 0,
         speculative: spec.ngram,
     };
+    // What a client sizing its requests wants to know about the model's shape.
+    let model_cfg = loaded.model.config().clone();
+    let kv_format = loaded.model.cpu().kv_format;
     // The draft shares the target's kernels and thread pool (they never run at once).
     let cpu = loaded.model.cpu().clone();
     let mut core = EngineCore::new(loaded.model, tokenizer.clone(), &cfg)?;
@@ -224,11 +227,22 @@ fn load_engine(a: &ServeArgs) -> Result<Loaded> {
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
+    let kv_bytes_per_token = kv_format
+        .row_bytes(model_cfg.head_dim)
+        .map(|rb| model_cfg.kv_shape().bytes_per_position(rb))
+        .ok();
+    let experts = model_cfg.moe.as_ref().map(|m| {
+        serde_json::json!({"routed": m.n_experts, "per_token": m.n_used,
+                           "shared": model_cfg.shared_experts})
+    });
     let info = serde_json::json!({
         "architecture": md("general.architecture"),
         "name": md("general.name"),
         "quantization": file_quantization(&loaded.file),
         "file": loaded.path.file_name().map(|f| f.to_string_lossy().to_string()),
+        "kv_cache_type": kv_format.to_string(),
+        "kv_bytes_per_token": kv_bytes_per_token,
+        "experts": experts,
     });
     Ok(Loaded {
         engine,
