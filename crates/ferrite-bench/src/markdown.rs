@@ -41,8 +41,9 @@ pub fn render_markdown(report: &Report) -> String {
     };
     let _ = writeln!(
         o,
-        "\nworkload: {}; input {}, achieved p50 {} ({}{}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
+        "\nworkload: {}; warm-up: {}; input {}, achieved p50 {} ({}{}); output {} requested, achieved p50 {}, {} mismatches; {load}\n",
         s(&w["kind"]),
+        s(&w["warm_up"]),
         match w["input_tokens_requested"].as_u64() {
             Some(n) => format!("{n} tokens requested"),
             None => "as the prompts are".to_string(),

@@ -266,6 +266,7 @@ pub(crate) fn summarize(
         }),
         workload: json!({
             "kind": cfg.workload.describe(tasks.len()),
+            "warm_up": cfg.workload.describe_warm_up(cfg.warmup),
             "preset": cfg.preset,
             "input_tokens_requested": cfg.workload.is_sized().then_some(cfg.input_tokens),
             "input_tokens_achieved": Stats::of(&achieved_in),

@@ -435,11 +435,17 @@ pub(crate) fn http_client() -> Result<reqwest::Client> {
         .map_err(|e| Error::Http(e.to_string()))
 }
 
-/// Warm-up: `cfg.warmup` sequential plain requests, not recorded.
+/// Warm-up: `cfg.warmup` sequential requests, not recorded ([`Workload::warm_up_plan`]).
 pub(crate) async fn warm_up(client: &reqwest::Client, cfg: &RunConfig, words: usize) {
-    for i in 0..cfg.warmup {
-        let m = [user(synthetic_prompt(cfg.seed ^ 2, i, words))];
-        let b = body(cfg, &m, cfg.output_tokens, None);
+    for k in 0..cfg.warmup {
+        let plan = cfg
+            .workload
+            .warm_up_plan(cfg.seed, k, words, cfg.output_tokens);
+        let max_tokens = plan
+            .calls
+            .first()
+            .map_or(cfg.output_tokens, |c| c.max_tokens);
+        let b = body(cfg, &plan.messages, max_tokens, None);
         logical(client, cfg, &b, Instant::now()).await;
     }
 }

@@ -302,6 +302,29 @@ impl Workload {
         }
     }
 
+    /// Warm-up request `k` (not recorded). With a shared prefix it shares the measured
+    /// prefix, so the measured requests find it cached (as a warmed-up deployment would) and
+    /// none is cold; its suffix is its own, so no measured prompt is cached whole. Otherwise
+    /// an unrelated synthetic prompt, which only warms the connection and the server.
+    pub fn warm_up_plan(&self, seed: u64, k: usize, words: usize, max_tokens: usize) -> TaskPlan {
+        match self {
+            // Indices from the top, clear of the tasks' 0.. and the prefix's own.
+            Workload::SharedPrefix { .. } => self.plan(seed, usize::MAX - 2 - k, words, max_tokens),
+            _ => TaskPlan::single(vec![user(synthetic_prompt(seed ^ 2, k, words))], max_tokens),
+        }
+    }
+
+    /// What the warm-up did, for the report.
+    pub fn describe_warm_up(&self, warmup: usize) -> String {
+        match (self, warmup) {
+            (_, 0) => "none".into(),
+            (Workload::SharedPrefix { .. }, n) => format!(
+                "{n} request(s) sharing the measured prefix (it is cached before the first measured request), not recorded"
+            ),
+            (_, n) => format!("{n} unrelated synthetic request(s), not recorded"),
+        }
+    }
+
     /// What the workload was, for the report (`requests`: tasks sent).
     pub fn describe(&self, requests: usize) -> String {
         match self {

@@ -234,6 +234,30 @@ async fn shared_prefix_prompts_share_their_start_only() {
     assert_ne!(words[0][20..], words[1][20..]);
 }
 
+/// The warm-up of a shared-prefix run shares the measured prefix (so no measured request is
+/// the cold one) and not the rest of any measured prompt; the report says what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_prefix_warm_up_primes_the_measured_prefix() {
+    let m = MockServer::start(script(2, 1)).await;
+    let w = Workload::parse("shared-prefix", 40, Some(20)).unwrap();
+    let mut c = cfg(&m.url, 3, 1, w);
+    c.warmup = 1;
+    let r = run(c).await.unwrap();
+    let texts: Vec<String> = generation_requests(&m)
+        .iter()
+        .map(|b| b["messages"][0]["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 4, "one warm-up and three measured requests");
+    let words: Vec<Vec<&str>> = texts.iter().map(|t| t.split(' ').collect()).collect();
+    for measured in &words[1..] {
+        assert_eq!(words[0][..20], measured[..20]);
+        assert_ne!(words[0][20..], measured[20..]);
+    }
+    let said = r.workload["warm_up"].as_str().unwrap();
+    assert!(said.contains("sharing the measured prefix"), "{said}");
+    assert_eq!(r.requests["logical"], 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_quality_reports_the_scripted_exact_match_rate() {
     use ferrite_bench::quality::{parse_prompts, run_quality, Endpoint};
