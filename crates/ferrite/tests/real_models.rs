@@ -160,6 +160,11 @@ fn gemma3_greedy_matches_llama_cpp() {
 }
 
 fn ppl(name: &str, license: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/usr/share/common-licenses/{license}")).unwrap();
+    ppl_of(name, license, &text, 512)
+}
+
+fn ppl_of(name: &str, label: &str, text: &str, ctx: usize) -> f64 {
     let (f, tok) = open(name);
     let mut m = load_model_from(
         &f,
@@ -169,12 +174,11 @@ fn ppl(name: &str, license: &str) -> f64 {
         },
     )
     .unwrap();
-    let text = std::fs::read_to_string(format!("/usr/share/common-licenses/{license}")).unwrap();
-    let tokens = tok.encode(&text, EncodeOptions::default()).unwrap();
+    let tokens = tok.encode(text, EncodeOptions::default()).unwrap();
     let bos = tok.adds_bos().then(|| tok.bos()).flatten();
-    let r = perplexity(m.as_mut(), &tokens, 512, bos, &mut |_, _| {}).unwrap();
+    let r = perplexity(m.as_mut(), &tokens, ctx, bos, &mut |_, _| {}).unwrap();
     eprintln!(
-        "{name} {license}: ppl {:.4} over {} tokens in {} chunks",
+        "{name} {label} ctx {ctx}: ppl {:.4} over {} tokens in {} chunks",
         r.ppl, r.tokens_scored, r.chunks
     );
     r.ppl
@@ -196,6 +200,20 @@ fn assert_same_as_llama_cpp(got: f64, llama_cpp: f64) {
 fn smollm2_perplexity_matches_llama_cpp() {
     assert_same_as_llama_cpp(ppl("smollm2", "Apache-2.0"), 15.9289);
     assert_same_as_llama_cpp(ppl("smollm2", "MPL-2.0"), 11.6840);
+}
+
+/// At ctx 4096 (GPL-3 then GPL-2: 2 chunks; llama-perplexity wants twice the context), where
+/// attention reads 4K keys and Gemma's local layers see only their 512-token window. The
+/// references are `llama-perplexity -c 4096 -b 4096`, for Gemma 3 with `--swa-full`: without it
+/// llama.cpp keeps a window-sized cache that drops keys a ubatch's first rows still see, and
+/// prints 11.8963 (ferrite computes the exact window, as `--swa-full` does).
+#[test]
+fn perplexity_at_ctx_4096_matches_llama_cpp() {
+    let text = ["GPL-3", "GPL-2"]
+        .map(|l| std::fs::read_to_string(format!("/usr/share/common-licenses/{l}")).unwrap())
+        .concat();
+    assert_same_as_llama_cpp(ppl_of("smollm2", "GPL-3+GPL-2", &text, 4096), 14.5467);
+    assert_same_as_llama_cpp(ppl_of("gemma3", "GPL-3+GPL-2", &text, 4096), 11.8770);
 }
 
 #[test]
