@@ -15,12 +15,13 @@ use serde_json::Value;
 
 const MAX_ABS_DIFF: f32 = 1e-3;
 
-/// The limit on |Δlogit| for fixture `name`. Q4_K experts are the one exception: llama.cpp's
-/// repacked `mul_mat_id` gives a few rows of the most-used experts results that differ from
-/// its own single-row kernel (which ferrite reproduces, and which its dense Q4_K decoding
-/// matches within 1e-3) by up to 0.05, the size of the gap between llama.cpp's own repacked
-/// and plain Q4_K runs on these files (0.07). Top-1 and greedy tokens must still agree, and
-/// every other position stays within 1e-3 — checked below so the exception cannot grow.
+/// The limit on |Δlogit| for fixture `name`. Q4_K experts are the one exception: a few
+/// positions whose tokens went to the most-used expert differ by up to 0.05 (not yet
+/// explained). ferrite's single-row and four-row expert arithmetic agree with each other
+/// there, and its dense Q4_K matches llama.cpp to 5e-7, so the difference sits in llama.cpp's
+/// repacked `mul_mat_id` for those rows; its size is that of the gap between llama.cpp's own
+/// repacked and plain Q4_K runs on these files (0.07). Top-1 and greedy tokens must still
+/// agree, and every other position stays within 1e-3 — checked below so it cannot grow.
 fn limit(name: &str) -> f32 {
     match name {
         "qwen3moe-q4_k" => 0.1,

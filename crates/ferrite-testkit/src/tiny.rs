@@ -265,41 +265,26 @@ impl TinyModel {
         }
         if self.arch == TinyArch::Deepseek2 {
             let s = &self.deepseek;
-            md(&mut w, "deepseek2.attention.head_count_kv", u(1));
-            md(
-                &mut w,
-                "deepseek2.attention.key_length",
-                u(s.kv_lora + s.rope),
-            );
-            md(&mut w, "deepseek2.attention.value_length", u(s.kv_lora));
-            md(
-                &mut w,
-                "deepseek2.attention.key_length_mla",
-                u(s.nope + s.rope),
-            );
-            md(&mut w, "deepseek2.attention.value_length_mla", u(s.v_head));
-            md(&mut w, "deepseek2.attention.q_lora_rank", u(s.q_lora));
-            md(&mut w, "deepseek2.attention.kv_lora_rank", u(s.kv_lora));
-            md(&mut w, "deepseek2.rope.dimension_count", u(s.rope));
-            md(
-                &mut w,
-                "deepseek2.leading_dense_block_count",
-                u(s.dense_layers),
-            );
-            md(&mut w, "deepseek2.expert_shared_count", u(s.shared));
-            md(&mut w, "deepseek2.expert_group_count", u(s.groups.0));
-            md(&mut w, "deepseek2.expert_group_used_count", u(s.groups.1));
-            md(
-                &mut w,
-                "deepseek2.expert_gating_func",
-                u(if s.sigmoid { 2 } else { 1 }),
-            );
-            md(&mut w, "deepseek2.expert_weights_norm", Value::Bool(s.norm));
-            md(
-                &mut w,
-                "deepseek2.expert_weights_scale",
-                Value::F32(s.scale),
-            );
+            let entries = [
+                ("attention.head_count_kv", u(1)),
+                ("attention.key_length", u(s.kv_lora + s.rope)),
+                ("attention.value_length", u(s.kv_lora)),
+                ("attention.key_length_mla", u(s.nope + s.rope)),
+                ("attention.value_length_mla", u(s.v_head)),
+                ("attention.q_lora_rank", u(s.q_lora)),
+                ("attention.kv_lora_rank", u(s.kv_lora)),
+                ("rope.dimension_count", u(s.rope)),
+                ("leading_dense_block_count", u(s.dense_layers)),
+                ("expert_shared_count", u(s.shared)),
+                ("expert_group_count", u(s.groups.0)),
+                ("expert_group_used_count", u(s.groups.1)),
+                ("expert_gating_func", u(if s.sigmoid { 2 } else { 1 })),
+                ("expert_weights_norm", Value::Bool(s.norm)),
+                ("expert_weights_scale", Value::F32(s.scale)),
+            ];
+            for (k, v) in entries {
+                md(&mut w, &format!("deepseek2.{k}"), v);
+            }
             if let Some((factor, orig, log_mul)) = s.yarn {
                 let rs = |k: &str| format!("deepseek2.rope.scaling.{k}");
                 md(&mut w, &rs("type"), Value::String("yarn".into()));
