@@ -121,25 +121,24 @@ impl Linear {
             }
             _ => None,
         };
-        let slice = info.size_bytes / n_experts as u64;
-        Ok((0..n_experts)
-            .map(|e| Linear {
-                file: Arc::clone(file),
-                info: TensorInfo {
-                    name: format!("{name}[{e}]"),
-                    dims: vec![cols as u64, rows as u64],
-                    ggml_type: info.ggml_type,
-                    offset: info.offset + e as u64 * slice,
-                    size_bytes: slice,
-                },
-                ty,
-                rows,
-                cols,
-                scale: scales.as_ref().map(|s| s[e]),
-                bias: None,
-                panels: None,
+        // The experts stacked are one matrix of `n_experts · rows` rows; each is a row range.
+        let stacked = Linear {
+            file: Arc::clone(file),
+            info: info.clone(),
+            ty,
+            rows: n_experts * rows,
+            cols,
+            scale: None,
+            bias: None,
+            panels: None,
+        };
+        (0..n_experts)
+            .map(|e| {
+                let mut expert = stacked.row_range(e * rows, rows)?;
+                expert.scale = scales.as_ref().map(|s| s[e]);
+                Ok(expert)
             })
-            .collect())
+            .collect()
     }
 
     /// The same matrix without its second-level scale: for tensors whose architecture's graph
@@ -149,8 +148,8 @@ impl Linear {
         self
     }
 
-    /// Rows `first..first + n` as a matrix of their own (a view of the same bytes): the gate
-    /// and up halves of a fused `gate_up` tensor.
+    /// Rows `first..first + n` as a matrix of their own (a view of the same bytes): one expert
+    /// of a stacked tensor, the gate and up halves of a fused `gate_up` tensor.
     pub fn row_range(&self, first: usize, n: usize) -> Result<Linear> {
         if first + n > self.rows || self.panels.is_some() || self.bias.is_some() {
             return Err(Error::TensorShape {
