@@ -94,6 +94,9 @@ fn strftime_now(fmt: String) -> String {
 struct PythonJson {
     indent: Option<Vec<u8>>,
     depth: usize,
+    /// Whether the innermost open container has a member yet (an empty one closes on its
+    /// own line: `[]`, `{}`, as Python prints them).
+    has_value: bool,
 }
 
 impl PythonJson {
@@ -107,7 +110,21 @@ impl PythonJson {
         Ok(())
     }
 
-    fn separator<W: ?Sized + std::io::Write>(&self, w: &mut W, first: bool) -> std::io::Result<()> {
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    fn member<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
         if !first {
             w.write_all(if self.indent.is_some() { b"," } else { b", " })?;
         }
@@ -120,15 +137,16 @@ impl PythonJson {
         bracket: &[u8],
     ) -> std::io::Result<()> {
         self.depth -= 1;
-        self.newline(w)?;
+        if self.has_value {
+            self.newline(w)?;
+        }
         w.write_all(bracket)
     }
 }
 
 impl serde_json::ser::Formatter for PythonJson {
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        w.write_all(b"[")
+        self.open(w, b"[")
     }
     fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.close(w, b"]")
@@ -138,11 +156,14 @@ impl serde_json::ser::Formatter for PythonJson {
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        self.separator(w, first)
+        self.member(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        w.write_all(b"{")
+        self.open(w, b"{")
     }
     fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.close(w, b"}")
@@ -152,10 +173,14 @@ impl serde_json::ser::Formatter for PythonJson {
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        self.separator(w, first)
+        self.member(w, first)
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
     }
 }
 
@@ -167,40 +192,20 @@ fn tojson(
 ) -> std::result::Result<Value, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let invalid = |e: &dyn std::fmt::Display| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
+    };
+    let json = serde_json::to_value(&value).map_err(|e| invalid(&e))?;
     let mut out = Vec::new();
     let fmt = PythonJson {
         indent: indent.map(|n| vec![b' '; n]),
         depth: 0,
+        has_value: false,
     };
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    serde::Serialize::serialize(&json, &mut ser)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let text = String::from_utf8(out)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    // Empty containers: the formatter's newline before the closing bracket leaves "[\n]".
-    Ok(Value::from_safe_string(empty_containers(&text)))
-}
-
-/// `[\n   ]` → `[]` and `{\n   }` → `{}` (Python prints empty containers bare).
-fn empty_containers(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        out.push(c);
-        if c == '[' || c == '{' {
-            let close = if c == '[' { ']' } else { '}' };
-            let rest = &s[i + 1..];
-            let trimmed = rest.trim_start_matches(['\n', ' ']);
-            if trimmed.starts_with(close) && rest.len() != trimmed.len() {
-                for _ in 0..rest.len() - trimmed.len() {
-                    chars.next();
-                }
-            }
-        }
-    }
-    out
+    serde::Serialize::serialize(&json, &mut ser).map_err(|e| invalid(&e))?;
+    let text = String::from_utf8(out).map_err(|e| invalid(&e))?;
+    Ok(Value::from_safe_string(text))
 }
 
 impl ChatTemplate {
@@ -346,6 +351,10 @@ mod tests {
             got,
             "{\"b\": [1, \"é\"], \"a\": {}, \"c\": []}|{\n  \"b\": [\n    1,\n    \"é\"\n  ],\n  \"a\": {},\n  \"c\": []\n}"
         );
+        // Text that looks like an empty container is data, left as it is.
+        let x = serde_json::json!({"s": "[  ]"});
+        let got = env.render(minijinja::context! { x => x }).unwrap();
+        assert_eq!(got, "{\"s\": \"[  ]\"}|{\n  \"s\": \"[  ]\"\n}");
     }
 
     #[test]
