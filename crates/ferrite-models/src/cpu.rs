@@ -10,7 +10,7 @@ use ferrite_kernels::{Kernels, KvFormat, ThreadPool};
 
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
-use crate::weights::Linear;
+use crate::weights::{load_vector, Linear};
 use crate::{Error, ForwardBatch, Result};
 
 /// Observer of intermediate tensors: `(name, layer, values)`; for debugging numerics against
@@ -461,7 +461,7 @@ impl Head {
     /// Load the three. `output_scale`: whether the head's second-level `.scale` applies (as in
     /// the architecture's llama.cpp graph).
     pub fn load(
-        file: &std::sync::Arc<ferrite_gguf::GgufFile>,
+        file: &Arc<ferrite_gguf::GgufFile>,
         cfg: &crate::ModelConfig,
         kernels: &Kernels,
         output_scale: bool,
@@ -481,7 +481,7 @@ impl Head {
             None => embed.clone().repacked(kernels)?,
         };
         Ok(Head {
-            norm: crate::weights::load_vector(file, "output_norm.weight", d)?,
+            norm: load_vector(file, "output_norm.weight", d)?,
             embed,
             output,
         })

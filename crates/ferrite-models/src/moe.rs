@@ -90,7 +90,7 @@ struct ExpertWork {
 
 impl ExpertWork {
     /// Run `expert` on `rows` of `h` (the first `prompt` of them prompt rows, see
-    /// `expert_batch`); afterwards [`result`](Self::result) gives each row's output.
+    /// `expert_batch`); afterwards [`results`](Self::results) gives each row's output.
     fn run(
         &mut self,
         cpu: &Cpu,
@@ -382,9 +382,10 @@ fn expert_batch(
 
 /// Turn router scores (`T × n_experts`, in place into probabilities) into each token's
 /// `n_used` experts and weights, best first, as llama.cpp's `build_moe_ffn` does: softmax or
-/// sigmoid; the selection bias, if any, added for choosing only; with expert groups, only the `groups_used` groups whose two best experts score
-/// highest compete; top-k; the chosen probabilities, renormalized and scaled as configured.
-pub(crate) fn route(
+/// sigmoid; the selection bias, if any, added for choosing only; with expert groups, only the
+/// `groups_used` groups whose two best experts score highest compete; top-k; the chosen
+/// probabilities, renormalized and scaled as configured.
+fn route(
     m: &MoeConfig,
     selection_bias: Option<&[f32]>,
     probs: &mut [f32],

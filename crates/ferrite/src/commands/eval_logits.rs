@@ -2,7 +2,7 @@
 //! form `scripts/reference-logits.sh` gives for llama.cpp, so new architectures are checked
 //! against it number by number (models without a text vocabulary included).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ferrite::setup::ModelArgs;
 use ferrite_engine::eval::token_logits;
 use serde_json::json;
@@ -33,9 +33,6 @@ pub fn run(a: LogitsArgs) -> Result<()> {
                 .with_context(|| format!("--tokens: {t:?} is not a token id"))
         })
         .collect::<Result<Vec<u32>>>()?;
-    if tokens.is_empty() {
-        bail!("--tokens needs at least one token id");
-    }
     let (_, _, mut model) = a.model.load_model_only(&a.model.model)?;
     let out = token_logits(model.as_mut(), &tokens, a.generate)?;
     if a.json {
