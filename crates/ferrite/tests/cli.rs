@@ -210,25 +210,51 @@ fn unsupported_architecture_is_named() {
     );
 }
 
-/// Inconsistent MoE metadata names the key; a file whose 3-D expert tensor has the wrong
-/// shape names the tensor.
+/// Inconsistent MoE or latent-attention metadata names the key; a file whose 3-D expert tensor
+/// has the wrong shape names the tensor.
 #[test]
 fn inconsistent_expert_metadata_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, u32, &str); 2] = [
+    let cases: [(TinyArch, &str, u32, &str); 6] = [
         (
+            TinyArch::Qwen3Moe,
             "qwen3moe.expert_used_count",
             9,
             "qwen3moe.expert_used_count 9 must be between 1 and qwen3moe.expert_count 8",
         ),
         (
+            TinyArch::Qwen3Moe,
             "qwen3moe.expert_count",
             4,
             "tensor \"blk.0.ffn_gate_exps.weight\" has shape [256, 256, 8], expected [256, 256, 4]",
         ),
+        (
+            TinyArch::Deepseek2,
+            "deepseek2.attention.key_length",
+            100,
+            "deepseek2.attention.key_length 100 must equal kv_lora_rank 256 + rope.dimension_count 32",
+        ),
+        (
+            TinyArch::Deepseek2,
+            "deepseek2.attention.head_count_kv",
+            2,
+            "deepseek2.attention.head_count_kv 2 must be 1",
+        ),
+        (
+            TinyArch::Deepseek2,
+            "deepseek2.expert_group_count",
+            3,
+            "deepseek2.expert_group_count 3 must divide expert_count 8",
+        ),
+        (
+            TinyArch::Deepseek2,
+            "deepseek2.nextn_predict_layers",
+            1,
+            "deepseek2.nextn_predict_layers: files with MTP layers are not supported yet",
+        ),
     ];
-    for (key, value, want) in cases {
-        let mut w = TinyModel::new(TinyArch::Qwen3Moe).writer();
+    for (arch, key, value, want) in cases {
+        let mut w = TinyModel::new(arch).writer();
         w.add_metadata(key, ferrite_gguf::Value::U32(value));
         let p = dir.path().join("moe.gguf");
         w.write_to(&p).unwrap();
