@@ -291,7 +291,7 @@ pub fn f32_to_f16_bits(x: &[f32], out: &mut [u16]) {
     o.convert_from_f32_slice(&x[..n]);
 }
 
-pub use crate::attention::{AttentionAccumulator, AttnAccum};
+pub use crate::attention::{merge_partials, AttentionAccumulator, AttnAccum, KvRun, SoftmaxStats};
 
 #[cfg(test)]
 mod tests {

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{rms_norm_rows_inplace, rope_apply, RopeStyle};
 
+use crate::attention::{attention, AttentionParams};
 use crate::config::{MlaConfig, ModelConfig};
-use crate::cpu::{attention, rope_table_scaled, store_kv, AttentionParams, Cpu, Head};
+use crate::cpu::{rope_table_scaled, store_kv, Cpu, Head};
 use crate::kv::KvStore;
 use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
 use crate::scratch::Scratch;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::{geglu_rows, scale_inplace, RopeStyle};
 
+use crate::attention::{attention, AttentionParams};
 use crate::config::ModelConfig;
-use crate::cpu::{attention, rope, rope_table, store_kv, AttentionParams, Cpu, Head};
+use crate::cpu::{rope, rope_table, store_kv, Cpu, Head};
 use crate::kv::KvStore;
 use crate::scratch::Scratch;
 use crate::weights::{load_vector, Linear};

@@ -39,8 +39,10 @@ impl KvShape {
     }
 }
 
-/// Receives runs of stored rows: `(keys, values, n)`, see [`KvStore::read`].
-pub type KvVisitor<'a> = dyn FnMut(&[u8], &[u8], usize) + 'a;
+/// Receives runs of stored rows: `(keys, values, n)`, see [`KvStore::read`]. The rows borrow
+/// the store (`'s`), so a visitor may keep them, e.g. to hand a paged cache's blocks to
+/// attention all at once.
+pub type KvVisitor<'f, 's> = dyn FnMut(&'s [u8], &'s [u8], usize) + 'f;
 
 /// Storage for keys and values, in f16 (llama.cpp's default cache type) or another
 /// [`KvFormat`].
@@ -58,13 +60,13 @@ pub trait KvStore: Sync {
     /// Call `f(keys, values, n)` for runs of stored rows of `head` covering positions `range` in
     /// order: `keys` and `values` are `n` rows of `head_dim` values in the store's format
     /// (f16: little-endian bytes; Q8_0: its blocks).
-    fn read(
-        &self,
+    fn read<'s>(
+        &'s self,
         layer: usize,
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut KvVisitor<'_>,
+        f: &mut KvVisitor<'_, 's>,
     );
 
     /// Positions a sequence can hold.
@@ -211,13 +213,13 @@ impl KvStore for ContiguousKvCache {
         self.format
     }
 
-    fn read(
-        &self,
+    fn read<'s>(
+        &'s self,
         layer: usize,
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut KvVisitor<'_>,
+        f: &mut KvVisitor<'_, 's>,
     ) {
         let range = range.start..range.end.min(self.capacity);
         if range.is_empty() {

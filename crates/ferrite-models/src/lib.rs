@@ -22,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod attention;
 mod config;
 pub mod cpu;
 mod deepseek2;

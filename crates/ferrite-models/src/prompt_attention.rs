@@ -10,7 +10,8 @@
 use ferrite_kernels::attention_tiled::{TiledAttention, TILED_MIN_QUERIES};
 use ferrite_kernels::KvFormat;
 
-use crate::cpu::{attend, AttentionParams, Cpu};
+use crate::attention::{attend, AttentionParams};
+use crate::cpu::Cpu;
 use crate::kv::KvStore;
 use crate::ForwardBatch;
 
@@ -49,7 +50,7 @@ struct Unit {
     kv_head: usize,
 }
 
-/// Causal attention of every query of the batch (as [`crate::cpu::attention`]), the tokens of
+/// Causal attention of every query of the batch (as [`crate::attention::attention`]), the tokens of
 /// prompt-sized kernel groups through the tiled kernel. The threads claim blocks of
 /// [`BLOCK_TOKENS`] batch tokens (dearest first) and write each block's rows of `out` in place;
 /// inside a block, each run of one tiled group is a unit per KV head, and any other token is

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use ferrite_gguf::GgufFile;
 use ferrite_kernels::ops::RopeStyle;
 
+use crate::attention::{attention, AttentionParams};
 use crate::config::{Architecture, ModelConfig};
-use crate::cpu::{attention, rope, rope_table, store_kv, AttentionParams, Cpu, Head};
+use crate::cpu::{rope, rope_table, store_kv, Cpu, Head};
 use crate::kv::KvStore;
 use crate::moe::{ExpertTensors, MoeFfn, MoeScratch, SwiGlu};
 

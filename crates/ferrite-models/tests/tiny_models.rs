@@ -393,3 +393,101 @@ fn long_prompts_take_the_tiled_attention_consistently() {
         );
     }
 }
+
+/// Decoding deep in context (past 512 visible keys), where a query's keys are accumulated in
+/// chunks and merged: close to the f32 reference, bit-identical at 1, 2 and 3 threads, the same
+/// whether the token decodes alone, beside another sequence's token, or as a one-token group
+/// inside a batch whose other group takes the tiled prompt attention (the chunks then run one
+/// after another on one thread).
+#[test]
+fn decoding_deep_in_context_is_consistent() {
+    let n = 700;
+    let seq: Vec<u32> = (0..n as u32 + 3).map(|i| (i * 53 + 11) % 300).collect();
+    let bits = |v: &[Vec<f32>]| -> Vec<u32> { v.iter().flatten().map(|x| x.to_bits()).collect() };
+    for (arch, window) in [(TinyArch::Llama, 4), (TinyArch::Gemma3, 600)] {
+        let mut tiny = TinyModel::new(arch).quant(QuantType::Q8_0);
+        (tiny.window, tiny.context) = (window, 1024);
+        let bytes = tiny.to_bytes();
+        let want = reference::logits(&GgufFile::from_bytes(bytes.clone()).unwrap(), &seq).unwrap();
+        // The first n tokens as a prompt into slot 0 (and slot 1), then 3 tokens decoded.
+        let run = |threads: usize, beside: bool| -> Vec<Vec<f32>> {
+            let mut m = load(bytes.clone(), None, threads).unwrap();
+            let c = m.config().clone();
+            let mut kv =
+                ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 1024, 2).unwrap();
+            let mut out = Vec::new();
+            for slot in [0, 1] {
+                let pos: Vec<usize> = (0..n).collect();
+                let b = ForwardBatch {
+                    tokens: &seq[..n],
+                    positions: &pos,
+                    slots: &vec![slot; n],
+                    logits_rows: &[],
+                    kernel_groups: None,
+                };
+                m.forward(&b, &mut kv, &mut out).unwrap();
+            }
+            let mut rows = Vec::new();
+            for (p, &token) in seq.iter().enumerate().skip(n) {
+                let (tokens, positions, slots): (Vec<u32>, Vec<usize>, Vec<usize>) = if beside {
+                    (vec![token, token], vec![p, p], vec![0, 1])
+                } else {
+                    (vec![token], vec![p], vec![0])
+                };
+                let b = ForwardBatch {
+                    tokens: &tokens,
+                    positions: &positions,
+                    slots: &slots,
+                    logits_rows: &[0],
+                    kernel_groups: None,
+                };
+                m.forward(&b, &mut kv, &mut out).unwrap();
+                rows.push(out[..c.vocab_size].to_vec());
+            }
+            rows
+        };
+        let alone = run(1, false);
+        let e = rel_err(&alone, &want[n..]);
+        assert!(e < tolerance(QuantType::Q8_0), "{arch:?}: {e}");
+        for threads in [2, 3] {
+            assert!(
+                bits(&run(threads, false)) == bits(&alone),
+                "{arch:?}: {threads} threads"
+            );
+            assert!(
+                bits(&run(threads, true)) == bits(&alone),
+                "{arch:?}: batched"
+            );
+        }
+        // Position n of slot 1 as a one-token group beside a 70-token prompt of slot 0.
+        let mut m = load(bytes.clone(), None, 2).unwrap();
+        let c = m.config().clone();
+        let mut kv = ContiguousKvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 1024, 2).unwrap();
+        let mut out = Vec::new();
+        let pos: Vec<usize> = (0..n).collect();
+        let fill = ForwardBatch {
+            tokens: &seq[..n],
+            positions: &pos,
+            slots: &vec![1; n],
+            logits_rows: &[],
+            kernel_groups: None,
+        };
+        m.forward(&fill, &mut kv, &mut out).unwrap();
+        let tokens: Vec<u32> = seq[..70].iter().chain(&seq[n..n + 1]).copied().collect();
+        let positions: Vec<usize> = (0..70).chain([n]).collect();
+        let slots: Vec<usize> = vec![0; 70].into_iter().chain([1]).collect();
+        let groups: Vec<(usize, usize)> = (0..70).map(|i| (i, 70)).chain([(0, 1)]).collect();
+        let b = ForwardBatch {
+            tokens: &tokens,
+            positions: &positions,
+            slots: &slots,
+            logits_rows: &[70],
+            kernel_groups: Some(&groups),
+        };
+        m.forward(&b, &mut kv, &mut out).unwrap();
+        assert!(
+            bits(&[out[..c.vocab_size].to_vec()]) == bits(&alone[..1]),
+            "{arch:?}: one-token group beside a tiled prompt"
+        );
+    }
+}

@@ -131,13 +131,13 @@ impl KvStore for PagedKvStore {
         self.format
     }
 
-    fn read(
-        &self,
+    fn read<'s>(
+        &'s self,
         layer: usize,
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut KvVisitor<'_>,
+        f: &mut KvVisitor<'_, 's>,
     ) {
         let bs = self.block_size;
         let mut pos = range.start;

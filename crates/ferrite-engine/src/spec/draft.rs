@@ -76,13 +76,13 @@ impl KvStore for SlotKv<'_> {
         self.caches[seq].write(layer, 0, pos, k, v)
     }
 
-    fn read(
-        &self,
+    fn read<'s>(
+        &'s self,
         layer: usize,
         seq: SeqSlot,
         head: usize,
         range: Range<usize>,
-        f: &mut KvVisitor<'_>,
+        f: &mut KvVisitor<'_, 's>,
     ) {
         self.caches[seq].read(layer, 0, head, range, f)
     }
