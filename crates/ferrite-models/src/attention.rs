@@ -40,7 +40,10 @@ const SPLIT_MIN_KEYS: usize = 512;
 /// llama.cpp cuts its (padded) cache view into one chunk per thread; fixed chunks instead make
 /// a token's result independent of the thread count and of what else is in the batch (greedy
 /// output is the same with 1 or 2 threads, batched or alone), and give threads enough pieces to
-/// share one query. Multiples of the paged cache's 16-position blocks.
+/// share one query (a 10K-token Gemma3 query makes ten). Each piece costs its set-up and a
+/// share of the merge: 256-position chunks decoded SmolLM2 at depth 8000 10% slower than the
+/// unsplit loop, 1024 and 2048 10% faster (AMD EPYC, 2 threads). A multiple of the paged
+/// cache's 16-position blocks, so no block straddles two chunks.
 const KEY_CHUNK: usize = 1024;
 
 /// The keys token `t` sees: its window's start (or 0) through its own position.
