@@ -36,14 +36,14 @@ pub struct AttentionParams {
 /// (which llama.cpp never splits), the keys are one run: llama.cpp's arithmetic exactly.
 const SPLIT_MIN_KEYS: usize = 512;
 
-/// Keys per chunk of a split query, the chunks ending at multiples of this many positions.
-/// llama.cpp cuts its (padded) cache view into one chunk per thread; fixed chunks instead make
-/// a token's result independent of the thread count and of what else is in the batch (greedy
-/// output is the same with 1 or 2 threads, batched or alone), and give threads enough pieces to
-/// share one query (a 10K-token Gemma3 query makes ten). Each piece costs its set-up and a
-/// share of the merge: 256-position chunks decoded SmolLM2 at depth 8000 10% slower than the
-/// unsplit loop, 1024 and 2048 10% faster (AMD EPYC, 2 threads). A multiple of the paged
-/// cache's 16-position blocks, so no block straddles two chunks.
+/// About how many keys a chunk of a split query holds: a query over n keys is cut into
+/// 2·⌈n / 2·KEY_CHUNK⌉ equal chunks — an even number, so two threads sharing one query (decoding
+/// Gemma3: one KV head) get equal halves; a 512-key sliding window makes two chunks of 256.
+/// llama.cpp cuts its (padded) cache view into one chunk per thread; chunks that depend only on
+/// the keys make a token's result independent of the thread count and of what else is in the
+/// batch (greedy output is the same with 1 or 2 threads, batched or alone). Each chunk costs its
+/// set-up and a share of the merge: 256-key chunks decoded SmolLM2 at depth 8000 10% slower than
+/// the unsplit loop, 1024 and 2048 10% faster (AMD EPYC, 2 threads).
 const KEY_CHUNK: usize = 1024;
 
 /// The keys token `t` sees: its window's start (or 0) through its own position.
@@ -58,20 +58,13 @@ fn visible_keys(batch: &ForwardBatch<'_>, t: usize, p: &AttentionParams) -> Rang
 
 /// The chunks `keys` is accumulated in (see [`SPLIT_MIN_KEYS`] and [`KEY_CHUNK`]).
 fn key_chunks(keys: Range<usize>, format: KvFormat) -> impl Iterator<Item = Range<usize>> {
-    let split = format == KvFormat::F16 && keys.len() >= SPLIT_MIN_KEYS;
-    let mut at = keys.start;
-    std::iter::from_fn(move || {
-        (at < keys.end).then(|| {
-            let end = if split {
-                ((at / KEY_CHUNK + 1) * KEY_CHUNK).min(keys.end)
-            } else {
-                keys.end
-            };
-            let chunk = at..end;
-            at = end;
-            chunk
-        })
-    })
+    let n = keys.len();
+    let chunks = if format == KvFormat::F16 && n >= SPLIT_MIN_KEYS {
+        2 * n.div_ceil(2 * KEY_CHUNK)
+    } else {
+        1
+    };
+    (0..chunks).map(move |i| keys.start + i * n / chunks..keys.start + (i + 1) * n / chunks)
 }
 
 /// Causal attention of every query of the batch over its sequence's cached keys and values;
