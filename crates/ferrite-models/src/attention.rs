@@ -56,10 +56,15 @@ fn visible_keys(batch: &ForwardBatch<'_>, t: usize, p: &AttentionParams) -> Rang
     lo..pos + 1
 }
 
-/// The chunks `keys` is accumulated in (see [`SPLIT_MIN_KEYS`] and [`KEY_CHUNK`]).
+/// Whether a query over `keys` has them split (see [`SPLIT_MIN_KEYS`]).
+fn is_split(keys: &Range<usize>, format: KvFormat) -> bool {
+    format == KvFormat::F16 && keys.len() >= SPLIT_MIN_KEYS
+}
+
+/// The chunks `keys` is accumulated in (see [`KEY_CHUNK`]): one unless [`is_split`].
 fn key_chunks(keys: Range<usize>, format: KvFormat) -> impl Iterator<Item = Range<usize>> {
     let n = keys.len();
-    let chunks = if format == KvFormat::F16 && n >= SPLIT_MIN_KEYS {
+    let chunks = if is_split(&keys, format) {
         2 * n.div_ceil(2 * KEY_CHUNK)
     } else {
         1
@@ -95,11 +100,7 @@ pub fn attention(
         return;
     }
     let n_tokens = batch.tokens.len();
-    if (0..n_tokens).any(|t| {
-        key_chunks(visible_keys(batch, t, &p), kv.format())
-            .nth(1)
-            .is_some()
-    }) {
+    if (0..n_tokens).any(|t| is_split(&visible_keys(batch, t, &p), kv.format())) {
         attention_split(cpu, kv, batch, q, p, out);
         return;
     }
@@ -188,19 +189,14 @@ pub(crate) fn attend(
 ) {
     let (group, w) = (p.n_heads / p.n_kv_heads, cols.len());
     let keys = visible_keys(batch, u / p.n_kv_heads, &p);
-    let end = keys.end;
-    let mut chunks = key_chunks(keys, kv.format());
-    let Some(whole) = chunks.next() else {
-        return;
-    };
-    if whole.end != end {
-        // Split keys: the chunks one after another on this thread, then merged — the same
-        // arithmetic as [`attention_split`] spreading them over threads.
+    if is_split(&keys, kv.format()) {
+        // The chunks one after another on this thread, then merged: the same arithmetic as
+        // [`attention_split`] spreading them over threads.
         CHUNKS.with(|cell| {
             let mut partials = cell.borrow_mut();
             let stride = group * (2 + w);
             partials.clear();
-            for keys in std::iter::once(whole).chain(chunks) {
+            for chunk in key_chunks(keys, kv.format()) {
                 let at = partials.len();
                 partials.resize(at + stride, 0.0);
                 attend_partial(
@@ -210,7 +206,7 @@ pub(crate) fn attend(
                     q,
                     p,
                     u,
-                    keys,
+                    chunk,
                     cols.clone(),
                     &mut partials[at..],
                 );
@@ -221,7 +217,7 @@ pub(crate) fn attend(
         });
         return;
     }
-    with_accumulated(cpu, kv, batch, q, p, u, whole, cols, |accs| {
+    with_accumulated(cpu, kv, batch, q, p, u, keys, cols, |accs| {
         for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(w)) {
             acc.finish(oh);
         }

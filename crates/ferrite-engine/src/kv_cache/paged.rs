@@ -1,7 +1,11 @@
 //! Paged KV storage: the block pool's blocks as f16 (or Q8_0) rows, laid out
-//! `[block][layer][kv_head][slot in block][row]` so one block of one head is a contiguous
-//! run that attention reads in one piece. Before each forward the engine installs the block
-//! table of every batch slot; the model only sees [`KvStore`].
+//! `[layer][kv_head][block][slot in block][row]`: one block of one head is a contiguous run
+//! that attention reads in one piece, and a sequence's consecutive blocks (the pool hands out
+//! fresh blocks in order) are consecutive in memory for each head, so attention over a long
+//! sequence streams through memory instead of jumping between pages at every block (decoding
+//! SmolLM2 7,500 tokens deep: 12.2 ms per token against 18.0 with blocks outermost). Before
+//! each forward the engine installs the block table of every batch slot; the model only sees
+//! [`KvStore`].
 
 use std::ops::Range;
 
@@ -12,7 +16,6 @@ use super::block_pool::BlockId;
 /// Keys and values for every block of the pool.
 #[derive(Debug)]
 pub struct PagedKvStore {
-    n_layers: usize,
     n_kv_heads: usize,
     head_dim: usize,
     format: KvFormat,
@@ -49,7 +52,6 @@ impl PagedKvStore {
             .map_err(ferrite_models::Error::Kernel)?;
         let keys = shape.n_layers * shape.n_kv_heads * row_bytes * block_size * num_blocks;
         Ok(PagedKvStore {
-            n_layers: shape.n_layers,
             n_kv_heads: shape.n_kv_heads,
             head_dim: shape.head_dim,
             format,
@@ -85,7 +87,7 @@ impl PagedKvStore {
     }
 
     fn offset(&self, block: BlockId, layer: usize, head: usize, within: usize) -> usize {
-        let rows = ((block as usize * self.n_layers + layer) * self.n_kv_heads + head)
+        let rows = ((layer * self.n_kv_heads + head) * self.num_blocks + block as usize)
             * self.block_size
             + within;
         rows * self.row_bytes
