@@ -226,6 +226,31 @@ impl GgufFile {
         &self.storage.bytes()[start..start + info.size_bytes as usize]
     }
 
+    /// Hand the pages holding a tensor's bytes back to the operating system, for a tensor that
+    /// was copied at load and is rarely read again (weights repacked for the kernels): they
+    /// leave this process's resident memory and stay in the page cache, and a later read of
+    /// the tensor faults them back in with the same contents. Best effort; nothing for a file
+    /// held in memory.
+    pub fn release_tensor_pages(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Storage::Mmap(map) = &self.storage {
+            let start = (self.data_offset + info.offset) as usize;
+            // SAFETY: the map is read-only and backed by the file (see `open`), never written:
+            // MADV_DONTNEED only drops this process's mapping of the pages, so any slice of it,
+            // now or later, reads the file's bytes exactly as before.
+            // An error (a kernel without madvise) leaves the pages resident, nothing else.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    info.size_bytes as usize,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = info;
+    }
+
     /// Descriptor and bytes of a tensor by name.
     pub fn tensor_by_name(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self

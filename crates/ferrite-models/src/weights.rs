@@ -175,14 +175,16 @@ impl Linear {
     /// when `kernels` read them for its format: decoding and speculative verification then
     /// stream 16 interleaved rows at a time (same bytes per row, same results), and prompt-sized
     /// products unpack their panels from them. After loading, products no longer touch the
-    /// mapped rows (embedding lookups still do), so the copy costs the matrix's size in
-    /// anonymous memory while the mapped pages become reclaimable page cache.
+    /// mapped rows (embedding lookups still read single rows), so their pages are handed back
+    /// ([`GgufFile::release_tensor_pages`]): the copy replaces the mapped matrix in resident
+    /// memory instead of adding to it.
     pub fn repacked(mut self, kernels: &Kernels) -> Result<Linear> {
         if self.panels.is_none() && kernels.uses_stream_panels(self.ty) {
             let data = self.file.tensor_data(&self.info);
             let panels =
                 repack_stream_panels(self.ty, self.rows, self.cols, data).map_err(Error::Kernel)?;
             self.panels = Some(panels.into());
+            self.file.release_tensor_pages(&self.info);
         }
         Ok(self)
     }
