@@ -99,18 +99,24 @@ pub fn attention(
         crate::prompt_attention::attention_tiled(cpu, kv, batch, q, p, out);
         return;
     }
+    let layer = LayerInputs {
+        cpu,
+        kv,
+        batch,
+        q,
+        p,
+    };
     let n_tokens = batch.tokens.len();
     if (0..n_tokens).any(|t| is_split(&visible_keys(batch, t, &p), kv.format())) {
-        attention_split(cpu, kv, batch, q, p, out);
+        attention_split(layer, out);
         return;
     }
     let units = n_tokens * p.n_kv_heads;
     let parts = column_parts(d, units, cpu.pool.n_threads());
     if parts == 1 {
         // A token's cost grows with its position (causal): units are claimed dearest first.
-        cpu.pool.par_chunks_mut_growing(out, group * d, |u, o| {
-            attend(cpu, kv, batch, q, p, u, 0..d, o)
-        });
+        cpu.pool
+            .par_chunks_mut_growing(out, group * d, |u, o| layer.attend(u, 0..d, o));
         return;
     }
     let w = d / parts;
@@ -121,7 +127,7 @@ pub fn attention(
         cpu.pool
             .par_chunks_mut_growing(&mut scratch, group * w, |c, o| {
                 let (u, part) = (c / parts, c % parts);
-                attend(cpu, kv, batch, q, p, u, part * w..(part + 1) * w, o);
+                layer.attend(u, part * w..(part + 1) * w, o);
             });
         for (c, chunk) in scratch.chunks_exact(group * w).enumerate() {
             let (u, part) = (c / parts, c % parts);
@@ -135,14 +141,10 @@ pub fn attention(
 
 /// [`attention`] with every (unit, key chunk) a piece of work of its own, then each unit's
 /// chunks merged.
-fn attention_split(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: AttentionParams,
-    out: &mut [f32],
-) {
+fn attention_split(layer: LayerInputs<'_, '_>, out: &mut [f32]) {
+    let LayerInputs {
+        cpu, kv, batch, p, ..
+    } = layer;
     let (d, group) = (p.head_dim, p.n_heads / p.n_kv_heads);
     let stride = group * (2 + d);
     // (unit, keys) per piece, a unit's pieces consecutive from first[unit].
@@ -162,7 +164,7 @@ fn attention_split(
         cpu.pool
             .par_chunks_mut_growing(&mut partials, stride, |i, o| {
                 let (u, keys) = &pieces[i];
-                attend_partial(cpu, kv, batch, q, p, *u, keys.clone(), 0..d, o);
+                layer.attend_partial(*u, keys.clone(), 0..d, o);
             });
         let partials: &[f32] = &partials;
         // One query head per piece of work (decoding Gemma3: one unit, four heads).
@@ -174,81 +176,118 @@ fn attention_split(
     });
 }
 
-/// Unit `u` (token `u / n_kv_heads`, KV head `u % n_kv_heads`): its query heads' output columns
-/// `cols` into `o` (`group × cols.len()`, head by head).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: AttentionParams,
-    u: usize,
-    cols: Range<usize>,
-    o: &mut [f32],
-) {
-    let (group, w) = (p.n_heads / p.n_kv_heads, cols.len());
-    let keys = visible_keys(batch, u / p.n_kv_heads, &p);
-    if is_split(&keys, kv.format()) {
-        // The chunks one after another on this thread, then merged: the same arithmetic as
-        // [`attention_split`] spreading them over threads.
-        CHUNKS.with(|cell| {
-            let mut partials = cell.borrow_mut();
-            let stride = group * (2 + w);
-            partials.clear();
-            for chunk in key_chunks(keys, kv.format()) {
-                let at = partials.len();
-                partials.resize(at + stride, 0.0);
-                attend_partial(
-                    cpu,
-                    kv,
-                    batch,
-                    q,
-                    p,
-                    u,
-                    chunk,
-                    cols.clone(),
-                    &mut partials[at..],
-                );
-            }
-            for (h, oh) in o.chunks_exact_mut(w).enumerate() {
-                merge_head(&partials, group, h, oh);
-            }
-        });
-        return;
-    }
-    with_accumulated(cpu, kv, batch, q, p, u, keys, cols, |accs| {
-        for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(w)) {
-            acc.finish(oh);
-        }
-    });
+/// What every piece of one layer's attention reads.
+#[derive(Clone, Copy)]
+pub(crate) struct LayerInputs<'a, 'b> {
+    pub cpu: &'a Cpu,
+    pub kv: &'a dyn KvStore,
+    pub batch: &'a ForwardBatch<'b>,
+    /// The batch's queries, `T × n_heads·head_dim`.
+    pub q: &'a [f32],
+    /// The layer's attention settings.
+    pub p: AttentionParams,
 }
 
-/// Unit `u`'s query heads over keys `keys` only, unnormalised: per head `[max, sum, values of
-/// cols…]` into `o` (`group × (2 + cols.len())`), for [`merge_head`].
-#[allow(clippy::too_many_arguments)]
-fn attend_partial(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: AttentionParams,
-    u: usize,
-    keys: Range<usize>,
-    cols: Range<usize>,
-    o: &mut [f32],
-) {
-    let w = cols.len();
-    with_accumulated(cpu, kv, batch, q, p, u, keys, cols, |accs| {
-        for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(2 + w)) {
-            let SoftmaxStats { max, sum } = acc.finish_unnormalised(&mut oh[2..]);
-            (oh[0], oh[1]) = (max, sum);
+impl LayerInputs<'_, '_> {
+    /// Unit `u` (token `u / n_kv_heads`, KV head `u % n_kv_heads`): its query heads' output
+    /// columns `cols` into `o` (`group × cols.len()`, head by head).
+    pub(crate) fn attend(self, u: usize, cols: Range<usize>, o: &mut [f32]) {
+        let (p, kv) = (self.p, self.kv);
+        let (group, w) = (p.n_heads / p.n_kv_heads, cols.len());
+        let keys = visible_keys(self.batch, u / p.n_kv_heads, &p);
+        if is_split(&keys, kv.format()) {
+            // The chunks one after another on this thread, then merged: the same arithmetic as
+            // [`attention_split`] spreading them over threads.
+            CHUNKS.with(|cell| {
+                let mut partials = cell.borrow_mut();
+                let stride = group * (2 + w);
+                partials.clear();
+                for chunk in key_chunks(keys, kv.format()) {
+                    let at = partials.len();
+                    partials.resize(at + stride, 0.0);
+                    self.attend_partial(u, chunk, cols.clone(), &mut partials[at..]);
+                }
+                for (h, oh) in o.chunks_exact_mut(w).enumerate() {
+                    merge_head(&partials, group, h, oh);
+                }
+            });
+            return;
         }
-    });
+        self.with_accumulated(u, keys, cols, |accs| {
+            for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(w)) {
+                acc.finish(oh);
+            }
+        });
+    }
+
+    /// Unit `u`'s query heads over keys `keys` only, unnormalised: per head `[max, sum, values
+    /// of cols…]` into `o` (`group × (2 + cols.len())`), for [`merge_head`].
+    fn attend_partial(self, u: usize, keys: Range<usize>, cols: Range<usize>, o: &mut [f32]) {
+        let w = cols.len();
+        self.with_accumulated(u, keys, cols, |accs| {
+            for (acc, oh) in accs.iter().zip(o.chunks_exact_mut(2 + w)) {
+                let SoftmaxStats { max, sum } = acc.finish_unnormalised(&mut oh[2..]);
+                (oh[0], oh[1]) = (max, sum);
+            }
+        });
+    }
+
+    /// Unit `u`'s query heads fed keys and values `keys` (this thread's accumulators, kept
+    /// between calls: no allocation per unit), then handed to `finish`.
+    fn with_accumulated(
+        self,
+        u: usize,
+        keys: Range<usize>,
+        cols: Range<usize>,
+        finish: impl FnOnce(&[AttentionAccumulator]),
+    ) {
+        let LayerInputs {
+            cpu,
+            kv,
+            batch,
+            q,
+            p,
+        } = self;
+        let d = p.head_dim;
+        let group = p.n_heads / p.n_kv_heads;
+        let (k, mode) = (cpu.kernels, cpu.attn_accum);
+        let (t, g) = (u / p.n_kv_heads, u % p.n_kv_heads);
+        ACCUMULATORS.with(|cell| {
+            let mut accs = cell.borrow_mut();
+            let format = kv.format();
+            if accs.len() != group
+                || accs
+                    .iter()
+                    .any(|a| a.head_dim() != d || a.mode() != mode || a.kv_format() != format)
+            {
+                // A head size the format cannot hold was refused when the cache was made.
+                *accs = (0..group)
+                    .map(|_| {
+                        AttentionAccumulator::new(d, mode)
+                            .with_kv_format(format)
+                            .expect("invariant: the KV store checked the head size")
+                    })
+                    .collect();
+            }
+            let q0 = u * group * d; // query heads g·group.. of token t are contiguous in q
+            for (h, acc) in accs.iter_mut().enumerate() {
+                acc.set_columns(cols.clone());
+                acc.begin(&q[q0 + h * d..q0 + (h + 1) * d], p.scale);
+            }
+            // A paged cache hands out its blocks one by one: all of them go to the accumulators
+            // together, so the softmax runs once over the range instead of once per block.
+            let mut runs = Vec::with_capacity(keys.len() / 16 + 2);
+            kv.read(p.layer, batch.slots[t], g, keys, &mut |keys, values, n| {
+                runs.push(KvRun { keys, values, n })
+            });
+            AttentionAccumulator::add_group_runs(&k, &mut accs, &runs, p.softcap);
+            finish(&accs);
+        });
+    }
 }
 
 /// Head `h` of a unit from its chunks' partials (`n_chunks × group × (2 + w)`, as
-/// [`attend_partial`] writes them) into `o` (`w` columns).
+/// [`LayerInputs::attend_partial`] writes them) into `o` (`w` columns).
 fn merge_head(partials: &[f32], group: usize, h: usize, o: &mut [f32]) {
     let w = o.len();
     let chunks = partials.chunks_exact(group * (2 + w)).map(|c| {
@@ -260,57 +299,6 @@ fn merge_head(partials: &[f32], group: usize, h: usize, o: &mut [f32]) {
         (stats, &head[2..])
     });
     merge_partials(chunks, o);
-}
-
-/// Unit `u`'s query heads fed keys and values `keys` (this thread's accumulators, kept between
-/// calls: no allocation per unit), then handed to `finish`.
-#[allow(clippy::too_many_arguments)]
-fn with_accumulated(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: AttentionParams,
-    u: usize,
-    keys: Range<usize>,
-    cols: Range<usize>,
-    finish: impl FnOnce(&[AttentionAccumulator]),
-) {
-    let d = p.head_dim;
-    let group = p.n_heads / p.n_kv_heads;
-    let (k, mode) = (cpu.kernels, cpu.attn_accum);
-    let (t, g) = (u / p.n_kv_heads, u % p.n_kv_heads);
-    ACCUMULATORS.with(|cell| {
-        let mut accs = cell.borrow_mut();
-        let format = kv.format();
-        if accs.len() != group
-            || accs
-                .iter()
-                .any(|a| a.head_dim() != d || a.mode() != mode || a.kv_format() != format)
-        {
-            // A head size the format cannot hold was refused when the cache was made.
-            *accs = (0..group)
-                .map(|_| {
-                    AttentionAccumulator::new(d, mode)
-                        .with_kv_format(format)
-                        .expect("invariant: the KV store checked the head size")
-                })
-                .collect();
-        }
-        let q0 = u * group * d; // query heads g·group.. of token t are contiguous in q
-        for (h, acc) in accs.iter_mut().enumerate() {
-            acc.set_columns(cols.clone());
-            acc.begin(&q[q0 + h * d..q0 + (h + 1) * d], p.scale);
-        }
-        // A paged cache hands out its blocks one by one: all of them go to the accumulators
-        // together, so the softmax runs once over the range instead of once per block.
-        let mut runs = Vec::with_capacity(keys.len() / 16 + 2);
-        kv.read(p.layer, batch.slots[t], g, keys, &mut |keys, values, n| {
-            runs.push(KvRun { keys, values, n })
-        });
-        AttentionAccumulator::add_group_runs(&k, &mut accs, &runs, p.softcap);
-        finish(&accs);
-    });
 }
 
 /// How many column parts each (token, KV head) unit is cut into: 1 when there are at least as

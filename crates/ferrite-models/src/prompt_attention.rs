@@ -10,7 +10,7 @@
 use ferrite_kernels::attention_tiled::{TiledAttention, TILED_MIN_QUERIES};
 use ferrite_kernels::KvFormat;
 
-use crate::attention::{attend, AttentionParams};
+use crate::attention::{AttentionParams, LayerInputs};
 use crate::cpu::Cpu;
 use crate::kv::KvStore;
 use crate::ForwardBatch;
@@ -90,16 +90,14 @@ pub fn attention_tiled(
                     } else {
                         let heads = at + kv_head * group * d;
                         let unit = t * p.n_kv_heads + kv_head;
-                        attend(
+                        let layer = LayerInputs {
                             cpu,
                             kv,
                             batch,
                             q,
                             p,
-                            unit,
-                            0..d,
-                            &mut o[heads..heads + group * d],
-                        );
+                        };
+                        layer.attend(unit, 0..d, &mut o[heads..heads + group * d]);
                     }
                 }
                 t += len;
