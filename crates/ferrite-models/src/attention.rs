@@ -47,7 +47,11 @@ const SPLIT_MIN_KEYS: usize = 512;
 const KEY_CHUNK: usize = 1024;
 
 /// The keys token `t` sees: its window's start (or 0) through its own position.
-fn visible_keys(batch: &ForwardBatch<'_>, t: usize, p: &AttentionParams) -> Range<usize> {
+pub(crate) fn visible_keys(
+    batch: &ForwardBatch<'_>,
+    t: usize,
+    p: &AttentionParams,
+) -> Range<usize> {
     let pos = batch.positions[t];
     let lo = match p.window {
         Some(w) => (pos + 1).saturating_sub(w),
@@ -95,10 +99,6 @@ pub fn attention(
     let d = p.head_dim;
     let group = p.n_heads / p.n_kv_heads;
     out.resize(q.len(), 0.0);
-    if crate::prompt_attention::wants_tiles(kv, batch, &p) {
-        crate::prompt_attention::attention_tiled(cpu, kv, batch, q, p, out);
-        return;
-    }
     let layer = LayerInputs {
         cpu,
         kv,
@@ -106,6 +106,10 @@ pub fn attention(
         q,
         p,
     };
+    if crate::prompt_attention::wants_tiles(kv, batch, &p) {
+        crate::prompt_attention::attention_tiled(layer, out);
+        return;
+    }
     let n_tokens = batch.tokens.len();
     if (0..n_tokens).any(|t| is_split(&visible_keys(batch, t, &p), kv.format())) {
         attention_split(layer, out);

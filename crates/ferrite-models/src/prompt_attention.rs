@@ -10,8 +10,7 @@
 use ferrite_kernels::attention_tiled::{TiledAttention, TILED_MIN_QUERIES};
 use ferrite_kernels::KvFormat;
 
-use crate::attention::{AttentionParams, LayerInputs};
-use crate::cpu::Cpu;
+use crate::attention::{visible_keys, AttentionParams, LayerInputs};
 use crate::kv::KvStore;
 use crate::ForwardBatch;
 
@@ -56,14 +55,8 @@ struct Unit {
 /// inside a block, each run of one tiled group is a unit per KV head, and any other token is
 /// attended alone per KV head. Cutting a group's tokens into runs changes nothing: a tiled row's
 /// result does not depend on which rows share its unit.
-pub fn attention_tiled(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: AttentionParams,
-    out: &mut [f32],
-) {
+pub fn attention_tiled(layer: LayerInputs<'_, '_>, out: &mut [f32]) {
+    let LayerInputs { cpu, batch, p, .. } = layer;
     let (d, n) = (p.head_dim, batch.tokens.len());
     let group = p.n_heads / p.n_kv_heads;
     let row = p.n_heads * d; // one token's output
@@ -86,17 +79,10 @@ pub fn attention_tiled(
                             len,
                             kv_head,
                         };
-                        attend_block(cpu, kv, batch, q, &p, u, &mut o[at..at + len * row]);
+                        attend_block(layer, u, &mut o[at..at + len * row]);
                     } else {
                         let heads = at + kv_head * group * d;
                         let unit = t * p.n_kv_heads + kv_head;
-                        let layer = LayerInputs {
-                            cpu,
-                            kv,
-                            batch,
-                            q,
-                            p,
-                        };
                         layer.attend(unit, 0..d, &mut o[heads..heads + group * d]);
                     }
                 }
@@ -107,15 +93,14 @@ pub fn attention_tiled(
 
 /// One tiled unit: its rows' outputs into `o`, the unit's tokens' output rows (`len ×
 /// n_heads·d`), at the heads of its KV head.
-fn attend_block(
-    cpu: &Cpu,
-    kv: &dyn KvStore,
-    batch: &ForwardBatch<'_>,
-    q: &[f32],
-    p: &AttentionParams,
-    u: Unit,
-    o: &mut [f32],
-) {
+fn attend_block(layer: LayerInputs<'_, '_>, u: Unit, o: &mut [f32]) {
+    let LayerInputs {
+        cpu,
+        kv,
+        batch,
+        q,
+        p,
+    } = layer;
     let d = p.head_dim;
     let group = p.n_heads / p.n_kv_heads;
     TILED.with(|cell| {
@@ -128,12 +113,11 @@ fn attend_block(
         // The keys any row of the unit sees: from the lowest window start to the last position.
         let (mut first, mut end) = (usize::MAX, 0);
         for t in u.t0..u.t0 + u.len {
-            let pos = batch.positions[t];
-            let lo = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            (first, end) = (first.min(lo), end.max(pos + 1));
+            let keys = visible_keys(batch, t, &p);
+            (first, end) = (first.min(keys.start), end.max(keys.end));
             for h in 0..group {
                 let at = (t * p.n_heads + u.kv_head * group + h) * d;
-                tiles.push_query(&q[at..at + d], lo..pos + 1);
+                tiles.push_query(&q[at..at + d], keys.clone());
             }
         }
         let mut at = first;
